@@ -1,0 +1,1 @@
+"""Capacity controllers: how the experiment changes the number of running tasks."""

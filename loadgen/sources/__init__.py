@@ -1,0 +1,1 @@
+"""Metric sources: where utilization samples come from during a run."""

@@ -1,0 +1,43 @@
+"""What every metric source provides to the experiment.
+
+A *live* source samples while the run goes (the local source reads process counters every
+second) and hands rows to a sink. A *retrospective* source (CloudWatch, Prometheus) is asked
+for a finished window, after ``settle_s`` seconds, because its newest data is still changing.
+
+Rows are dicts with the run directory's metric columns: ``time_unix_s``, ``source``,
+``metric``, ``task`` ("" for service-level), ``value``, ``unit``. Metric names follow
+``scalefinder.catalog``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable
+
+MetricRow = dict[str, Any]
+MetricSink = Callable[[list[MetricRow]], Any]
+
+
+class MetricSource(ABC):
+    """A source of utilization samples."""
+
+    #: short name written in the ``source`` column, e.g. "local", "cloudwatch", "prometheus"
+    name: str = "source"
+    #: True when the source pushes samples while running (start/stop); False when it is fetched
+    live: bool = True
+    #: seconds to wait after a window ends before fetching it (retrospective sources)
+    settle_s: float = 0.0
+
+    def start(self, sink: MetricSink) -> None:
+        """Begin sampling into ``sink`` (live sources)."""
+
+    def stop(self) -> None:
+        """Stop sampling; must be safe to call twice."""
+
+    def fetch(self, start_unix_s: float, end_unix_s: float) -> list[MetricRow]:
+        """Return the samples of a finished window (retrospective sources)."""
+        return []
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable facts for the manifest (kind, interval, what it reads, cost counters)."""

@@ -1,0 +1,112 @@
+"""The ``scalefinder`` command line.
+
+Each command lives beside the code it drives and is imported only when it is invoked, so that
+``scalefinder analyze`` never imports Locust (which patches the standard library for gevent) and
+``scalefinder --help`` stays fast. This module only assembles the commands and turns the error
+family into exit codes: 0 ok, 1 gate failed, 2 usage or input error, 3 environment or
+infrastructure error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from scalefinder import __version__
+from scalefinder.errors import ScalefinderError
+
+# command name -> "module:attribute" of a click command
+COMMANDS: dict[str, str] = {
+    "cluster": "loadgen.cluster.command:cluster_command",
+    "plan": "loadgen.commands:plan_command",
+    "run": "loadgen.commands:run_command",
+    "worker": "loadgen.commands:worker_command",
+    "analyze": "analysis.command:analyze_command",
+    "report": "analysis.reporting.commands:report_command",
+    "gate": "analysis.reporting.commands:gate_command",
+    "runs": "analysis.reporting.commands:runs_command",
+    "demo": "scalefinder.demo:demo_command",
+    "restore": "loadgen.aws.commands:restore_command",
+    "iam-policy": "loadgen.aws.commands:iam_policy_command",
+}
+
+# One line of help per command, so `scalefinder --help` needs no imports.
+SHORT_HELP: dict[str, str] = {
+    "cluster": "Run the embedded local cluster in the foreground.",
+    "plan": "Print the steps of a profile's experiment without sending load.",
+    "run": "Run a profile's staged-ramp experiment into a run directory.",
+    "worker": "Join a distributed run as a Locust worker.",
+    "analyze": "Analyze a run directory and write findings.json.",
+    "report": "Write the HTML report and summaries of an analyzed run.",
+    "gate": "Check a run against performance criteria (CI gate).",
+    "runs": "List the runs under a reports folder and write its index.",
+    "demo": "Start the local cluster, run the demo profile, analyze and report.",
+    "restore": "Restore the task count and scaling settings recorded in a run directory.",
+    "iam-policy": "Print the least-privilege IAM policy a profile needs.",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use and whose errors become exit codes."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+                return _unavailable(name, f"the '{name}' command is not available in this build")
+            missing = exc.name or str(exc)
+            return _unavailable(name, f"the '{name}' command needs the Python package '{missing}'; install it first")
+        command = getattr(module, attribute)
+        if command.short_help is None and name in SHORT_HELP:
+            command.short_help = SHORT_HELP[name]
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ScalefinderError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+def _unavailable(name: str, message: str) -> click.Command:
+    def callback(**_: object) -> None:
+        raise click.ClickException(message)
+
+    return click.Command(name, callback=callback, help=message, context_settings={"ignore_unknown_options": True})
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="scalefinder")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Find which metric to auto-scale a service on, and at what target, by load-testing it."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    cli(prog_name="scalefinder")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

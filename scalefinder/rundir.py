@@ -1,0 +1,405 @@
+"""The run directory: the contract between the run side and the read side.
+
+A run directory is written while the experiment goes on, so a run killed at any point leaves
+something readable, and it is read by ``analyze``, ``report`` and ``gate`` wherever it was
+recorded. The format is documented in ``docs/run-directory.md``; this module is its only
+writer and reader.
+
+Files (all UTF-8):
+
+* ``manifest.json``  - versioned metadata, rewritten atomically at every status change
+* ``steps.csv``      - one row per finished step
+* ``load.csv``       - the load generator's 1-second series
+* ``metrics.csv``    - every metric sample in one long table: time, source, metric, task, value, unit
+* ``events.jsonl``   - scale changes, crashes, aborts, warnings, one JSON object a line
+
+Times in the CSV files are ``time_unix_s``: seconds since the Unix epoch, UTC. Times in JSON are
+ISO 8601 strings with an explicit UTC offset.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from scalefinder.errors import PartialRunError, RunDirectoryError
+
+SCHEMA_VERSION = 1
+RUN_KIND = "scalefinder-run"
+
+MANIFEST = "manifest.json"
+STEPS = "steps.csv"
+LOAD = "load.csv"
+METRICS = "metrics.csv"
+EVENTS = "events.jsonl"
+
+# Run status values. "running" on disk after the process is gone means it was killed hard.
+STATUS_RUNNING = "running"
+STATUS_COMPLETE = "complete"
+STATUS_ABORTED = "aborted"  # stopped by a safety rule; the data up to the abort is valid
+STATUS_INTERRUPTED = "interrupted"  # SIGINT / SIGTERM
+STATUS_FAILED = "failed"  # an error ended the run
+FINISHED_STATUSES = {STATUS_COMPLETE, STATUS_ABORTED, STATUS_INTERRUPTED, STATUS_FAILED}
+
+METRIC_COLUMNS = ["time_unix_s", "source", "metric", "task", "value", "unit"]
+
+STEP_COLUMNS = [
+    "step_id",  # 0, 1, 2 ... in the order run
+    "phase",  # ramp | refine | replay | beyond
+    "tasks",  # task count during the step
+    "offered_rps",  # the constant arrival rate the step offered
+    "start_unix_s",
+    "end_unix_s",
+    "warmup_s",  # seconds at the start the run side considers warm-up
+    "achieved_rps",  # completed requests / measured duration
+    "sent",
+    "completed",
+    "failures",
+    "dropped",  # arrivals not sent because the in-flight cap was reached
+    "late",  # arrivals sent later than their schedule by more than the lateness tolerance
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "mean_ms",
+    "error_kinds",  # JSON object: kind -> count
+    "generator_cpu_pct",  # load generator CPU, % of one core, max over its processes
+    "valid",  # false when the generator, not the target, limited the step
+    "invalid_reason",
+    "slo_met",
+    "end_reason",  # held | steady | slo_breach | abort | interrupted
+]
+
+LOAD_COLUMNS = [
+    "time_unix_s",
+    "step_id",
+    "phase",
+    "tasks",
+    "offered_rps",
+    "sent",
+    "completed",
+    "failures",
+    "dropped",
+    "late",
+    "in_flight",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "generator_cpu_pct",
+]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso_utc(moment: datetime | float) -> str:
+    if isinstance(moment, (int, float)):
+        moment = datetime.fromtimestamp(moment, timezone.utc)
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given where a UTC time is required")
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+class _CsvAppender:
+    """Appends rows to a CSV file, writing the header once and flushing every write."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path = path
+        self.columns = columns
+        self._lock = threading.Lock()
+        new = not path.exists() or path.stat().st_size == 0
+        self._file = open(path, "a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="raise")
+        if new:
+            self._writer.writeheader()
+            self._file.flush()
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        count = 0
+        with self._lock:
+            for row in rows:
+                self._writer.writerow({k: _csv_value(row.get(k)) for k in self.columns})
+                count += 1
+            self._file.flush()
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(round(value, 6)) if value == value else ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+class RunWriter:
+    """Writes a run directory as the run goes. Thread-safe; every write is flushed at once."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path = Path(path)
+        self._manifest_lock = threading.Lock()
+        self.manifest = dict(manifest)
+        self._metrics: _CsvAppender
+        self._load: _CsvAppender
+        self._steps: _CsvAppender
+        self._events_lock = threading.Lock()
+        self._events_file: io.TextIOWrapper
+
+    @classmethod
+    def create(cls, path: str | Path, manifest: dict[str, Any]) -> "RunWriter":
+        """Create a new run directory. ``manifest`` holds the run's metadata (profile, target ...)."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise RunDirectoryError(f"{path} already exists and is not empty; choose another --out")
+        path.mkdir(parents=True, exist_ok=True)
+        base = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": RUN_KIND,
+            "status": STATUS_RUNNING,
+            "status_reason": None,
+            "started_utc": iso_utc(utc_now()),
+            "finished_utc": None,
+            "pid": os.getpid(),
+            "phases": [],
+            "warnings": [],
+        }
+        base.update(manifest)
+        writer = cls(path, base)
+        writer._metrics = _CsvAppender(path / METRICS, METRIC_COLUMNS)
+        writer._load = _CsvAppender(path / LOAD, LOAD_COLUMNS)
+        writer._steps = _CsvAppender(path / STEPS, STEP_COLUMNS)
+        writer._events_file = open(path / EVENTS, "a", encoding="utf-8")
+        writer.write_manifest()
+        return writer
+
+    # -- manifest -------------------------------------------------------------------------
+    def write_manifest(self) -> None:
+        with self._manifest_lock:
+            _write_json_atomic(self.path / MANIFEST, self.manifest)
+
+    def update_manifest(self, **fields: Any) -> None:
+        with self._manifest_lock:
+            self.manifest.update(fields)
+            _write_json_atomic(self.path / MANIFEST, self.manifest)
+
+    def add_warning(self, message: str) -> None:
+        with self._manifest_lock:
+            self.manifest.setdefault("warnings", []).append(message)
+            _write_json_atomic(self.path / MANIFEST, self.manifest)
+        self.event("warning", message=message)
+
+    def start_phase(self, name: str, tasks: int, **detail: Any) -> None:
+        with self._manifest_lock:
+            phases = self.manifest.setdefault("phases", [])
+            if phases and phases[-1].get("end_utc") is None:
+                phases[-1]["end_utc"] = iso_utc(utc_now())
+            phases.append({"name": name, "tasks": tasks, "start_utc": iso_utc(utc_now()), "end_utc": None, **detail})
+            _write_json_atomic(self.path / MANIFEST, self.manifest)
+        self.event("phase_start", phase=name, tasks=tasks, **detail)
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        """Mark the run finished with ``status`` and close every file."""
+        if status not in FINISHED_STATUSES:
+            raise ValueError(f"unknown final status {status!r}")
+        now = iso_utc(utc_now())
+        with self._manifest_lock:
+            phases = self.manifest.get("phases", [])
+            if phases and phases[-1].get("end_utc") is None:
+                phases[-1]["end_utc"] = now
+            self.manifest.update(status=status, status_reason=reason, finished_utc=now)
+            _write_json_atomic(self.path / MANIFEST, self.manifest)
+        self.event("run_end", status=status, reason=reason)
+        self.close()
+
+    # -- tables ---------------------------------------------------------------------------
+    def append_metrics(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append metric samples: dicts with time_unix_s, source, metric, task, value, unit.
+
+        ``task`` is the task id for per-task samples and "" for service-level ones.
+        """
+        return self._metrics.append(rows)
+
+    def append_load(self, row: Mapping[str, Any]) -> None:
+        self._load.append([row])
+
+    def append_step(self, row: Mapping[str, Any]) -> None:
+        self._steps.append([row])
+
+    def event(self, kind: str, **detail: Any) -> None:
+        now = utc_now()
+        record = {"time_utc": iso_utc(now), "time_unix_s": now.timestamp(), "kind": kind, **detail}
+        line = json.dumps(record, default=str, sort_keys=True)
+        with self._events_lock:
+            if not self._events_file.closed:
+                self._events_file.write(line + "\n")
+                self._events_file.flush()
+
+    def close(self) -> None:
+        for appender in (self._metrics, self._load, self._steps):
+            appender.close()
+        with self._events_lock:
+            if not self._events_file.closed:
+                self._events_file.close()
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, default=str)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON so a reader never sees half a file (used for findings and summaries too)."""
+    _write_json_atomic(Path(path), data)
+
+
+@dataclass
+class RunDirectory:
+    """A run directory opened for reading. Tables are loaded lazily as pandas DataFrames."""
+
+    path: Path
+    manifest: dict[str, Any]
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDirectory":
+        path = Path(path)
+        if not path.is_dir():
+            raise RunDirectoryError(f"{path} is not a directory (expected a run directory)")
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise RunDirectoryError(f"{path} has no {MANIFEST}; it is not a scalefinder run directory")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunDirectoryError(f"{manifest_path} is not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("kind") != RUN_KIND:
+            raise RunDirectoryError(f"{manifest_path} is not a scalefinder run manifest")
+        version = manifest.get("schema_version")
+        if not isinstance(version, int):
+            raise RunDirectoryError(f"{manifest_path} has no integer schema_version")
+        if version > SCHEMA_VERSION:
+            raise RunDirectoryError(
+                f"{path} was written by a newer scalefinder (run schema {version}; this version reads "
+                f"up to {SCHEMA_VERSION}). Upgrade scalefinder to read it."
+            )
+        manifest = _upgrade(manifest)
+        return cls(path=path, manifest=manifest)
+
+    # -- status ---------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return str(self.manifest.get("status"))
+
+    @property
+    def is_complete(self) -> bool:
+        return self.status == STATUS_COMPLETE
+
+    @property
+    def is_partial(self) -> bool:
+        """True when the run did not finish normally (killed, interrupted, failed)."""
+        return self.status not in (STATUS_COMPLETE, STATUS_ABORTED)
+
+    def require_complete(self) -> None:
+        if self.is_partial:
+            reason = self.manifest.get("status_reason") or (
+                "the run is still in progress or was killed" if self.status == STATUS_RUNNING else "no reason recorded"
+            )
+            raise PartialRunError(f"{self.path} is a partial run (status {self.status}: {reason})")
+
+    # -- tables ---------------------------------------------------------------------------
+    def steps(self):
+        return self._table(STEPS, STEP_COLUMNS)
+
+    def load(self):
+        return self._table(LOAD, LOAD_COLUMNS)
+
+    def metrics(self):
+        return self._table(METRICS, METRIC_COLUMNS)
+
+    def events(self) -> list[dict[str, Any]]:
+        if "events" not in self._cache:
+            events: list[dict[str, Any]] = []
+            path = self.path / EVENTS
+            if path.exists():
+                for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        events.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        # A hard kill can cut the last line short; anything else is corruption.
+                        if number == len(path.read_text(encoding="utf-8").splitlines()):
+                            continue
+                        raise RunDirectoryError(f"{path}:{number} is not valid JSON") from None
+            self._cache["events"] = events
+        return self._cache["events"]
+
+    def _table(self, name: str, columns: list[str]):
+        if name in self._cache:
+            return self._cache[name]
+        import pandas as pd
+
+        path = self.path / name
+        if not path.exists() or path.stat().st_size == 0:
+            frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+        else:
+            frame = _read_csv(path, columns)
+        self._cache[name] = frame
+        return frame
+
+
+def _read_csv(path: Path, columns: list[str]):
+    import pandas as pd
+
+    dtypes = {"source": "string", "metric": "string", "task": "string", "unit": "string", "phase": "string"}
+    dtypes = {k: v for k, v in dtypes.items() if k in columns}
+    try:
+        try:
+            frame = pd.read_csv(path, engine="pyarrow", dtype=dtypes)
+        except Exception:  # pyarrow is strict about a cut final line; the C engine skips it
+            frame = pd.read_csv(path, dtype=dtypes, on_bad_lines="skip")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RunDirectoryError(f"{path} cannot be read as CSV ({exc})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise RunDirectoryError(f"{path} lacks the columns {', '.join(missing)}")
+    if "task" in frame.columns:
+        frame["task"] = frame["task"].fillna("")
+    if "time_unix_s" in frame.columns:
+        frame["time_unix_s"] = pd.to_numeric(frame["time_unix_s"], errors="coerce")
+        frame = frame.dropna(subset=["time_unix_s"])
+    for column in ("valid", "slo_met"):
+        if column in frame.columns and frame[column].dtype != bool:
+            frame[column] = frame[column].astype("string").str.lower().eq("true")
+    return frame
+
+
+def _upgrade(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older manifest up to the current schema one version at a time (none yet)."""
+    return manifest
