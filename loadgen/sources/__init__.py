@@ -1,1 +1,15 @@
-"""Metric sources: where utilization samples come from during a run."""
+"""Metric sources: where utilization samples come from during a run.
+
+Each kind lives in its own module, imported only when a profile uses it (so a profile without
+CloudWatch never imports boto3). A source module provides:
+
+* ``validate_config(table: dict, where: str) -> dict`` - check the profile's ``[sources.KIND]``
+  table, raising ``ProfileError`` with the key at fault, and return it with defaults filled in;
+* ``build(config: dict, context: RunContext) -> MetricSource``.
+"""
+
+SOURCE_KINDS: dict[str, str] = {
+    "local": "loadgen.sources.local",
+    "cloudwatch": "loadgen.sources.cloudwatch",
+    "prometheus": "loadgen.sources.prometheus",
+}
