@@ -29,7 +29,7 @@ COMMANDS: dict[str, str] = {
     "gate": "analysis.reporting.commands:gate_command",
     "runs": "analysis.reporting.commands:runs_command",
     "demo": "scalefinder.demo:demo_command",
-    "restore": "loadgen.aws.commands:restore_command",
+    "restore": "loadgen.restore:restore_command",
     "iam-policy": "loadgen.aws.commands:iam_policy_command",
 }
 
