@@ -66,8 +66,8 @@ EXPECTED = {
     "memory": ("memory_utilization", "memory_bound", "memory"),
     "retaining": ("cpu_utilization", "memory_not_freed", "cpu"),
     "jvm": ("cpu_utilization", "gc_runtime", "cpu"),
-    "workers": ("concurrency_per_task", "worker_based", "workers"),
-    "waiting": ("concurrency_per_task", "waiting", "downstream_pool"),
+    "workers": ("concurrency_per_task", "worker_based", "concurrency"),
+    "waiting": ("concurrency_per_task", "waiting", "concurrency"),
     "shared": (None, "shared_bottleneck", "shared_downstream"),
 }
 
@@ -299,12 +299,15 @@ def _manifest(model: _Model, seed: int, hold_s: int, warmup_s: int, start_unix_s
             "params": {"synthetic": True, "seed": seed},
             "cpu_units": 256,
             "memory_mib": 256,
+            # The same keys as loadgen.cluster.archetypes.ground_truth.
             "ground_truth": {
-                "bottleneck": bottleneck,
-                "capacity_per_task_rps": model.capacity_per_task_rps,
-                "expected_metric": metric,
+                "archetype": model.kind,
                 "pattern": pattern,
-                "scales_with_tasks": model.kind != "shared",
+                "bottleneck": bottleneck,
+                "capacity_rps_per_task": model.capacity_per_task_rps,
+                "expected_metric": metric,
+                "expected_verdict": "recommended" if metric else "no_task_level_metric",
+                "tasks": model.tasks,
             },
         },
         "slo": dict(SLO),
