@@ -1,0 +1,274 @@
+"""CPU and memory reservations enforced with Linux control groups (v2, or v1 as root).
+
+Each cluster gets ``<mount>/scalefinder/<pid>-<id>/`` with one child group per task: the CPU
+quota is ``cpu_units / 1024`` cores per scheduling period and the memory limit is the
+reservation, so a task that goes over it is killed by the kernel as ECS would stop it. Groups
+left by a cluster that was killed hard are removed the next time a cluster starts.
+
+When no hierarchy is writable the cluster runs "unenforced" and says so; the supervisor then
+emulates the memory limit by watching each task's process tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT_NAME = "scalefinder"
+PERIOD_US = 100_000
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory")
+MODE_V1, MODE_V2, MODE_UNENFORCED = "cgroup-v1", "cgroup-v2", "unenforced"
+
+
+@dataclass(frozen=True)
+class TaskCgroup:
+    """One task's control group (one directory per v1 controller, or one v2 directory)."""
+
+    mode: str
+    dirs: dict[str, Path]  # controller -> directory; v2 uses the key "unified"
+
+    @property
+    def procs_files(self) -> list[Path]:
+        return [path / "cgroup.procs" for path in dict.fromkeys(self.dirs.values())]
+
+    def cpu_seconds(self) -> float:
+        if self.mode == MODE_V2:
+            for line in (self.dirs["unified"] / "cpu.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) / 1e6
+            raise OSError("cpu.stat has no usage_usec")
+        return int((self.dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e9
+
+    def oom_kills(self) -> int:
+        """Kernel OOM kills inside this group since it was created."""
+        name = "memory.events" if self.mode == MODE_V2 else "memory.oom_control"
+        directory = self.dirs["unified" if self.mode == MODE_V2 else "memory"]
+        try:
+            for line in (directory / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except OSError:
+            pass
+        return 0
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for procs in self.procs_files:
+            try:
+                found.update(int(pid) for pid in procs.read_text().split())
+            except OSError:
+                pass
+        return sorted(found)
+
+    def kill_all(self) -> None:
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def remove(self, timeout_s: float = 5.0) -> bool:
+        """Kill what is left inside and remove the directories; False if one would not go."""
+        deadline = time.monotonic() + timeout_s
+        removed = True
+        for directory in dict.fromkeys(self.dirs.values()):
+            while directory.exists():
+                self.kill_all()
+                try:
+                    directory.rmdir()
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        log.warning("could not remove cgroup %s", directory)
+                        removed = False
+                        break
+                    time.sleep(0.05)
+        return removed
+
+
+class Cgroups:
+    """The cluster's cgroup tree: detects the mode, creates task groups, removes everything."""
+
+    def __init__(self, cluster_name: str, mode: str, detail: str, bases: dict[str, Path]):
+        self.cluster_name = cluster_name
+        self.mode = mode
+        self.detail = detail
+        self._bases = bases  # controller -> <mount>/scalefinder/<cluster_name>
+
+    @property
+    def enforced(self) -> bool:
+        return self.mode != MODE_UNENFORCED
+
+    @classmethod
+    def create(cls, cluster_name: str) -> "Cgroups":
+        mounts = _mounts()
+        failures: list[str] = []
+        v2 = mounts.get("unified")
+        if v2 is not None:
+            controllers = _read(v2 / "cgroup.controllers").split()
+            if {"cpu", "memory"} <= set(controllers):
+                try:
+                    return cls._create_v2(cluster_name, v2)
+                except OSError as exc:
+                    failures.append(f"cgroup v2 at {v2} is not writable ({exc.strerror or exc})")
+            else:
+                failures.append(f"cgroup v2 at {v2} lacks the cpu and memory controllers")
+        if all(name in mounts for name in V1_CONTROLLERS):
+            try:
+                return cls._create_v1(cluster_name, {name: mounts[name] for name in V1_CONTROLLERS})
+            except OSError as exc:
+                failures.append(f"cgroup v1 is not writable ({exc.strerror or exc})")
+        elif not failures:
+            failures.append("no cgroup hierarchy with the cpu and memory controllers is mounted")
+        detail = "; ".join(failures) + (
+            ". CPU and memory reservations are NOT enforced: CPU is measured from the process tree "
+            "and the memory limit is emulated by killing a task whose process tree exceeds it"
+        )
+        return cls(cluster_name, MODE_UNENFORCED, detail, {})
+
+    @classmethod
+    def _create_v1(cls, cluster_name: str, mounts: dict[str, Path]) -> "Cgroups":
+        bases: dict[str, Path] = {}
+        try:
+            for controller, mount in mounts.items():
+                root = mount / ROOT_NAME
+                root.mkdir(exist_ok=True)
+                _sweep_stale(root)
+                base = root / cluster_name
+                base.mkdir()
+                bases[controller] = base
+        except OSError:
+            for base in bases.values():
+                _remove_tree(base)
+            raise
+        detail = "cgroup v1: " + ", ".join(f"{c} at {b}" for c, b in bases.items())
+        return cls(cluster_name, MODE_V1, detail, bases)
+
+    @classmethod
+    def _create_v2(cls, cluster_name: str, mount: Path) -> "Cgroups":
+        root = mount / ROOT_NAME
+        _write(mount / "cgroup.subtree_control", "+cpu +memory")
+        root.mkdir(exist_ok=True)
+        _write(root / "cgroup.subtree_control", "+cpu +memory")
+        _sweep_stale(root)
+        base = root / cluster_name
+        base.mkdir()
+        try:
+            _write(base / "cgroup.subtree_control", "+cpu +memory")
+        except OSError:
+            _remove_tree(base)
+            raise
+        return cls(cluster_name, MODE_V2, f"cgroup v2 at {base}", {"unified": base})
+
+    def task_group(self, task_name: str, cpu_units: int, memory_mib: int) -> TaskCgroup | None:
+        """A fresh group for one task incarnation with its limits set (None when unenforced)."""
+        if not self.enforced:
+            return None
+        dirs = {controller: base / task_name for controller, base in self._bases.items()}
+        group = TaskCgroup(self.mode, dirs)
+        if any(path.exists() for path in dirs.values()):
+            group.remove()
+        quota_us = max(1000, round(cpu_units / 1024 * PERIOD_US))
+        memory_bytes = memory_mib * 1024 * 1024
+        for path in dict.fromkeys(dirs.values()):
+            path.mkdir()
+        if self.mode == MODE_V2:
+            directory = dirs["unified"]
+            _write(directory / "cpu.max", f"{quota_us} {PERIOD_US}")
+            _write(directory / "memory.max", str(memory_bytes))
+            if (directory / "memory.swap.max").exists():
+                _write(directory / "memory.swap.max", "0")
+        else:
+            _write(dirs["cpu"] / "cpu.cfs_period_us", str(PERIOD_US))
+            _write(dirs["cpu"] / "cpu.cfs_quota_us", str(quota_us))
+            _write(dirs["memory"] / "memory.limit_in_bytes", str(memory_bytes))
+            swap_limit = dirs["memory"] / "memory.memsw.limit_in_bytes"
+            if swap_limit.exists():
+                try:
+                    _write(swap_limit, str(memory_bytes))  # no escape into swap either
+                except OSError:
+                    pass
+        return group
+
+    def remove(self) -> bool:
+        """Remove the cluster's groups (and ``scalefinder/`` itself once no cluster uses it)."""
+        ok = True
+        for base in self._bases.values():
+            ok = _remove_tree(base) and ok
+            try:
+                base.parent.rmdir()
+            except OSError:
+                pass  # another cluster still has groups there
+        return ok
+
+
+def _mounts() -> dict[str, Path]:
+    """controller name -> mount point; "unified" for the v2 hierarchy."""
+    found: dict[str, Path] = {}
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        mount_point, fstype, options = Path(fields[1]), fields[2], fields[3].split(",")
+        if fstype == "cgroup2":
+            found.setdefault("unified", mount_point)
+        elif fstype == "cgroup":
+            for controller in V1_CONTROLLERS:
+                if controller in options:
+                    found.setdefault(controller, mount_point)
+    return found
+
+
+def _sweep_stale(root: Path) -> None:
+    """Remove groups of clusters whose process is gone (a previous run killed with SIGKILL)."""
+    for child in root.iterdir():
+        if not child.is_dir():
+            continue
+        owner = child.name.split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            log.info("removing cgroup %s left by a cluster that is gone", child)
+            _remove_tree(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_tree(directory: Path) -> bool:
+    if not directory.exists():
+        return True
+    ok = True
+    for child in [path for path in directory.iterdir() if path.is_dir()]:
+        ok = _remove_tree(child) and ok
+    return TaskCgroup(MODE_V1, {"any": directory}).remove() and ok
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(value)

@@ -1,0 +1,177 @@
+"""Task processes: start one in its cgroup, wait for health, read its usage, stop it, explain an exit."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from loadgen.cluster.cgroups import Cgroups, TaskCgroup
+from loadgen.cluster.process import Spawner, free_port, stop_process, wait_healthy
+from loadgen.cluster.spec import ClusterSpec
+from scalefinder.errors import InfrastructureError
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+START_ATTEMPTS = 3  # a port taken between choosing and binding it is retried with another
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """A running task incarnation as readers (the metric source) may see it."""
+
+    task_id: str
+    incarnation: int
+    pid: int
+    port: int
+    url: str
+    cgroup: TaskCgroup | None
+    started_unix_s: float
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Cumulative counters of one task incarnation's process tree at one moment."""
+
+    cpu_s: float
+    rss_bytes: int
+    read_bytes: int
+    write_bytes: int
+
+
+class TaskProcess:
+    """One incarnation of a task: its process, its cgroup and its log."""
+
+    def __init__(self, task_id: str, incarnation: int, port: int, process: subprocess.Popen,
+                 cgroup: TaskCgroup | None, log_path: Path, host: str):
+        self.task_id = task_id
+        self.incarnation = incarnation
+        self.port = port
+        self.process = process
+        self.cgroup = cgroup
+        self.log_path = log_path
+        self.url = f"http://{host}:{port}"
+        self.started_unix_s = time.time()
+        self.memory_kill = False  # killed by the emulated memory limit (unenforced mode)
+
+    def view(self) -> TaskView:
+        return TaskView(self.task_id, self.incarnation, self.process.pid, self.port, self.url,
+                        self.cgroup, self.started_unix_s)
+
+
+class Supervisor:
+    def __init__(self, spec: ClusterSpec, cgroups: Cgroups, spawner: Spawner, workdir: Path,
+                 helper_url: str | None):
+        self.spec = spec
+        self.cgroups = cgroups
+        self.spawner = spawner
+        self.workdir = workdir
+        self.helper_url = helper_url
+
+    def launch(self, task_id: str, incarnation: int, timeout_s: float) -> TaskProcess:
+        """Start a task and return it once its health check answers 200."""
+        last_error: InfrastructureError | None = None
+        for _ in range(START_ATTEMPTS):
+            task = self._start(task_id, incarnation)
+            try:
+                wait_healthy(task.url + self.spec.health_path, task.process, timeout_s,
+                             f"task {task_id}", task.log_path)
+                return task
+            except InfrastructureError as exc:
+                last_error = exc
+                self.stop(task)
+                if "before it became healthy" not in str(exc):
+                    break  # alive but silent: another port will not help
+        assert last_error is not None
+        raise last_error
+
+    def _start(self, task_id: str, incarnation: int) -> TaskProcess:
+        port = free_port(self.spec.host)
+        name = f"{task_id}.{incarnation}"
+        group = self.cgroups.task_group(name, self.spec.cpu_units, self.spec.memory_mib)
+        log_path = self.workdir / f"{name}.log"
+        argv = self.spec.task_argv(port, self.helper_url)
+        try:
+            process = self.spawner.spawn(argv, log_path, group.procs_files if group else ())
+        except InfrastructureError:
+            if group is not None:
+                group.remove()
+            raise
+        log.info("started %s (pid %s) on port %s", name, process.pid, port)
+        return TaskProcess(task_id, incarnation, port, process, group, log_path, self.spec.host)
+
+    def stop(self, task: TaskProcess, grace_s: float = 5.0) -> None:
+        kill_rest = task.cgroup.kill_all if task.cgroup else None
+        stop_process(task.process, grace_s, kill_rest)
+        if task.cgroup is not None:
+            task.cgroup.remove()
+
+    def usage(self, view: TaskView) -> Usage:
+        """Counters of the task's whole process tree (or the cgroup's, when enforced)."""
+        processes = _tree(view)
+        cpu_s = 0.0
+        rss = read = write = 0
+        for process in processes:
+            try:
+                with process.oneshot():
+                    if view.cgroup is None:
+                        times = process.cpu_times()
+                        cpu_s += times.user + times.system
+                    rss += process.memory_info().rss
+                    try:
+                        io = process.io_counters()
+                        read += io.read_bytes
+                        write += io.write_bytes
+                    except (psutil.AccessDenied, AttributeError):
+                        pass
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+        if view.cgroup is not None:
+            cpu_s = view.cgroup.cpu_seconds()
+        return Usage(cpu_s, rss, read, write)
+
+    def over_memory(self, task: TaskProcess) -> bool:
+        """Whether an unenforced task's tree is over its limit; if so kill it as the kernel would."""
+        if task.cgroup is not None:
+            return False
+        rss = self.usage(task.view()).rss_bytes
+        if rss <= self.spec.memory_mib * MIB:
+            return False
+        log.warning("%s uses %.0f MiB, over its %s MiB limit: killing it", task.task_id, rss / MIB,
+                    self.spec.memory_mib)
+        task.memory_kill = True
+        stop_process(task.process, grace_s=0.0)
+        return True
+
+    def exit_reason(self, task: TaskProcess) -> str:
+        code = task.process.returncode
+        if task.memory_kill:
+            return f"killed: process tree over its {self.spec.memory_mib} MiB memory limit (emulated)"
+        if task.cgroup is not None and task.cgroup.oom_kills() > 0:
+            return f"OOM-killed: over its {self.spec.memory_mib} MiB memory limit"
+        if code is not None and code < 0:
+            return f"killed by signal {signal.Signals(-code).name}"
+        return f"exited with code {code}"
+
+
+def _tree(view: TaskView) -> list[psutil.Process]:
+    pids = view.cgroup.pids() if view.cgroup is not None else []
+    if pids:
+        processes = []
+        for pid in pids:
+            try:
+                processes.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        return processes
+    try:
+        root = psutil.Process(view.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
