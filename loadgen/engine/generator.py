@@ -1,0 +1,209 @@
+"""The open-model arrival generator: a constant arrival rate whatever the target does.
+
+Arrival k of a step is due at ``start + (offset + k * stride) / rate``. A scheduler greenlet
+sleeps until each due time and starts the arrival in its own greenlet, so a slow target never
+slows the schedule down (no coordinated omission): an arrival that finds ``max_in_flight``
+requests outstanding is dropped and counted, one started after its due time by more than the
+lateness tolerance is counted late, and every latency is measured from the due time.
+
+Everything is reported through ``emit(message)``: ``done`` batches (one row per finished
+arrival), a ``tick`` every second with the second's counters, ``drained`` when a step that has
+ended has no request left in flight, and ``stopped`` after a hard stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from typing import Any, Callable
+
+import gevent
+import psutil
+from gevent import Greenlet
+from locust.env import Environment
+from locust.exception import InterruptTaskSet, RescheduleTask, RescheduleTaskImmediately, StopUser
+
+from loadgen.engine.workload import UserPool, build_user_classes, one_task
+
+logger = logging.getLogger(__name__)
+
+# Finished arrivals are sent in batches at least this often (seconds), and at once when a
+# step drains, so the orchestrator can close a step without waiting for the next tick.
+FLUSH_INTERVAL_S = 0.25
+# Slack beyond the request timeout before an arrival's greenlet is cut off (user tasks may
+# make several requests or sleep).
+TASK_TIMEOUT_SLACK_S = 1.0
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class Generator:
+    def __init__(self, config: dict[str, Any], emit: Emit):
+        self.config = config
+        self.emit = emit
+        self.max_in_flight = int(config["max_in_flight"])
+        self.late_tolerance_s = float(config["late_tolerance_ms"]) / 1000.0
+        self.task_timeout_s = float(config["timeout_s"]) + TASK_TIMEOUT_SLACK_S
+        classes = build_user_classes(config)
+        self.environment = Environment(user_classes=classes, host=config["host"])
+        self.environment.events.request.add_listener(self._on_request)
+        self.pool = UserPool(self.environment, classes)
+        self._scheduler: Greenlet | None = None
+        self._current_step: int | None = None
+        self._in_flight: dict[Greenlet, tuple[int, float]] = {}
+        self._in_flight_by_step: Counter = Counter()
+        self._ended_steps: set[int] = set()
+        self._errors: dict[Greenlet, str] = {}
+        self._done: list[list[Any]] = []
+        self._counters: dict[str, Counter] = defaultdict(Counter)
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)
+        self._greenlets = [gevent.spawn(self._tick_loop), gevent.spawn(self._flush_loop)]
+
+    # -- commands -------------------------------------------------------------------------
+    def set_rate(self, step_id: int, rate_rps: float, start_unix_s: float | None = None,
+                 offset: int = 0, stride: int = 1) -> None:
+        """Offer ``rate_rps`` from ``start_unix_s`` (now by default) as step ``step_id``.
+
+        With several generators, each takes every ``stride``-th arrival starting at ``offset``,
+        so together they offer the rate with evenly interleaved arrivals.
+        """
+        self._end_schedule()
+        self._current_step = step_id
+        if rate_rps > 0:
+            start = start_unix_s if start_unix_s is not None else time.time()
+            self._scheduler = gevent.spawn(self._schedule, step_id, rate_rps, start, offset, stride)
+
+    def pause(self) -> None:
+        """Stop starting arrivals; requests in flight finish normally."""
+        self._end_schedule()
+
+    def stop(self) -> None:
+        """Stop all load now: no new arrivals, and every request in flight is cut off."""
+        self._end_schedule()
+        gevent.killall(list(self._in_flight), block=True, timeout=1.0)
+        self._flush()
+        self.emit({"type": "stopped"})
+
+    def close(self) -> None:
+        self.stop()
+        gevent.killall(self._greenlets, block=False)
+
+    # -- the schedule -------------------------------------------------------------------------
+    def _end_schedule(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.kill(block=True)
+            self._scheduler = None
+        if self._current_step is not None:
+            self._ended_steps.add(self._current_step)
+            self._report_if_drained(self._current_step)
+            self._current_step = None
+
+    def _schedule(self, step_id: int, rate_rps: float, start: float, offset: int, stride: int) -> None:
+        index = offset
+        while True:
+            due = start + index / rate_rps
+            wait = due - time.time()
+            if wait > 0:
+                gevent.sleep(wait)
+            self._launch(step_id, due)
+            index += stride
+
+    def _launch(self, step_id: int, due: float) -> None:
+        counters = self._counters[str(step_id)]
+        if len(self._in_flight) >= self.max_in_flight:
+            counters["dropped"] += 1
+            self._done.append([step_id, round(due, 6), None, None, "dropped"])
+            return
+        delay = time.time() - due
+        counters["sent"] += 1
+        if delay > self.late_tolerance_s:
+            counters["late"] += 1
+        greenlet = Greenlet(self._run_arrival, step_id, due, delay)
+        self._in_flight[greenlet] = (step_id, due)
+        self._in_flight_by_step[step_id] += 1
+        greenlet.start()
+
+    def _run_arrival(self, step_id: int, due: float, delay_s: float) -> None:
+        me = gevent.getcurrent()
+        error: str | None = None
+        cls = self.pool.pick_class()
+        user = self.pool.acquire(cls)
+        try:
+            with gevent.Timeout(self.task_timeout_s):
+                one_task(user)()
+        except gevent.Timeout:
+            error = "timeout"
+        except gevent.GreenletExit:
+            error = "aborted"
+        except (StopUser, InterruptTaskSet, RescheduleTask, RescheduleTaskImmediately):
+            pass
+        except Exception as exc:  # a user task failing is a measured outcome, not an engine fault
+            error = type(exc).__name__
+        finally:
+            latency_ms = (time.time() - due) * 1000.0
+            error = self._errors.pop(me, None) or error
+            if error != "aborted":
+                self.pool.release(user)
+            self._done.append([step_id, round(due, 6), round(delay_s * 1000.0, 3), round(latency_ms, 3), error])
+            del self._in_flight[me]
+            self._in_flight_by_step[step_id] -= 1
+            self._report_if_drained(step_id)
+
+    def _on_request(self, request_type=None, name=None, response_time=None, response_length=None,
+                    response=None, exception=None, **_: Any) -> None:
+        if exception is None:
+            return
+        me = gevent.getcurrent()
+        if me in self._errors:
+            return
+        status = getattr(response, "status_code", 0) or 0
+        self._errors[me] = f"http_{status}" if status >= 400 else _error_kind(exception)
+
+    def _report_if_drained(self, step_id: int) -> None:
+        if step_id in self._ended_steps and self._in_flight_by_step[step_id] <= 0:
+            self._ended_steps.discard(step_id)
+            del self._in_flight_by_step[step_id]
+            self._flush()
+            self.emit({"type": "drained", "step_id": step_id})
+
+    # -- reporting ------------------------------------------------------------------------
+    def _flush(self) -> None:
+        if self._done:
+            batch, self._done = self._done, []
+            self.emit({"type": "done", "rows": batch})
+
+    def _flush_loop(self) -> None:
+        while True:
+            gevent.sleep(FLUSH_INTERVAL_S)
+            self._flush()
+
+    def _tick_loop(self) -> None:
+        while True:
+            now = time.time()
+            gevent.sleep(1.0 - (now % 1.0))  # ticks on whole seconds, so ticks of workers line up
+            self._flush()
+            counters, self._counters = self._counters, defaultdict(Counter)
+            now = time.time()
+            oldest = min((due for _, due in self._in_flight.values()), default=now)
+            self.emit({
+                "type": "tick",
+                "time_unix_s": round(now),
+                "counters": {step: dict(c) for step, c in counters.items()},
+                "in_flight": len(self._in_flight),
+                "oldest_in_flight_s": round(now - oldest, 3),
+                "cpu_pct": self._process.cpu_percent(None),
+            })
+
+
+def _error_kind(exception: BaseException) -> str:
+    name = type(exception).__name__
+    text = str(exception).lower()
+    if "timed out" in text or "timeout" in name.lower():
+        return "timeout"
+    if "refused" in text:
+        return "connection_refused"
+    if "reset" in text:
+        return "connection_reset"
+    return name

@@ -1,0 +1,108 @@
+"""What one arrival does: a request of the profile's mix, or one task of the team's User classes.
+
+Runs inside the engine process, under gevent. A profile's request mix becomes a FastHttpUser
+whose single task picks a weighted request; a locustfile's User classes are used as they are,
+except that the open model replaces their wait times: each arrival borrows an idle user
+instance, runs one of its tasks (weighted as Locust weighs them), and gives it back.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from locust import User, task
+from locust.contrib.fasthttp import FastHttpUser
+from locust.user.task import TaskSet
+
+logger = logging.getLogger(__name__)
+
+
+def build_user_classes(config: dict[str, Any]) -> list[type[User]]:
+    """The User classes arrivals are drawn from, with the target host and timeouts set."""
+    if config.get("requests"):
+        classes = [_mix_user_class(config["requests"])]
+    else:
+        classes = _locustfile_user_classes(config["locustfile_path"], config.get("user_classes") or [])
+    for cls in classes:
+        cls.host = config["host"]
+        if issubclass(cls, FastHttpUser):
+            cls.network_timeout = config["timeout_s"]
+            cls.connection_timeout = config["timeout_s"]
+            cls.max_retries = 0
+    return classes
+
+
+def _mix_user_class(requests: list[dict[str, Any]]) -> type[User]:
+    weights = [r["weight"] for r in requests]
+
+    class MixUser(FastHttpUser):
+        abstract = False
+
+        @task
+        def send(self) -> None:
+            spec = random.choices(requests, weights=weights)[0]
+            self.client.request(spec["method"], spec["path"], name=spec["name"],
+                                data=spec.get("body"), headers=spec.get("headers") or None)
+
+    return MixUser
+
+
+def _locustfile_user_classes(path: str, wanted: list[str]) -> list[type[User]]:
+    module_name = "scalefinder_locustfile_" + Path(path).stem
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    found = {
+        name: obj for name, obj in vars(module).items()
+        if inspect.isclass(obj) and issubclass(obj, User) and not obj.__dict__.get("abstract", False)
+        and obj.tasks
+    }
+    if wanted:
+        missing = [name for name in wanted if name not in found]
+        if missing:
+            raise ValueError(f"{path} defines no runnable User class named {', '.join(missing)}")
+        return [found[name] for name in wanted]
+    if not found:
+        raise ValueError(f"{path} defines no runnable User class (a User subclass with tasks)")
+    return list(found.values())
+
+
+class UserPool:
+    """Idle user instances per class, created on demand so concurrency follows the arrivals."""
+
+    def __init__(self, environment: Any, classes: list[type[User]]):
+        self.environment = environment
+        self.classes = classes
+        self.weights = [getattr(cls, "weight", 1) or 1 for cls in classes]
+        self._idle: dict[type[User], list[User]] = {cls: [] for cls in classes}
+
+    def pick_class(self) -> type[User]:
+        return random.choices(self.classes, weights=self.weights)[0]
+
+    def acquire(self, cls: type[User]) -> User:
+        idle = self._idle[cls]
+        if idle:
+            return idle.pop()
+        user = cls(self.environment)
+        user.on_start()
+        return user
+
+    def release(self, user: User) -> None:
+        self._idle[type(user)].append(user)
+
+
+def one_task(user: User) -> Callable[[], Any]:
+    """One task of ``user`` chosen the way Locust weighs them, descending into a TaskSet once."""
+    chosen = random.choice(user.tasks)
+    if inspect.isclass(chosen) and issubclass(chosen, TaskSet):
+        task_set = chosen(user)
+        inner = random.choice(task_set.tasks)
+        return lambda: inner(task_set)
+    return lambda: chosen(user)

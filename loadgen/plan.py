@@ -1,0 +1,121 @@
+"""The staged ramp: which rates an experiment offers, and what a run will cost at most.
+
+Pure functions of the profile, shared by ``scalefinder plan`` (which sends nothing) and the
+experiment (which asks for the next rate as results come in).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from loadgen.profile import Profile, Ramp
+
+logger = logging.getLogger(__name__)
+
+# The "beyond" phase climbs from the capacity at n tasks to beyond_factor x capacity in this
+# many geometric steps, enough to see whether capacity doubled without a long tail of steps.
+BEYOND_STEPS = 5
+# Time allowed in the plan for scaling to 2n and back, when the controller's speed is unknown.
+SCALE_ESTIMATE_S = 10.0
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    phase: str
+    tasks: int
+    offered_rps: float
+    hold_s: float
+
+    @property
+    def requests(self) -> int:
+        return round(self.offered_rps * self.hold_s)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The longest run a profile allows: the ramp never breaks the SLO below ``max_rps``."""
+
+    profile_name: str
+    steps: tuple[PlannedStep, ...]
+    max_duration_s: float
+
+    @property
+    def duration_s(self) -> float:
+        total = sum(step.hold_s for step in self.steps) + 2 * SCALE_ESTIMATE_S
+        return min(total, self.max_duration_s)
+
+    @property
+    def peak_rps(self) -> float:
+        return max(step.offered_rps for step in self.steps)
+
+    @property
+    def request_count(self) -> int:
+        return sum(step.requests for step in self.steps)
+
+
+def round_rate(rate_rps: float) -> float:
+    return round(rate_rps, 2)
+
+
+def ramp_rates(ramp: Ramp) -> list[float]:
+    """Rates of the ramp from ``start_rps`` up to ``max_rps`` inclusive."""
+    rates = []
+    rate = ramp.start_rps
+    while rate < ramp.max_rps - 1e-9:
+        rates.append(round_rate(rate))
+        rate = rate + ramp.step_rps if ramp.step_rps else rate * ramp.step_factor
+    rates.append(round_rate(ramp.max_rps))
+    return rates
+
+
+def refine_rate(good_rps: float, bad_rps: float, tolerance_pct: float) -> float | None:
+    """The next rate to try between the last good and first bad rate, or None when known well enough.
+
+    Capacity lies in [good, bad); once that interval is within ``tolerance_pct`` of the good
+    rate, reporting the good rate is accurate to that tolerance.
+    """
+    if bad_rps - good_rps <= good_rps * tolerance_pct / 100.0:
+        return None
+    return round_rate((good_rps + bad_rps) / 2.0)
+
+
+def replay_rates(good_rates: list[float], capacity_rps: float, count: int) -> list[float]:
+    """``count`` of the earlier rates that met the SLO, spread from the lowest to the capacity.
+
+    Replaying the very rates measured at n tasks lets the analysis compare a metric at the same
+    demand with twice the tasks. With fewer earlier rates than ``count``, even fractions of the
+    capacity fill the gap.
+    """
+    earlier = sorted({r for r in good_rates if r <= capacity_rps + 1e-9} | {capacity_rps})
+    if len(earlier) >= count:
+        picks = [earlier[round(i * (len(earlier) - 1) / (count - 1))] for i in range(count)]
+    else:
+        fractions = [capacity_rps * (i + 1) / count for i in range(count)]
+        picks = earlier + [round_rate(f) for f in fractions if all(abs(f - e) > 0.05 * f for e in earlier)]
+        picks = sorted(picks)[-count:] if len(picks) > count else picks
+    return sorted(set(picks))
+
+
+def beyond_rates(capacity_rps: float, ramp: Ramp) -> list[float]:
+    """Rates past the capacity at n tasks, offered at 2n to see whether capacity doubles."""
+    rates = []
+    for step in range(1, BEYOND_STEPS + 1):
+        rate = round_rate(capacity_rps * ramp.beyond_factor ** (step / BEYOND_STEPS))
+        if rate > 2 * ramp.max_rps:  # max_rps bounds n tasks; twice the tasks may take twice the rate
+            break
+        rates.append(rate)
+    return rates
+
+
+def plan_profile(profile: Profile) -> Plan:
+    """The worst case: every ramp step held fully, then the replay and beyond phases at 2n tasks."""
+    ramp = profile.ramp
+    tasks = profile.capacity.tasks
+    ramp_steps = [PlannedStep("ramp", tasks, rate, ramp.hold_s) for rate in ramp_rates(ramp)]
+    rates = [step.offered_rps for step in ramp_steps]
+    replay = [PlannedStep("replay", 2 * tasks, rate, ramp.hold_s)
+              for rate in replay_rates(rates, rates[-1], ramp.replay_steps)]
+    beyond = [PlannedStep("beyond", 2 * tasks, rate, ramp.hold_s)
+              for rate in (beyond_rates(rates[-1], ramp) if ramp.beyond else [])]
+    return Plan(profile.name, tuple(ramp_steps + replay + beyond), ramp.max_duration_s)
