@@ -278,6 +278,20 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     _write_json_atomic(Path(path), data)
 
 
+def append_event(path: str | Path, kind: str, **detail: Any) -> None:
+    """Add one event to the log of a run directory no process is writing (e.g. a later restore)."""
+    now = utc_now()
+    record = {"time_utc": iso_utc(now), "time_unix_s": now.timestamp(), "kind": kind, **detail}
+    events = Path(path) / EVENTS
+    with open(events, "a+b") as handle:
+        # A hard kill can leave half a line; it would no longer be the last line, so drop it.
+        content = handle.seek(0) or handle.read()
+        if content and not content.endswith(b"\n"):
+            handle.truncate(content.rfind(b"\n") + 1)
+        handle.seek(0, os.SEEK_END)
+        handle.write((json.dumps(record, default=str, sort_keys=True) + "\n").encode("utf-8"))
+
+
 @dataclass
 class RunDirectory:
     """A run directory opened for reading. Tables are loaded lazily as pandas DataFrames."""

@@ -1,0 +1,164 @@
+"""boto3 sessions and clients the way the AWS CLI resolves them, with every API call counted.
+
+Credentials come from the standard chain (environment, shared files, SSO, instance roles); the
+region and named profile follow the AWS CLI: ``--region`` and ``--profile`` win over
+``AWS_REGION`` / ``AWS_DEFAULT_REGION`` / ``AWS_PROFILE`` and the profile's own region. Endpoint
+overrides (``AWS_ENDPOINT_URL`` and ``AWS_ENDPOINT_URL_<SERVICE>``) are honoured by botocore
+itself. Nothing here logs or stores a credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from scalefinder.errors import InfrastructureError, InputError
+
+log = logging.getLogger(__name__)
+
+#: botocore's adaptive mode retries throttling with backoff and slows the client down on its own.
+MAX_ATTEMPTS = 8
+
+THROTTLING_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+    "RequestThrottledException", "TooManyRequestsException", "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException", "SlowDown", "PriorRequestNotComplete",
+})
+DENIED_CODES = frozenset({
+    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
+    "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "AuthFailure",
+    "SignatureDoesNotMatch",
+})
+
+
+@dataclass
+class ApiUsage:
+    """What a component asked of AWS: operations, HTTP attempts, throttled answers, metrics requested."""
+
+    calls: dict[str, int] = field(default_factory=dict)  # "service:Operation" -> completed calls
+    attempts: int = 0
+    throttled: int = 0
+    metrics_requested: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    @property
+    def retries(self) -> int:
+        return max(self.attempts - self.total_calls, 0)
+
+    def count_call(self, operation: str) -> None:
+        with self._lock:
+            self.calls[operation] = self.calls.get(operation, 0) + 1
+
+    def count_attempt(self, throttled: bool) -> None:
+        with self._lock:
+            self.attempts += 1
+            self.throttled += int(throttled)
+
+    def count_metrics(self, count: int) -> None:
+        with self._lock:
+            self.metrics_requested += count
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            calls = dict(sorted(self.calls.items()))
+        return {
+            "api_calls": sum(calls.values()),
+            "api_calls_by_operation": calls,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "metrics_requested": self.metrics_requested,
+            # GetMetricData is billed per metric requested: about USD 0.01 per 1,000.
+            "estimated_cost_usd": round(self.metrics_requested * 0.01 / 1000, 6),
+        }
+
+
+class AwsClients:
+    """One boto3 session and its clients, with retries set to adaptive and usage counted."""
+
+    def __init__(self, region: str | None = None, profile: str | None = None, usage: ApiUsage | None = None):
+        try:
+            self.session = boto3.Session(region_name=region or None, profile_name=profile or None)
+        except botocore.exceptions.ProfileNotFound:
+            raise InputError(f"AWS profile '{profile}' is not in your AWS config or credentials file") from None
+        self.region = self.session.region_name
+        if not self.region:
+            raise InputError("no AWS region given: pass --region, set AWS_REGION, or set region in the profile")
+        self.usage = usage or ApiUsage()
+        self._clients: dict[str, Any] = {}
+        self._config = Config(retries={"mode": "adaptive", "max_attempts": MAX_ATTEMPTS},
+                              connect_timeout=10, read_timeout=30)
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            client = self.session.client(service, config=self._config)
+            events = client.meta.events
+            events.register("after-call.*.*", self._after_call)
+            events.register("after-call-error.*.*", self._after_call_error)
+            events.register("response-received.*.*", self._response_received)
+            self._clients[service] = client
+        return self._clients[service]
+
+    def _after_call(self, model: Any, **_: Any) -> None:
+        self.usage.count_call(f"{iam_prefix(model.service_model.service_name)}:{model.name}")
+
+    def _after_call_error(self, event_name: str, **_: Any) -> None:
+        # after-call-error.<service-id>.<Operation>: the call never got an answer at all
+        _, service, operation = event_name.split(".", 2)
+        self.usage.count_call(f"{iam_prefix(service)}:{operation}")
+
+    def _response_received(self, parsed_response: dict | None = None, **_: Any) -> None:
+        code = ((parsed_response or {}).get("Error") or {}).get("Code")
+        self.usage.count_attempt(throttled=code in THROTTLING_CODES)
+
+
+def call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
+    """Call ``client.<operation>(**params)`` and turn AWS failures into one clear error line."""
+    action = f"{iam_prefix(client.meta.service_model.service_name)}:{_pascal(operation)}"
+    try:
+        return getattr(client, operation)(**params)
+    except botocore.exceptions.ClientError as exc:
+        error = exc.response.get("Error", {})
+        code, message = error.get("Code", "Error"), error.get("Message", "")
+        if code in DENIED_CODES:
+            raise InfrastructureError(
+                f"AWS denied {action} ({code}: {message}); grant the policy printed by "
+                f"`scalefinder iam-policy PROFILE`"
+            ) from None
+        if code in THROTTLING_CODES:
+            raise InfrastructureError(f"AWS kept throttling {action} after {MAX_ATTEMPTS} attempts; try again later") from None
+        raise InfrastructureError(f"{action} failed ({code}: {message})") from None
+    except botocore.exceptions.NoCredentialsError:
+        raise InfrastructureError(
+            "no AWS credentials found: configure them as for the AWS CLI (aws configure, AWS_PROFILE, or environment)"
+        ) from None
+    except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.ReadTimeoutError) as exc:
+        raise InfrastructureError(f"cannot reach AWS for {action}: {exc}") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise InfrastructureError(f"{action} failed: {exc}") from None
+
+
+def iam_prefix(service_name: str) -> str:
+    """The IAM action prefix of a botocore service name or hyphenated service id."""
+    return _IAM_PREFIXES.get(service_name, service_name)
+
+
+_IAM_PREFIXES = {
+    "elbv2": "elasticloadbalancing",
+    "elastic-load-balancing-v2": "elasticloadbalancing",
+    "application-auto-scaling": "application-autoscaling",
+}
+
+
+def _pascal(snake: str) -> str:
+    return "".join(part.capitalize() for part in snake.split("_"))
