@@ -1,0 +1,137 @@
+"""The key figures of one analyzed run, shared by the summaries, the gate and the runs index."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    run_id: str
+    profile_name: str
+    status: str
+    started_utc: str | None
+    duration_s: float | None
+    verdict: str
+    headline: str
+    metric: str | None
+    metric_label: str | None
+    target: float | None
+    target_interval: tuple[float, float] | None
+    unit: str | None
+    per_task_rps: float | None
+    per_task_rps_interval: tuple[float, float] | None
+    service_rps: float | None
+    tasks: int | None
+    pattern: str | None
+    pattern_label: str | None
+    warnings: tuple[str, ...]
+
+
+def extract_figures(findings: Mapping[str, Any], manifest: Mapping[str, Any] | None = None) -> RunFigures:
+    """Pick the figures a reader looks at first from findings (and the manifest, when at hand)."""
+    manifest = manifest or {}
+    run = findings.get("run") or {}
+    recommendation = findings.get("recommendation") or {}
+    capacity = findings.get("capacity") or {}
+    pattern = findings.get("pattern") or {}
+    profile = manifest.get("profile") or {}
+    started = run.get("started_utc") or manifest.get("started_utc")
+    finished = run.get("finished_utc") or manifest.get("finished_utc")
+    return RunFigures(
+        run_id=str(run.get("run_id") or manifest.get("run_id") or ""),
+        profile_name=str(run.get("profile_name") or profile.get("name") or ""),
+        status=str(run.get("status") or manifest.get("status") or ""),
+        started_utc=started,
+        duration_s=duration_between(started, finished),
+        verdict=str(findings.get("verdict") or ""),
+        headline=str(findings.get("headline") or ""),
+        metric=recommendation.get("metric"),
+        metric_label=recommendation.get("label"),
+        target=as_float(recommendation.get("target")),
+        target_interval=as_interval(recommendation.get("target_interval")),
+        unit=recommendation.get("unit"),
+        per_task_rps=as_float(capacity.get("per_task_rps")),
+        per_task_rps_interval=as_interval(capacity.get("per_task_rps_interval")),
+        service_rps=as_float(capacity.get("service_rps")),
+        tasks=as_int(capacity.get("tasks")),
+        pattern=pattern.get("name"),
+        pattern_label=pattern.get("label"),
+        warnings=tuple(str(w) for w in (findings.get("warnings") or [])),
+    )
+
+
+def duration_between(start_iso: str | None, end_iso: str | None) -> float | None:
+    try:
+        return (datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None
+
+
+def as_int(value: Any) -> int | None:
+    number = as_float(value)
+    return None if number is None else int(number)
+
+
+def as_interval(value: Any) -> tuple[float, float] | None:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    low, high = as_float(value[0]), as_float(value[1])
+    if low is None or high is None:
+        return None
+    return (low, high)
+
+
+def format_number(value: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` significant figures, without scientific notation for everyday sizes."""
+    if value is None:
+        return "—"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 10 ** digits:
+        return f"{value:,.0f}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(magnitude)))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def with_unit(value: float | None, unit: str | None) -> str:
+    return with_unit_text(format_number(value), unit)
+
+
+def format_interval(interval: tuple[float, float] | None, unit: str | None = None) -> str:
+    if interval is None:
+        return ""
+    return with_unit_text(f"{format_number(interval[0])}–{format_number(interval[1])}", unit)
+
+
+def with_unit_text(number_text: str, unit: str | None) -> str:
+    if unit == "percent":
+        return f"{number_text}%"
+    return f"{number_text} {unit or ''}".strip()
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"

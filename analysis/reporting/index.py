@@ -1,0 +1,193 @@
+"""The runs under a reports folder: a listing with each run's key figures, and ``index.html``
+with the runs in a table and capacity per task over time, so a team sees the trend across CI
+runs. Nothing is analyzed here; a run without findings is listed as not analyzed."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from scalefinder import __version__
+from scalefinder.errors import InputError, ScalefinderError
+from scalefinder.rundir import MANIFEST, RunDirectory
+
+from analysis.reporting import charts
+from analysis.reporting.analyzed import FINDINGS, read_findings
+from analysis.reporting.figures import RunFigures, extract_figures, format_interval, format_number, with_unit
+from analysis.reporting.html import esc, format_date, read_asset, script_json, verdict_badge
+from analysis.reporting.summary import VERDICT_WORDS
+
+INDEX_HTML = "index.html"
+MAX_DEPTH = 3  # reports/<run>, reports/<group>/<run>, reports/<group>/<branch>/<run>
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    path: Path
+    figures: RunFigures | None  # None when the run has no readable findings
+    run_id: str
+    profile_name: str
+    status: str
+    started_utc: str
+    note: str  # why figures are missing, or the gate's outcome
+    has_report: bool
+
+
+def discover_runs(reports_dir: str | Path) -> list[RunEntry]:
+    """Every run directory under ``reports_dir``, newest first. An unreadable run is listed
+    with the reason instead of stopping the listing."""
+    root = Path(reports_dir)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a directory (expected a folder of run directories)")
+    entries = [_entry(path) for path in _run_paths(root)]
+    return sorted(entries, key=lambda e: (e.started_utc, e.run_id), reverse=True)
+
+
+def _run_paths(root: Path) -> list[Path]:
+    found, frontier = [], [root]
+    for _ in range(MAX_DEPTH):
+        children = [c for parent in frontier for c in sorted(parent.iterdir()) if c.is_dir()]
+        found += [c for c in children if (c / MANIFEST).is_file()]
+        frontier = [c for c in children if not (c / MANIFEST).is_file()]
+    return found
+
+
+def _entry(path: Path) -> RunEntry:
+    try:
+        run = RunDirectory.open(path)
+    except ScalefinderError as exc:
+        return RunEntry(path, None, path.name, "", "unreadable", "", str(exc), False)
+    manifest = run.manifest
+    figures, note = None, ""
+    if (path / FINDINGS).is_file():
+        try:
+            figures = extract_figures(read_findings(path / FINDINGS), manifest)
+        except ScalefinderError as exc:
+            note = f"findings unreadable: {exc}"
+    else:
+        note = "not analyzed"
+    return RunEntry(
+        path=path,
+        figures=figures,
+        run_id=str(manifest.get("run_id") or path.name),
+        profile_name=str((manifest.get("profile") or {}).get("name") or ""),
+        status=run.status,
+        started_utc=str(manifest.get("started_utc") or ""),
+        note=note or gate_outcome(path),
+        has_report=(path / "report.html").is_file(),
+    )
+
+
+def gate_outcome(run_path: Path) -> str:
+    """The gate's last word on the run (passed, failed, error) from its junit.xml, if any."""
+    junit = run_path / "junit.xml"
+    if not junit.is_file():
+        return ""
+    try:
+        root = ET.parse(junit).getroot()
+    except ET.ParseError:
+        return "gate result unreadable"
+    if int(root.get("errors", "0")):
+        return "gate error"
+    return "gate failed" if int(root.get("failures", "0")) else "gate passed"
+
+
+def listing_lines(entries: list[RunEntry]) -> list[str]:
+    """Plain-text rows for the terminal."""
+    header = ("date", "profile", "status", "verdict", "metric", "target", "capacity/task", "note")
+    rows = [header] + [_cells(e) for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def _cells(entry: RunEntry) -> tuple[str, ...]:
+    figures = entry.figures
+    return (
+        format_date(entry.started_utc) or "—",
+        entry.profile_name or "—",
+        entry.status,
+        VERDICT_WORDS.get(figures.verdict, figures.verdict) if figures else "—",
+        (figures.metric or "—") if figures else "—",
+        with_unit(figures.target, figures.unit) if figures and figures.target is not None else "—",
+        f"{format_number(figures.per_task_rps)} req/s" if figures and figures.per_task_rps is not None else "—",
+        entry.note,
+    )
+
+
+def render_index(reports_dir: Path, entries: list[RunEntry]) -> str:
+    trend = [
+        {"profile": e.profile_name, "started_utc": e.started_utc, "run_id": e.run_id,
+         "per_task_rps": e.figures.per_task_rps,
+         "low": e.figures.per_task_rps_interval[0] if e.figures.per_task_rps_interval else None,
+         "high": e.figures.per_task_rps_interval[1] if e.figures.per_task_rps_interval else None}
+        for e in entries if e.figures and e.figures.per_task_rps is not None and e.started_utc
+    ]
+    chart_specs = []
+    chart_html = '<p class="none">No analyzed run with a capacity estimate yet.</p>'
+    if trend:
+        chart_specs.append({"id": "chart-trend", "figure": charts.trend_figure(trend).to_plotly_json()})
+        chart_html = '<div class="card"><div class="chart" id="chart-trend"></div></div>'
+    plotly = ""
+    if chart_specs:
+        from plotly.offline import get_plotlyjs
+
+        plotly = f"<script>{get_plotlyjs()}</script>"
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>scalefinder runs · {esc(reports_dir.resolve().name)}</title>",
+        f"<style>{read_asset('report.css')}</style>",
+        "</head><body><main>",
+        f'<header class="page"><h1>Runs in {esc(reports_dir.resolve().name)}</h1>'
+        f'<span class="meta">{len(entries)} run(s)</span></header>',
+        '<h2>Capacity per task over time</h2>',
+        chart_html,
+        "<h2>Runs</h2>",
+        _table(reports_dir, entries),
+        f"<footer>Written by scalefinder {esc(__version__)}</footer>",
+        "</main>",
+        plotly,
+        f'<script type="application/json" id="sf-charts">{script_json(chart_specs)}</script>',
+        f"<script>{read_asset('report.js')}</script>",
+        "</body></html>",
+    ])
+
+
+def _table(reports_dir: Path, entries: list[RunEntry]) -> str:
+    if not entries:
+        return '<p class="none">No run directory found.</p>'
+    rows = []
+    for entry in entries:
+        figures = entry.figures
+        run_cell = esc(entry.run_id)
+        if entry.has_report:
+            link = quote((entry.path.relative_to(reports_dir) / "report.html").as_posix())
+            run_cell = f'<a href="{esc(link)}">{run_cell}</a>'
+        verdict = figures.verdict if figures else ""
+        capacity = "—"
+        if figures and figures.per_task_rps is not None:
+            capacity = f"{format_number(figures.per_task_rps)} req/s"
+            if figures.per_task_rps_interval:
+                capacity += f' <span class="meta">({esc(format_interval(figures.per_task_rps_interval))})</span>'
+        target = with_unit(figures.target, figures.unit) if figures and figures.target is not None else "—"
+        rows.append(
+            f"<tr><td>{esc(format_date(entry.started_utc))}</td><td>{run_cell}</td><td>{esc(entry.profile_name)}</td>"
+            f"<td>{esc(entry.status)}</td>"
+            f"<td>{verdict_badge(verdict) if verdict else '—'}</td>"
+            f"<td>{esc(figures.metric if figures and figures.metric else '—')}</td><td>{esc(target)}</td>"
+            f'<td class="num">{capacity}</td><td>{esc(entry.note)}</td></tr>'
+        )
+    return ("<table><thead><tr><th>Date</th><th>Run</th><th>Profile</th><th>Status</th><th>Verdict</th>"
+            '<th>Metric</th><th>Target</th><th class="num">Capacity per task</th><th>Note</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def write_index(reports_dir: Path, entries: list[RunEntry]) -> Path:
+    path = reports_dir / INDEX_HTML
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(render_index(reports_dir, entries), encoding="utf-8")
+    temporary.replace(path)
+    return path
