@@ -35,6 +35,8 @@ DENIED_CODES = frozenset({
     "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "AuthFailure",
     "SignatureDoesNotMatch",
 })
+NOT_FOUND_CODES = frozenset({"ServiceNotFoundException", "ClusterNotFoundException", "ServiceNotActiveException",
+                             "TargetGroupNotFound", "ObjectNotFoundException", "QueueDoesNotExist"})
 
 
 @dataclass
@@ -136,7 +138,10 @@ def call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
             ) from None
         if code in THROTTLING_CODES:
             raise InfrastructureError(f"AWS kept throttling {action} after {MAX_ATTEMPTS} attempts; try again later") from None
-        raise InfrastructureError(f"{action} failed ({code}: {message})") from None
+        if code in NOT_FOUND_CODES:
+            raise InfrastructureError(f"{_subject(params)} does not exist in region {client.meta.region_name} "
+                                      f"({action}: {code})") from None
+        raise InfrastructureError(f"{action} failed for {_subject(params)} ({code}: {message})") from None
     except botocore.exceptions.NoCredentialsError:
         raise InfrastructureError(
             "no AWS credentials found: configure them as for the AWS CLI (aws configure, AWS_PROFILE, or environment)"
@@ -146,6 +151,18 @@ def call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
         raise InfrastructureError(f"cannot reach AWS for {action}: {exc}") from None
     except botocore.exceptions.BotoCoreError as exc:
         raise InfrastructureError(f"{action} failed: {exc}") from None
+
+
+def _subject(params: dict[str, Any]) -> str:
+    """Name the resource a call was about, for error messages."""
+    if params.get("service"):
+        return f"ECS service '{params['service']}' in cluster '{params.get('cluster', 'default')}'"
+    if params.get("cluster"):
+        return f"ECS cluster '{params['cluster']}'"
+    for key in ("ResourceId", "TargetGroupArn", "taskDefinition", "QueueName"):
+        if params.get(key):
+            return f"'{params[key]}'"
+    return "the request"
 
 
 def iam_prefix(service_name: str) -> str:
