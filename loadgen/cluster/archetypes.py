@@ -14,7 +14,11 @@ from scalefinder.errors import InputError
 
 # Resident memory of an idle archetype task (Python, aiohttp, the archetype module), measured on
 # the reference machine. Used until the running cluster measures its own tasks.
-IDLE_TASK_MIB = 45.0
+IDLE_TASK_MIB = 40.0
+# CPU an archetype task spends per request outside the archetype's own work (HTTP parsing and
+# answering, the event loop, the kernel's loopback networking), measured on the reference machine
+# by running the cpu archetype at two values of cpu_ms and extrapolating to zero.
+SERVING_CPU_MS = 0.8
 
 
 @dataclass(frozen=True)
@@ -110,8 +114,9 @@ def _cpu_limit(params: dict[str, float], sizing: Sizing) -> Limit:
     cpu_ms = params["cpu_ms"]
     return Limit(
         "cpu",
-        sizing.cores * 1000.0 / cpu_ms,
-        f"reserved cores / cpu_ms = ({sizing.cpu_units}/1024) x 1000 / {cpu_ms:g}",
+        sizing.cores * 1000.0 / (cpu_ms + SERVING_CPU_MS),
+        f"reserved cores / (cpu_ms + serving_cpu_ms) = "
+        f"({sizing.cpu_units}/1024) x 1000 / ({cpu_ms:g} + {SERVING_CPU_MS:g})",
     )
 
 

@@ -1,0 +1,58 @@
+"""The capacity controller of the embedded local cluster: task count changes through LocalCluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadgen.capacity.base import CapacityController
+from scalefinder.errors import InputError, ProfileError
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class LocalCapacityController(CapacityController):
+    kind = "local"
+
+    def __init__(self, cluster: Any, timeout_s: float = DEFAULT_TIMEOUT_S):
+        self.cluster = cluster
+        self.timeout_s = timeout_s
+
+    def current(self) -> int:
+        return len(self.cluster.running_tasks())
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tasks": self.current()}
+
+    def scale_to(self, count: int, timeout_s: float | None = None) -> None:
+        self.cluster.scale_to(count, timeout_s=timeout_s if timeout_s is not None else self.timeout_s)
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Back to the recorded count while the cluster runs; a stopped cluster has nothing to undo
+        (its processes and cgroups went with it)."""
+        tasks = snapshot.get("tasks")
+        if not isinstance(tasks, int) or tasks < 1:
+            raise InputError(f"the local snapshot has no valid task count: {snapshot!r}")
+        if self.cluster is None or not self.cluster.running_tasks():
+            return
+        if self.current() != tasks:
+            self.scale_to(tasks)
+
+
+def validate_config(table: dict, where: str) -> dict:
+    """Check ``[capacity.local]``: only ``timeout_s`` (how long a scale may take, default 60)."""
+    if not isinstance(table, dict):
+        raise ProfileError("must be a table", key=where)
+    unknown = sorted(set(table) - {"timeout_s"})
+    if unknown:
+        raise ProfileError(f"unknown key {unknown[0]!r} (allowed: timeout_s)", key=where)
+    timeout = table.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout <= 3600:
+        raise ProfileError(f"timeout_s must be a number of seconds from 1 to 3600, got {timeout!r}",
+                           key=f"{where}.timeout_s")
+    return {"timeout_s": float(timeout)}
+
+
+def build(config: dict, context: Any) -> CapacityController:
+    if context.cluster is None:
+        raise InputError("the local capacity controller needs a local target (target.kind = \"local\")")
+    return LocalCapacityController(context.cluster, timeout_s=config.get("timeout_s", DEFAULT_TIMEOUT_S))

@@ -1,0 +1,88 @@
+"""``scalefinder cluster``: run the local cluster in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from loadgen.cluster.balancer import POLICIES
+from loadgen.cluster.process import port_in_use
+from scalefinder.errors import InputError
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--param takes NAME=VALUE, got {pair!r}")
+        params[name.strip()] = value.strip()
+    return params
+
+
+def _print_event(kind: str, **detail: Any) -> None:
+    now = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    text = ", ".join(f"{key}={value}" for key, value in detail.items())
+    click.echo(f"{now} {kind}: {text}")
+
+
+@click.command("cluster")
+@click.option("--archetype", help="Archetype to run: cpu, memory, retaining, workers, waiting, jvm, queue, shared.")
+@click.option("--command", "command_template",
+              help="Run any HTTP server instead, e.g. \"gunicorn app:app -b 127.0.0.1:{port}\".")
+@click.option("--tasks", type=int, default=2, show_default=True, help="Number of tasks.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Archetype parameter (repeatable); see docs/archetypes.md.")
+@click.option("--cpu-units", type=int, default=256, show_default=True, help="CPU reservation per task (1024 = 1 vCPU).")
+@click.option("--memory-mib", type=int, default=256, show_default=True, help="Memory reservation per task (MiB).")
+@click.option("--balancer", type=click.Choice(POLICIES), default="least_outstanding", show_default=True)
+@click.option("--port", type=int, default=None, help="Port of the load balancer (default: a free one).")
+@click.option("--health-path", default="/health", show_default=True)
+@click.option("--metrics-path", default="/metrics", show_default=True)
+def cluster_command(archetype: str | None, command_template: str | None, tasks: int, params: tuple[str, ...],
+                    cpu_units: int, memory_mib: int, balancer: str, port: int | None, health_path: str,
+                    metrics_path: str) -> None:
+    """Run the embedded local cluster in the foreground; Ctrl-C stops it and removes everything."""
+    from loadgen.cluster import ClusterSpec, LocalCluster
+
+    if archetype is None and command_template is None:
+        archetype = "cpu"
+    spec = ClusterSpec(archetype=archetype, command=command_template, params=_parse_params(params),
+                       tasks=tasks, cpu_units=cpu_units, memory_mib=memory_mib, balancer=balancer,
+                       health_path=health_path, metrics_path=metrics_path, port=port)
+    if port is not None and port_in_use(port):
+        raise InputError(f"--port {port}: the port is already in use on 127.0.0.1; choose another")
+    _terminate_as_interrupt()
+    cluster = LocalCluster(spec, on_event=_print_event)
+    try:
+        cluster.start()
+        truth = cluster.ground_truth()
+        click.echo(f"load balancer: {cluster.url}/")
+        click.echo(f"tasks: {', '.join(cluster.running_tasks())} "
+                   f"({cpu_units} CPU units, {memory_mib} MiB each; {cluster.cgroup_mode})")
+        if cluster.cgroup_mode == "unenforced":
+            click.echo(f"warning: {cluster.cgroup_detail}", err=True)
+        if truth.get("capacity_rps_per_task") is not None:
+            click.echo(f"expected capacity: {truth['capacity_rps_per_task']:g} req/s per task "
+                       f"({truth['bottleneck']}: {truth['capacity_formula']})")
+        for warning in truth.get("warnings", []):
+            click.echo(f"warning: {warning}", err=True)
+        click.echo("workload: GET /work   stop: Ctrl-C")
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        click.echo("stopping...")
+    finally:
+        cluster.stop()
+    click.echo("stopped; no task processes or cgroups left")
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM takes the same clean path as Ctrl-C."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
