@@ -1,0 +1,407 @@
+"""From a run directory to findings: the order in which the analysis is done.
+
+``analyze_run`` is pure: it reads only the run directory it is given and returns the findings
+as a JSON-ready dict (``analysis.findings`` writes it). Each stage lives in its own module:
+steady-state windows (``steady``), the latency knee (``knee``), the per-metric tests
+(``properties``), bottleneck and pattern (``classify``), target and policies (``recommend``,
+``policy``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import classify, knee as knees, properties as props, recommend
+from analysis.steady import Windows, build_windows, service_samples
+from scalefinder import catalog
+from scalefinder.errors import InputError, RunDirectoryError
+from scalefinder.rundir import RunDirectory
+
+log = logging.getLogger(__name__)
+
+FINDINGS_SCHEMA_VERSION = 1
+RAMP_PHASES = ("ramp", "refine")
+SCALED_PHASES = ("replay", "beyond")
+
+
+@dataclass(frozen=True)
+class Options:
+    headroom: float = 0.7
+    peak_rps: float | None = None
+    availability_zones: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0.6 <= self.headroom <= 0.8:
+            raise InputError(f"headroom must be between 0.6 and 0.8 (got {self.headroom:g})")
+        if self.availability_zones < 1:
+            raise InputError(f"availability zones must be at least 1 (got {self.availability_zones})")
+        if self.peak_rps is not None and self.peak_rps <= 0:
+            raise InputError(f"peak rate must be positive (got {self.peak_rps:g})")
+
+
+@dataclass(frozen=True)
+class MetricData:
+    """One metric's step values and kept samples at service level, joined with the steps."""
+
+    name: str
+    info: catalog.MetricInfo
+    steps: pd.DataFrame  # step table columns + value, ci_low, ci_high, steady, per_task_rps
+    samples: pd.DataFrame  # step_id, time_unix_s, value, per_task_rps
+    peaks: dict[int, float]  # step_id -> highest per-task sample in the step (warm-up included)
+
+
+def options_from_manifest(manifest: dict[str, Any], *, headroom: float | None = None,
+                          peak_rps: float | None = None, availability_zones: int | None = None) -> Options:
+    """Command-line values win over the profile's ``[analysis]`` table, which wins over defaults."""
+    profile = manifest.get("profile") or {}
+    section = profile.get("analysis") or {}
+    return Options(
+        headroom=float(headroom if headroom is not None else section.get("headroom", 0.7)),
+        peak_rps=peak_rps if peak_rps is not None else section.get("peak_rps"),
+        availability_zones=int(availability_zones if availability_zones is not None
+                               else section.get("availability_zones", 3)),
+    )
+
+
+def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
+    manifest = run.manifest
+    slo = _slo(manifest)
+    steps = _steps(run, slo)
+    warnings = list(manifest.get("warnings") or [])
+    gaps: list[tuple[str, str]] = []  # (reason, next step) that make the answer inconclusive
+    if run.is_partial:
+        warnings.append(f"the run is partial (status {run.status}); only its finished steps are analysed")
+    initial = _initial_tasks(manifest, steps)
+    first = steps[(steps["tasks"] == initial) & steps["valid"]]
+    second_tasks = _second_tasks(steps, initial)
+    second = steps[(steps["tasks"] == second_tasks) & steps["valid"]] if second_tasks else steps.iloc[0:0]
+    knee = knees.find_knee(first, initial) if len(first) else None
+    knee2 = knees.find_knee(second, second_tasks) if len(second) else None
+    doubling = knees.doubling(knee, knee2, second) if knee else {"tested": False, "verdict": "inconclusive",
+                                                                   "detail": "no valid step at the initial task count"}
+    _check_steps(steps, first, second, knee, initial, gaps)
+
+    metric_data = _metric_data(run, steps)
+    if not metric_data:
+        gaps.append(("no utilization metric was recorded",
+                     "check the metric sources in the profile; at least CPU and memory are needed"))
+    crash_steps = _crash_steps(run, steps)
+    results = {name: _tests(data, crash_steps, knee, initial, second_tasks) for name, data in metric_data.items()}
+    _adjust_demand(results)
+    verdicts = {name: classify.metric_verdict(tests) for name, tests in results.items()}
+
+    capacity = recommend.capacity(knee, initial, slo, doubling, options)
+    decision = classify.decide(metric_data, results, verdicts, knee, doubling, capacity, first, manifest)
+    recommendation = None
+    if decision.verdict == "recommended" and not gaps:
+        recommendation = recommend.recommendation(decision.metric, metric_data[decision.metric], results[decision.metric],
+                                                  knee, initial, options, decision)
+        if recommendation is None:
+            gaps.append((f"no safe target for {decision.metric}: the fitted relation leaves no room below saturation",
+                         "re-run with smaller ramp steps below capacity"))
+    verdict = decision.verdict
+    reasons = [g[0] for g in gaps] + list(decision.inconclusive_reasons)
+    next_steps = [g[1] for g in gaps] + list(decision.next_steps)
+    if gaps and verdict != "inconclusive":
+        verdict = "inconclusive"
+    if verdict == "inconclusive":
+        recommendation = None
+    metrics_out = [
+        _metric_entry(name, metric_data[name], results[name],
+                      "recommended" if recommendation and recommendation["metric"] == name else verdicts[name][0],
+                      verdicts[name][1])
+        for name in metric_data
+    ]
+    findings = {
+        "schema_version": FINDINGS_SCHEMA_VERSION,
+        "kind": "scalefinder-findings",
+        "tool_version": _tool_version(),
+        "run": _run_block(manifest, run),
+        "verdict": verdict,
+        "headline": recommend.headline(verdict, recommendation, capacity, decision, reasons),
+        "recommendation": recommendation,
+        "capacity": capacity,
+        "pattern": decision.pattern,
+        "bottleneck": decision.bottleneck,
+        "knee": _knee_block(knee),
+        "steps": _step_entries(steps, metric_data),
+        "metrics": metrics_out,
+        "warnings": warnings,
+        "inconclusive": {"reasons": reasons if verdict == "inconclusive" else [],
+                         "next_steps": next_steps if verdict == "inconclusive" else []},
+    }
+    return props._jsonable(findings)
+
+
+# -- inputs --------------------------------------------------------------------------------------
+def _slo(manifest: dict[str, Any]) -> dict[str, Any]:
+    slo = manifest.get("slo") or (manifest.get("profile") or {}).get("slo")
+    if not isinstance(slo, dict) or "latency_ms" not in slo:
+        raise RunDirectoryError("the run manifest has no SLO (slo.latency_ms); it cannot be analysed")
+    return {"percentile": int(slo.get("percentile", 95)), "latency_ms": float(slo["latency_ms"]),
+            "error_budget_pct": float(slo.get("error_budget_pct", 1.0))}
+
+
+def _steps(run: RunDirectory, slo: dict[str, Any]) -> pd.DataFrame:
+    steps = run.steps().copy()
+    numeric = ["step_id", "tasks", "offered_rps", "start_unix_s", "end_unix_s", "warmup_s", "achieved_rps", "sent",
+               "failures"]
+    for column in numeric:
+        steps[column] = pd.to_numeric(steps[column], errors="coerce")
+    steps = steps.dropna(subset=["step_id", "tasks", "offered_rps", "start_unix_s", "end_unix_s"])
+    steps = steps[(steps["end_unix_s"] > steps["start_unix_s"]) & (steps["tasks"] > 0)]
+    steps = steps.drop_duplicates("step_id", keep="last").sort_values("start_unix_s").reset_index(drop=True)
+    steps["step_id"] = steps["step_id"].astype(int)
+    steps["tasks"] = steps["tasks"].astype(int)
+    steps["phase"] = steps["phase"].astype("string").fillna("ramp")
+    steps["valid"] = steps["valid"].astype(bool)
+    steps["warmup_s"] = steps["warmup_s"].fillna(0)
+    steps["slo_ok"] = knees.slo_flags(steps, slo)
+    steps["per_task_rps"] = steps["offered_rps"] / steps["tasks"]
+    return steps
+
+
+def _initial_tasks(manifest: dict[str, Any], steps: pd.DataFrame) -> int:
+    declared = (manifest.get("capacity") or {}).get("initial_tasks")
+    if isinstance(declared, int) and declared > 0 and (steps["tasks"] == declared).any():
+        return declared
+    ramp = steps[steps["phase"].isin(RAMP_PHASES)]
+    source = ramp if len(ramp) else steps
+    return int(source["tasks"].iloc[0]) if len(source) else 0
+
+
+def _second_tasks(steps: pd.DataFrame, initial: int) -> int | None:
+    others = steps.loc[steps["tasks"] != initial, "tasks"]
+    return int(others.mode().iloc[0]) if len(others) else None
+
+
+def _check_steps(steps, first, second, knee, initial, gaps) -> None:
+    if steps.empty:
+        gaps.append(("no step finished in this run", "run the experiment to the end of at least the ramp phase"))
+        return
+    invalid = steps[~steps["valid"]]
+    if knee is None or not knee.breached:
+        if len(invalid) and (knee is None or invalid["offered_rps"].min() <= steps["offered_rps"].max()):
+            reason = str(invalid["invalid_reason"].dropna().iloc[0]) if invalid["invalid_reason"].notna().any() else ""
+            gaps.append((f"the load generator limited the run before the service saturated ({len(invalid)} invalid "
+                         f"steps{': ' + reason if reason else ''})",
+                         "give the load generator more CPU: run with --workers N or from a larger machine"))
+        else:
+            gaps.append(("the SLO was never broken, so the capacity is unknown",
+                         "raise ramp.max_rps (or max_duration_s) so the ramp reaches the SLO breach"))
+    good = first[first["slo_ok"]] if len(first) else first
+    if knee is not None and knee.last_good_rps is not None:
+        good = good[good["offered_rps"] <= knee.last_good_rps]
+    if len(good) < props.MIN_DEMAND_STEPS:
+        gaps.append((f"only {len(good)} valid steps below saturation at {initial} tasks; "
+                     f"{props.MIN_DEMAND_STEPS} are needed for an exact rank test",
+                     "use a smaller ramp.step_rps (or a lower start_rps) so at least 6 steps fall below capacity"))
+    if second.empty:
+        gaps.append((f"only one task count ({initial}) was run, so proportionality to capacity cannot be tested",
+                     "enable the replay phase (ramp.replay_steps >= 4) so the rates are replayed at twice the tasks"))
+
+
+def _metric_data(run: RunDirectory, steps: pd.DataFrame) -> dict[str, MetricData]:
+    metrics = run.metrics()
+    metrics = metrics[metrics["metric"].notna() & metrics["unit"].notna()]  # a cut last line has no unit
+    metrics = metrics.assign(value=pd.to_numeric(metrics["value"], errors="coerce")).dropna(subset=["value"])
+    names = [m for m in metrics["metric"].unique() if catalog.info(str(m)).role == "utilization"]
+    metrics = metrics[metrics["metric"].isin(names)]
+    if metrics.empty or steps.empty:
+        return {}
+    metrics = _per_task_backlog(metrics, steps)
+    metrics = service_samples(metrics)
+    windows = build_windows(metrics, steps)
+    peaks = _peaks(windows, metrics, steps)
+    out = {}
+    service_values = windows.values[windows.values["task"] == ""]
+    service_kept = windows.samples[windows.samples["task"] == ""]
+    step_columns = ["step_id", "phase", "tasks", "offered_rps", "achieved_rps", "per_task_rps", "valid", "slo_ok"]
+    for name, table in service_values.groupby("metric", sort=True):
+        joined = table.merge(steps[step_columns], on="step_id", how="inner").sort_values("step_id")
+        kept = service_kept[service_kept["metric"] == name].merge(steps[["step_id", "per_task_rps"]], on="step_id")
+        info = catalog.info(str(name))
+        out[str(name)] = MetricData(str(name), info, joined.reset_index(drop=True), kept, peaks.get(str(name), {}))
+    return out
+
+
+def _per_task_backlog(metrics: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """A service-total queue is compared across task counts per task: depth / running tasks."""
+    total = metrics[(metrics["metric"] == catalog.QUEUE_BACKLOG) & (metrics["task"] == "")]
+    if total.empty or (metrics["metric"] == catalog.QUEUE_BACKLOG_PER_TASK).any():
+        return metrics
+    ordered = steps.sort_values("start_unix_s")
+    index = np.searchsorted(ordered["start_unix_s"].to_numpy(float), total["time_unix_s"].to_numpy(float), "right") - 1
+    tasks = ordered["tasks"].to_numpy(float)[np.clip(index, 0, len(ordered) - 1)]
+    derived = total.assign(metric=catalog.QUEUE_BACKLOG_PER_TASK, value=total["value"].to_numpy() / tasks)
+    return pd.concat([metrics, derived], ignore_index=True)
+
+
+def _peaks(windows: Windows, metrics: pd.DataFrame, steps: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """The highest per-task sample of each metric in each step, warm-up included: a task that
+    dies at its limit may do so in the first seconds of a hold."""
+    limited = [m for m in metrics["metric"].unique() if catalog.info(str(m)).limit is not None]
+    frame = metrics[metrics["metric"].isin(limited)]
+    if frame.empty:
+        return {}
+    ordered = steps.sort_values("start_unix_s")
+    starts = ordered["start_unix_s"].to_numpy(float)
+    ends = ordered["end_unix_s"].to_numpy(float)
+    times = frame["time_unix_s"].to_numpy(float)
+    index = np.searchsorted(starts, times, "right") - 1
+    safe = np.clip(index, 0, len(starts) - 1)
+    inside = (index >= 0) & (times < ends[safe])
+    tagged = frame.loc[inside, ["metric", "value"]].assign(step_id=ordered["step_id"].to_numpy()[safe[inside]])
+    peaks = tagged.groupby(["metric", "step_id"])["value"].max()
+    out: dict[str, dict[int, float]] = {}
+    for (metric, step_id), value in peaks.items():
+        out.setdefault(str(metric), {})[int(step_id)] = float(value)
+    return out
+
+
+# -- per-metric tests ----------------------------------------------------------------------------
+def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_tasks: int | None):
+    steps = data.steps
+    valid = steps[steps["valid"]]
+    at_first = valid[valid["tasks"] == initial]
+    below = _below_capacity(at_first, knee)
+    tests: dict[str, props.TestResult] = {}
+    tests["demand_correlation"] = props.demand_correlation(below["per_task_rps"], below["value"])
+    kept = data.samples[data.samples["step_id"].isin(below["step_id"])]
+    tests["demand_slope"] = props.demand_slope(kept["per_task_rps"], kept["value"])
+    tests["saturation"] = props.saturation(at_first["per_task_rps"], at_first["value"], limit=data.info.limit)
+    tests["crash_at_limit"] = props.crash_at_limit(crash_steps, data.peaks, limit=data.info.limit,
+                                                   last_good_rps=knee.last_good_rps if knee else None)
+    at_second = valid[valid["tasks"] == second_tasks] if second_tasks else valid.iloc[0:0]
+    capacity_per_task = (knee.last_good_rps / initial) if knee and knee.last_good_rps else None
+    below_second = at_second[at_second["slo_ok"]]
+    if capacity_per_task is not None:
+        below_second = below_second[below_second["per_task_rps"] <= capacity_per_task * 1.001]
+    tests["proportionality"] = props.proportionality(below["offered_rps"], below["value"], below_second["offered_rps"],
+                                                     below_second["value"], tasks_a=initial,
+                                                     tasks_b=second_tasks or 2 * initial)
+    baseline = tests["proportionality"].extra.get("baseline")
+    tests["capacity_ratio"] = props.capacity_ratio(_matched(below, at_second), baseline=baseline, tasks_a=initial,
+                                                   tasks_b=second_tasks or 2 * initial)
+    holds = [(int(step_id), group["time_unix_s"].to_numpy(float), group["value"].to_numpy(float))
+             for step_id, group in data.samples[data.samples["step_id"].isin(valid["step_id"])].groupby("step_id")]
+    tests["time_trend"] = props.time_trend(holds)
+    tests["flat_near_limit"] = props.flat_near_limit(below["per_task_rps"], below["value"], limit=data.info.limit)
+    return tests
+
+
+def _below_capacity(at_first: pd.DataFrame, knee) -> pd.DataFrame:
+    good = at_first[at_first["slo_ok"]]
+    if knee is not None and knee.last_good_rps is not None:
+        good = good[good["offered_rps"] <= knee.last_good_rps]
+    return good.sort_values("offered_rps")
+
+
+def _matched(first: pd.DataFrame, second: pd.DataFrame) -> list[tuple[float, float, float]]:
+    pairs = []
+    for _, row in second.iterrows():  # a handful of steps
+        close = first[(first["offered_rps"] - row["offered_rps"]).abs() <= 0.01 * row["offered_rps"]]
+        if len(close):
+            pairs.append((float(row["offered_rps"]), float(close["value"].mean()), float(row["value"])))
+    return pairs
+
+
+def _crash_steps(run: RunDirectory, steps: pd.DataFrame) -> list[int]:
+    times = [float(e["time_unix_s"]) for e in run.events()
+             if e.get("kind") in ("task_crash", "task_restart") and isinstance(e.get("time_unix_s"), (int, float))]
+    found = []
+    for moment in times:
+        hit = steps[(steps["start_unix_s"] <= moment) & (moment < steps["end_unix_s"])]
+        if len(hit):
+            found.append(int(hit["step_id"].iloc[0]))
+    return sorted(set(found))
+
+
+def _adjust_demand(results: dict[str, dict[str, props.TestResult]]) -> None:
+    """Benjamini-Hochberg over the demand tests of all metrics: many metrics are screened."""
+    from statsmodels.stats.multitest import multipletests
+
+    names = [n for n, tests in results.items() if tests["demand_correlation"].verdict != props.INCONCLUSIVE]
+    if len(names) < 2:
+        return
+    raw = [results[n]["demand_correlation"].extra["p_raw"] for n in names]
+    adjusted = multipletests(raw, alpha=props.ALPHA, method="fdr_bh")[1]
+    for name, p in zip(names, adjusted):
+        results[name]["demand_correlation"] = props.adjust_demand(results[name]["demand_correlation"], float(p))
+
+
+# -- output blocks -------------------------------------------------------------------------------
+def _metric_entry(name, data: MetricData, tests, verdict: str, reasons: list[str]) -> dict[str, Any]:
+    sat = tests["saturation"].extra
+    prop = tests["proportionality"].extra
+    fit = {"baseline": prop.get("baseline"), "slope_per_task_rps": prop.get("slope_per_task_rps"),
+           "breakpoint_rps": sat.get("breakpoint_rps"), "plateau_value": sat.get("plateau_value")}
+    if fit["baseline"] is None:
+        fit["baseline"] = tests["demand_slope"].extra.get("intercept")
+        fit["slope_per_task_rps"] = tests["demand_slope"].statistic
+    step_values = [
+        {"step_id": int(r.step_id), "phase": str(r.phase), "tasks": int(r.tasks), "offered_rps": float(r.offered_rps),
+         "per_task_rps": float(r.per_task_rps), "value": float(r.value), "ci_low": float(r.ci_low),
+         "ci_high": float(r.ci_high), "steady": bool(r.steady)}
+        for r in data.steps.itertuples()
+    ]
+    return {"name": name, "label": classify.label(name), "unit": data.info.unit or "", "role": data.info.role,
+            "limit": data.info.limit, "verdict": verdict, "reasons": reasons,
+            "tests": [t.as_dict() for t in tests.values()], "step_values": step_values, "fit": fit}
+
+
+def _step_entries(steps: pd.DataFrame, metric_data: dict[str, MetricData]) -> list[dict[str, Any]]:
+    steady_by_step: dict[int, list[bool]] = {}
+    for data in metric_data.values():
+        for r in data.steps.itertuples():
+            steady_by_step.setdefault(int(r.step_id), []).append(bool(r.steady))
+    entries = []
+    for r in steps.itertuples():
+        flags = steady_by_step.get(int(r.step_id), [])
+        sent = float(r.sent) if pd.notna(r.sent) and r.sent else 0.0
+        entries.append({
+            "step_id": int(r.step_id), "phase": str(r.phase), "tasks": int(r.tasks), "offered_rps": float(r.offered_rps),
+            "achieved_rps": _num(r.achieved_rps), "p50_ms": _num(getattr(r, "p50_ms", None)),
+            "p95_ms": _num(getattr(r, "p95_ms", None)), "p99_ms": _num(getattr(r, "p99_ms", None)),
+            "error_pct": round(100.0 * float(r.failures or 0) / sent, 3) if sent else 0.0,
+            "valid": bool(r.valid), "invalid_reason": r.invalid_reason if isinstance(r.invalid_reason, str) else None,
+            "steady": bool(sum(flags) >= len(flags) / 2) if flags else None,
+            "slo_met": bool(r.slo_ok), "warmup_cut_s": _num(r.warmup_s), "start_unix_s": float(r.start_unix_s),
+            "end_unix_s": float(r.end_unix_s), "end_reason": r.end_reason if isinstance(r.end_reason, str) else None,
+        })
+    return entries
+
+
+def _knee_block(knee) -> dict[str, Any] | None:
+    if knee is None:
+        return None
+    return {"tasks": knee.tasks, "slo_breach_step": knee.slo_breach_step, "slo_breach_rps": knee.slo_breach_rps,
+            "last_good_step": knee.last_good_step, "last_good_rps": knee.last_good_rps,
+            "last_good_achieved_rps": knee.last_good_achieved_rps, "kneedle_rps": knee.kneedle_rps}
+
+
+def _run_block(manifest: dict[str, Any], run: RunDirectory) -> dict[str, Any]:
+    profile = manifest.get("profile") or {}
+    return {"run_id": manifest.get("run_id"), "status": run.status, "profile_name": profile.get("name"),
+            "started_utc": manifest.get("started_utc"), "finished_utc": manifest.get("finished_utc"),
+            "target": manifest.get("target"), "cgroup_mode": (manifest.get("environment") or {}).get("cgroup_mode"),
+            "path": str(run.path)}
+
+
+def _num(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _tool_version() -> str:
+    from scalefinder import __version__
+
+    return __version__

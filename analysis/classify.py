@@ -1,0 +1,250 @@
+"""Bottleneck and pattern: which resource runs out first, and which of the guide's patterns fits.
+
+A metric is a *candidate* when it tracks demand (rank test) and is proportional to capacity
+(equivalence test), and is not disqualified by growing with time or sitting flat near its
+limit. Among candidates with a known limit, the *exhausted* resource is one that flattens at a
+high level (at least 60% of its limit) or reaches its limit or crashes there; the first to do
+so is the bottleneck. When nothing with a known limit runs out at the knee, the limit is
+outside the measured resources (a worker pool, a downstream connection pool, a lock), and
+request concurrency, a queue's backlog or the request rate per task is the metric that sees it.
+When capacity does not grow with the task count, no task-level metric can scale the service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from analysis.properties import FAIL, INCONCLUSIVE, PASS, TestResult
+from scalefinder import catalog
+
+HIGH_LEVEL = 0.6  # a plateau below 60% of the limit is not a resource running out
+
+LABELS = {
+    "cpu_utilization": "Average CPU utilization",
+    "memory_utilization": "Average memory utilization",
+    "memory_used_mib": "Memory used",
+    "concurrency_per_task": "Average concurrency per task",
+    "requests_per_task": "Requests per task",
+    "queue_backlog": "Queue backlog",
+    "queue_backlog_per_task": "Queue backlog per task",
+    "network_rx_bytes_per_s": "Network received",
+    "network_tx_bytes_per_s": "Network sent",
+    "storage_read_bytes_per_s": "Storage read",
+    "storage_write_bytes_per_s": "Storage written",
+}
+
+PATTERNS = {
+    "cpu_bound": "Efficient CPU-bound server",
+    "memory_bound": "Efficient memory-bound server",
+    "memory_not_freed": "Server that does not free memory after a request",
+    "worker_based": "Worker-based server",
+    "waiting": "Waiting server (bounded by a downstream)",
+    "gc_runtime": "Java or other garbage-collected runtime",
+    "job_processor": "Job processor",
+    "shared_bottleneck": "Shared bottleneck outside the tasks",
+    "unknown": "No known pattern",
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str
+    metric: str | None
+    pattern: dict[str, Any]
+    bottleneck: dict[str, Any]
+    inconclusive_reasons: tuple[str, ...] = ()
+    next_steps: tuple[str, ...] = ()
+    evidence: tuple[str, ...] = field(default_factory=tuple)
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def metric_verdict(tests: dict[str, TestResult]) -> tuple[str, list[str]]:
+    """(verdict, plain-language reasons) of one metric from its tests."""
+    demand, prop, ratio = tests["demand_correlation"], tests["proportionality"], tests["capacity_ratio"]
+    trend, flat = tests["time_trend"], tests["flat_near_limit"]
+    proportional = prop.verdict == PASS or (prop.verdict == INCONCLUSIVE and ratio.verdict == PASS)
+    not_proportional = prop.verdict == FAIL or (prop.verdict == INCONCLUSIVE and ratio.verdict == FAIL)
+    failures = []
+    if flat.verdict == FAIL:
+        failures.append(flat.detail)
+    if trend.verdict == FAIL:
+        failures.append(f"follows time, not load: {trend.detail}")
+    if demand.verdict == FAIL:
+        failures.append(demand.detail)
+    if not_proportional:
+        failures.append(prop.detail if prop.verdict == FAIL else ratio.detail)
+    if failures:
+        return "rejected", failures + _supporting(tests, exclude_failed=True)
+    reasons = [demand.detail, prop.detail]
+    if ratio.verdict != INCONCLUSIVE:
+        reasons.append(ratio.detail)
+    reasons.append(tests["saturation"].detail)
+    if demand.verdict == INCONCLUSIVE or not proportional:
+        return "inconclusive", reasons
+    return "candidate", reasons
+
+
+def _supporting(tests: dict[str, TestResult], exclude_failed: bool) -> list[str]:
+    return [t.detail for name, t in tests.items()
+            if name in ("demand_correlation", "proportionality") and not (exclude_failed and t.verdict == FAIL)]
+
+
+def decide(metric_data, results, verdicts, knee, doubling, capacity, first_steps, manifest) -> Decision:
+    candidates = [name for name, (verdict, _) in verdicts.items() if verdict == "candidate"]
+    if doubling.get("verdict") == "does_not_scale":
+        return _shared(results, candidates, doubling)
+    exhausted = _exhausted(metric_data, results, candidates, knee)
+    if exhausted:
+        name, rate, kind = exhausted[0]
+        pattern = _pattern_for(name, verdicts, results)
+        evidence = [f"{label(name)} {kind} at {rate:.3g} req/s per task"] + _pattern_evidence(pattern, verdicts, results)
+        bottleneck = _bottleneck(name, rate, knee, evidence[0])
+        return Decision("recommended", name, {"name": pattern, "label": PATTERNS[pattern], "evidence": evidence},
+                        bottleneck, evidence=tuple(evidence))
+    return _outside_the_task(metric_data, results, verdicts, candidates, knee, first_steps)
+
+
+def _exhausted(metric_data, results, candidates, knee) -> list[tuple[str, float, str]]:
+    """Candidates with a known limit that ran out, as (name, per-task rate, how), earliest first."""
+    found = []
+    for name in candidates:
+        info = catalog.info(name)
+        if info.limit is None:
+            continue
+        tests = results[name]
+        crash, sat = tests["crash_at_limit"], tests["saturation"]
+        knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
+        if crash.verdict == PASS and knee_rate is not None:
+            found.append((name, knee_rate, f"reached its limit ({crash.statistic:.3g} of {info.limit:g}) and tasks crashed"))
+            continue
+        if sat.verdict != PASS:
+            continue
+        level = sat.extra.get("plateau_value") or sat.extra.get("peak") or 0.0
+        if sat.extra.get("kind") == "plateau" and level < HIGH_LEVEL * info.limit:
+            continue
+        rate = sat.extra.get("breakpoint_rps") or knee_rate
+        if rate is None:
+            continue
+        how = (f"flattened at {level:.3g} of {info.limit:g}" if sat.extra.get("kind") == "plateau"
+               else f"reached {level:.3g} of {info.limit:g}")
+        found.append((name, float(rate), how))
+    return sorted(found, key=lambda item: (0 if "crashed" in item[2] else 1, item[1]))
+
+
+def _pattern_for(name: str, verdicts, results) -> str:
+    if name == catalog.MEMORY_UTILIZATION:
+        return "memory_bound"
+    if name == catalog.CPU_UTILIZATION:
+        memory = results.get(catalog.MEMORY_UTILIZATION)
+        if memory is not None and memory["time_trend"].verdict == FAIL:
+            return "memory_not_freed"
+        if memory is not None and memory["flat_near_limit"].verdict == FAIL:
+            return "gc_runtime"
+        return "cpu_bound"
+    return "unknown"
+
+
+def _pattern_evidence(pattern: str, verdicts, results) -> list[str]:
+    memory = results.get(catalog.MEMORY_UTILIZATION)
+    if pattern == "memory_not_freed" and memory is not None:
+        return [f"memory rejected: {memory['time_trend'].detail}"]
+    if pattern == "gc_runtime" and memory is not None:
+        return [f"memory rejected: {memory['flat_near_limit'].detail}"]
+    if pattern == "cpu_bound" and memory is not None:
+        return [f"memory: {verdicts[catalog.MEMORY_UTILIZATION][0]} ({verdicts[catalog.MEMORY_UTILIZATION][1][0]})"]
+    return []
+
+
+def _bottleneck(name: str | None, per_task_rate: float | None, knee, evidence: str) -> dict[str, Any]:
+    knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
+    aligned = None
+    if per_task_rate is not None and knee_rate is not None and knee and knee.slo_breach_rps:
+        step = (knee.slo_breach_rps - knee.last_good_rps) / knee.tasks
+        aligned = abs(per_task_rate - knee_rate) <= max(step, 0.10 * knee_rate) * 1.5
+    tasks = knee.tasks if knee else 1
+    return {"metric": name, "saturation_rps": round(per_task_rate * tasks, 3) if per_task_rate else None,
+            "aligned_with_knee": aligned, "evidence": evidence}
+
+
+def _shared(results, candidates, doubling) -> Decision:
+    evidence = [doubling["detail"]]
+    for name in candidates:
+        prop = results[name]["proportionality"]
+        if prop.verdict == PASS:
+            evidence.append(f"{label(name)} is proportional to the task count, yet capacity did not grow with it")
+    evidence.append("the limit is shared by all tasks (a database, a downstream, a lock): adding tasks adds no capacity")
+    return Decision(
+        "no_task_level_metric", None,
+        {"name": "shared_bottleneck", "label": PATTERNS["shared_bottleneck"], "evidence": evidence},
+        {"metric": None, "saturation_rps": None, "aligned_with_knee": None, "evidence": evidence[0]},
+        evidence=tuple(evidence),
+    )
+
+
+def _outside_the_task(metric_data, results, verdicts, candidates, knee, first_steps) -> Decision:
+    knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
+    note = "nothing with a known limit (CPU, memory) ran out at the knee: the limit is outside those resources"
+    for name, pattern in ((catalog.QUEUE_BACKLOG_PER_TASK, "job_processor"),
+                          (catalog.CONCURRENCY_PER_TASK, None),
+                          (catalog.REQUESTS_PER_TASK, "unknown")):
+        if name not in candidates:
+            continue
+        if pattern is None:
+            pattern = "worker_based" if _rejects_at_breach(first_steps, knee) else "waiting"
+        evidence = [note] + _utilization_at_knee(metric_data, knee) + [
+            f"{label(name)} tracks demand and is proportional to the task count"]
+        evidence += _worker_precondition(first_steps) if pattern == "worker_based" else []
+        return Decision("recommended", name, {"name": pattern, "label": PATTERNS[pattern], "evidence": evidence},
+                        _bottleneck(name, knee_rate, knee, note), evidence=tuple(evidence))
+    pending = [n for n, (v, _) in verdicts.items() if v == "inconclusive"]
+    reasons = ["no metric both tracks demand and is proportional to capacity"]
+    if pending:
+        reasons.append(f"undecided: {', '.join(pending)}")
+    return Decision("inconclusive", None, {"name": "unknown", "label": PATTERNS["unknown"], "evidence": reasons},
+                    _bottleneck(None, None, knee, note), tuple(reasons),
+                    ("collect request concurrency per task (the load balancer's active requests) or an "
+                     "application gauge of the limiting resource, then run again",))
+
+
+def _rejects_at_breach(steps, knee) -> bool:
+    """Worker pools with a bounded backlog reject (503) when full; a waiting server gets slow."""
+    if knee is None or knee.slo_breach_step is None:
+        return False
+    row = steps[steps["step_id"] == knee.slo_breach_step]
+    if row.empty:
+        return False
+    sent = float(row["sent"].iloc[0] or 0)
+    return sent > 0 and float(row["failures"].iloc[0] or 0) / sent > 0.01
+
+
+def _utilization_at_knee(metric_data, knee) -> list[str]:
+    if knee is None or knee.last_good_step is None:
+        return []
+    lines = []
+    for name in (catalog.CPU_UTILIZATION, catalog.MEMORY_UTILIZATION):
+        data = metric_data.get(name)
+        if data is None:
+            continue
+        row = data.steps[data.steps["step_id"] == knee.last_good_step]
+        if len(row):
+            lines.append(f"{label(name)} was {float(row['value'].iloc[0]):.3g}% at the last step that met the SLO")
+    return lines
+
+
+def _worker_precondition(steps) -> list[str]:
+    """The guide asks for mean latency close to p95 at low rates before scaling on concurrency."""
+    good = steps[steps["slo_ok"]].sort_values("offered_rps")
+    if good.empty or "mean_ms" not in good.columns:
+        return []
+    row = good.iloc[0]
+    mean, p95 = float(row.get("mean_ms") or 0), float(row.get("p95_ms") or 0)
+    if p95 <= 0:
+        return []
+    if mean >= 0.5 * p95:
+        return [f"at low load the mean latency ({mean:.3g} ms) is close to p95 ({p95:.3g} ms), as concurrency scaling needs"]
+    return [f"warning: at low load the mean latency ({mean:.3g} ms) is far below p95 ({p95:.3g} ms); the backlog "
+            "may overflow before scaling reacts, so keep more headroom"]

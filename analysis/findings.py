@@ -1,0 +1,67 @@
+"""findings.json: writing it, and reading it back for ``report``, ``gate`` and ``runs``.
+
+The format is documented in ``docs/findings.md``. Readers refuse a newer schema version with a
+clear message, like the run directory does, and check that the keys every consumer relies on
+are there, so a damaged file is one error line rather than a KeyError deep in a renderer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from scalefinder.errors import RunDirectoryError
+from scalefinder.rundir import write_json_atomic
+
+FINDINGS = "findings.json"
+SCHEMA_VERSION = 1
+KIND = "scalefinder-findings"
+VERDICTS = ("recommended", "no_task_level_metric", "inconclusive")
+REQUIRED_KEYS = ("schema_version", "verdict", "recommendation", "capacity", "pattern", "metrics")
+
+
+def findings_path(path: str | Path) -> Path:
+    """``path`` itself if it is a file, else ``path/findings.json``."""
+    path = Path(path)
+    return path / FINDINGS if path.is_dir() else path
+
+
+def write_findings(run_path: str | Path, findings: dict[str, Any]) -> Path:
+    """Write ``findings`` into the run directory atomically; return the file's path."""
+    check(findings, source="findings")
+    target = Path(run_path) / FINDINGS
+    write_json_atomic(target, findings)
+    return target
+
+
+def load_findings(path: str | Path) -> dict[str, Any]:
+    """Read findings.json from a file or a run directory, refusing newer versions."""
+    target = findings_path(path)
+    if not target.is_file():
+        hint = " (run `scalefinder analyze` on the run directory first)" if target.name == FINDINGS else ""
+        raise RunDirectoryError(f"{target} does not exist{hint}")
+    try:
+        data = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirectoryError(f"{target} is not valid JSON ({exc})") from None
+    check(data, source=str(target))
+    return data
+
+
+def check(data: Any, *, source: str) -> None:
+    if not isinstance(data, dict) or data.get("kind", KIND) != KIND:
+        raise RunDirectoryError(f"{source} is not a scalefinder findings file")
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise RunDirectoryError(f"{source} has no integer schema_version")
+    if version > SCHEMA_VERSION:
+        raise RunDirectoryError(
+            f"{source} was written by a newer scalefinder (findings schema {version}; this version reads up to "
+            f"{SCHEMA_VERSION}). Upgrade scalefinder to read it."
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise RunDirectoryError(f"{source} lacks {', '.join(missing)}")
+    if data["verdict"] not in VERDICTS:
+        raise RunDirectoryError(f"{source} has an unknown verdict {data['verdict']!r}")

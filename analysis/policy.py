@@ -1,0 +1,366 @@
+"""The recommended policy rendered four ways, each checked against the real API shape.
+
+Renderings: the Application Auto Scaling ``PutScalingPolicy`` request (JSON), the AWS CLI
+command, a CloudFormation template and Terraform. The API request, and the CloudWatch alarms
+step scaling needs, are validated with botocore's own service models and ``ParamValidator``
+(no network, no credentials): a rendering that the real API would reject is a bug, raised as
+such rather than shipped. Cluster, service, load balancer and queue names are placeholders in
+capitals for the team to fill in.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from scalefinder import catalog
+
+CLUSTER, SERVICE = "CLUSTER_NAME", "SERVICE_NAME"
+RESOURCE_ID = f"service/{CLUSTER}/{SERVICE}"
+DIMENSION = "ecs:service:DesiredCount"
+ALB_RESOURCE_LABEL = "app/LOAD_BALANCER/LB_ID/targetgroup/TARGET_GROUP/TG_ID"
+APP_NAMESPACE = "APP_NAMESPACE"
+QUEUE_NAME = "QUEUE_NAME"
+SCALE_OUT_COOLDOWN_S = 60
+SCALE_IN_COOLDOWN_S = 300
+
+PREDEFINED = {
+    catalog.CPU_UTILIZATION: "ECSServiceAverageCPUUtilization",
+    catalog.MEMORY_UTILIZATION: "ECSServiceAverageMemoryUtilization",
+    catalog.REQUESTS_PER_TASK: "ALBRequestCountPerTarget",
+}
+
+
+class PolicyShapeError(Exception):
+    """A rendered request does not match botocore's model: a programming error, not user input."""
+
+
+def aws_metric(metric: str) -> dict[str, Any]:
+    """The CloudWatch / Application Auto Scaling identity of a scaling metric."""
+    if metric in PREDEFINED:
+        spec: dict[str, Any] = {"PredefinedMetricType": PREDEFINED[metric]}
+        if metric == catalog.REQUESTS_PER_TASK:
+            spec["ResourceLabel"] = ALB_RESOURCE_LABEL
+        note = "target is requests per target per minute (RequestCountPerTarget)" \
+            if metric == catalog.REQUESTS_PER_TASK else "percent of the task reservation"
+        return {"predefined": PREDEFINED[metric], "specification": {"PredefinedMetricSpecification": spec},
+                "note": note}
+    return {"customized": _metric_math(metric), "specification": {"CustomizedMetricSpecification": _metric_math(metric)},
+            "note": _math_note(metric)}
+
+
+def aws_target(metric: str, target: float) -> float:
+    """The target in the unit AWS uses: ALB counts requests per target per minute."""
+    return round(target * 60.0, 1) if metric == catalog.REQUESTS_PER_TASK else target
+
+
+def _metric_math(metric: str) -> dict[str, Any]:
+    running = {"Id": "tasks", "ReturnData": False, "MetricStat": {
+        "Metric": {"Namespace": "ECS/ContainerInsights", "MetricName": "RunningTaskCount",
+                   "Dimensions": [{"Name": "ClusterName", "Value": CLUSTER}, {"Name": "ServiceName", "Value": SERVICE}]},
+        "Stat": "Average"}}
+    if metric == catalog.QUEUE_BACKLOG_PER_TASK:
+        total = {"Id": "backlog", "ReturnData": False, "MetricStat": {
+            "Metric": {"Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
+                       "Dimensions": [{"Name": "QueueName", "Value": QUEUE_NAME}]},
+            "Stat": "Average"}}
+        expression = "backlog / tasks"
+    else:
+        name = "InFlightRequests" if metric == catalog.CONCURRENCY_PER_TASK else metric
+        total = {"Id": "total", "ReturnData": False, "MetricStat": {
+            "Metric": {"Namespace": APP_NAMESPACE, "MetricName": name,
+                       "Dimensions": [{"Name": "ServiceName", "Value": SERVICE}]},
+            "Stat": "Sum"}}
+        expression = "total / tasks"
+    return {"Metrics": [total, running, {"Id": "per_task", "Expression": expression, "ReturnData": True,
+                                         "Label": f"{metric} (per task)"}]}
+
+
+def _math_note(metric: str) -> str:
+    if metric == catalog.QUEUE_BACKLOG_PER_TASK:
+        return "visible messages divided by running tasks (SQS backlog per task)"
+    return ("each task publishes its in-flight request count once a minute as a custom metric; "
+            "the sum over tasks divided by running tasks is the average per task")
+
+
+def render_all(metric: str, target: float, step: dict[str, Any], aws: dict[str, Any]) -> dict[str, Any]:
+    value = aws_target(metric, target)
+    tracking = target_tracking_request(metric, value, aws)
+    validate("application-autoscaling", "PutScalingPolicy", tracking)
+    scale_out, scale_in = step_scaling_requests(metric, step)
+    validate("application-autoscaling", "PutScalingPolicy", scale_out)
+    validate("application-autoscaling", "PutScalingPolicy", scale_in)
+    alarms = [alarm_request(metric, aws, step, out=True), alarm_request(metric, aws, step, out=False)]
+    for alarm in alarms:
+        validate("cloudwatch", "PutMetricAlarm", alarm)
+    return {
+        "target_tracking": {"api_request": tracking, "aws_cli": _cli(tracking),
+                            "cloudformation": _cloudformation([tracking]), "terraform": _terraform([tracking])},
+        "step_scaling": {"api_request": scale_out, "scale_in_api_request": scale_in, "alarms": alarms,
+                         "aws_cli": "\n".join([_cli(scale_out), _cli(scale_in)] + [_alarm_cli(a) for a in alarms]),
+                         "cloudformation": _cloudformation([scale_out, scale_in], alarms),
+                         "terraform": _terraform([scale_out, scale_in], alarms)},
+    }
+
+
+def target_tracking_request(metric: str, value: float, aws: dict[str, Any]) -> dict[str, Any]:
+    config = {"TargetValue": float(value), **aws["specification"],
+              "ScaleOutCooldown": SCALE_OUT_COOLDOWN_S, "ScaleInCooldown": SCALE_IN_COOLDOWN_S,
+              "DisableScaleIn": False}
+    return {"PolicyName": f"{metric}-target-tracking", "ServiceNamespace": "ecs", "ResourceId": RESOURCE_ID,
+            "ScalableDimension": DIMENSION, "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": config}
+
+
+def step_scaling_requests(metric: str, step: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Intervals are relative to the alarm threshold, contiguous and without overlap."""
+    thresholds = step["thresholds"]
+    base = thresholds[0]
+    bounds = [t - base for t in thresholds]
+    adjustments = []
+    for index, change in enumerate(step["adjustments"]):
+        item: dict[str, Any] = {"MetricIntervalLowerBound": float(bounds[index]), "ScalingAdjustment": int(change)}
+        if index + 1 < len(bounds) and bounds[index + 1] > bounds[index]:
+            item["MetricIntervalUpperBound"] = float(bounds[index + 1])
+        adjustments.append(item)
+        if "MetricIntervalUpperBound" not in item:
+            break
+    scale_out = {"PolicyName": f"{metric}-step-scale-out", "ServiceNamespace": "ecs", "ResourceId": RESOURCE_ID,
+                 "ScalableDimension": DIMENSION, "PolicyType": "StepScaling",
+                 "StepScalingPolicyConfiguration": {"AdjustmentType": step["adjustment_type"],
+                                                    "StepAdjustments": adjustments,
+                                                    "MinAdjustmentMagnitude": step["min_adjustment_magnitude"],
+                                                    "Cooldown": SCALE_OUT_COOLDOWN_S,
+                                                    "MetricAggregationType": "Average"}}
+    scale_in = {"PolicyName": f"{metric}-step-scale-in", "ServiceNamespace": "ecs", "ResourceId": RESOURCE_ID,
+                "ScalableDimension": DIMENSION, "PolicyType": "StepScaling",
+                "StepScalingPolicyConfiguration": {"AdjustmentType": step["adjustment_type"],
+                                                   "StepAdjustments": [{"MetricIntervalUpperBound": 0.0,
+                                                                        "ScalingAdjustment": step["scale_in_adjustment"]}],
+                                                   "MinAdjustmentMagnitude": step["min_adjustment_magnitude"],
+                                                   "Cooldown": SCALE_IN_COOLDOWN_S,
+                                                   "MetricAggregationType": "Average"}}
+    return scale_out, scale_in
+
+
+def alarm_request(metric: str, aws: dict[str, Any], step: dict[str, Any], *, out: bool) -> dict[str, Any]:
+    """The CloudWatch alarm a step policy needs; its action is the policy ARN once created."""
+    threshold = step["scale_out_threshold"] if out else step["scale_in_threshold"]
+    if metric == catalog.REQUESTS_PER_TASK:
+        threshold = aws_target(metric, threshold)
+    alarm: dict[str, Any] = {
+        "AlarmName": f"{SERVICE}-{metric}-{'high' if out else 'low'}",
+        "AlarmDescription": f"step scaling {'out' if out else 'in'} on {metric}",
+        "AlarmActions": [f"POLICY_ARN_{'SCALE_OUT' if out else 'SCALE_IN'}"],
+        "EvaluationPeriods": 1 if out else 5,
+        "DatapointsToAlarm": 1 if out else 5,
+        "Threshold": float(threshold),
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold" if out else "LessThanThreshold",
+        "TreatMissingData": "missing",
+    }
+    alarm.update(_alarm_metric(metric, aws))
+    return alarm
+
+
+def _alarm_metric(metric: str, aws: dict[str, Any]) -> dict[str, Any]:
+    if metric in (catalog.CPU_UTILIZATION, catalog.MEMORY_UTILIZATION):
+        name = "CPUUtilization" if metric == catalog.CPU_UTILIZATION else "MemoryUtilization"
+        return {"Namespace": "AWS/ECS", "MetricName": name, "Statistic": "Average", "Period": 60,
+                "Dimensions": [{"Name": "ClusterName", "Value": CLUSTER}, {"Name": "ServiceName", "Value": SERVICE}]}
+    if metric == catalog.REQUESTS_PER_TASK:
+        return {"Namespace": "AWS/ApplicationELB", "MetricName": "RequestCountPerTarget", "Statistic": "Sum",
+                "Period": 60, "Dimensions": [{"Name": "TargetGroup", "Value": "targetgroup/TARGET_GROUP/TG_ID"}]}
+    queries = []
+    for query in aws["customized"]["Metrics"]:
+        item = dict(query)
+        if "MetricStat" in item:
+            item["MetricStat"] = dict(item["MetricStat"], Period=60)
+        queries.append(item)
+    return {"Metrics": queries}
+
+
+def validate(service: str, operation: str, params: dict[str, Any]) -> None:
+    """Check ``params`` against botocore's model of ``service``'s ``operation``."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model(service).operation_model(operation)
+    report = ParamValidator().validate(params, model.input_shape)
+    if report.has_errors():
+        raise PolicyShapeError(f"{service} {operation} request does not match the API: {report.generate_report()}")
+
+
+# -- renderings ----------------------------------------------------------------------------------
+def _cli(request: dict[str, Any]) -> str:
+    config_key = ("target-tracking-scaling-policy-configuration"
+                  if request["PolicyType"] == "TargetTrackingScaling" else "step-scaling-policy-configuration")
+    config = request.get("TargetTrackingScalingPolicyConfiguration") or request.get("StepScalingPolicyConfiguration")
+    parts = ["aws application-autoscaling put-scaling-policy",
+             f"--service-namespace {request['ServiceNamespace']}",
+             f"--resource-id {shlex.quote(request['ResourceId'])}",
+             f"--scalable-dimension {request['ScalableDimension']}",
+             f"--policy-name {shlex.quote(request['PolicyName'])}",
+             f"--policy-type {request['PolicyType']}",
+             f"--{config_key} {shlex.quote(json.dumps(config, separators=(',', ':')))}"]
+    return " \\\n  ".join(parts)
+
+
+def _alarm_cli(alarm: dict[str, Any]) -> str:
+    return f"aws cloudwatch put-metric-alarm --cli-input-json {shlex.quote(json.dumps(alarm, separators=(',', ':')))}"
+
+
+def _cloudformation(requests: list[dict[str, Any]], alarms: list[dict[str, Any]] | None = None) -> str:
+    resources: dict[str, Any] = {}
+    for request in requests:
+        properties: dict[str, Any] = {"PolicyName": request["PolicyName"], "PolicyType": request["PolicyType"],
+                                      "ScalingTargetId": {"Ref": "ScalableTarget"}}
+        for key in ("TargetTrackingScalingPolicyConfiguration", "StepScalingPolicyConfiguration"):
+            if key in request:
+                properties[key] = _cfn_config(request[key])
+        resources[_logical_id(request["PolicyName"])] = {"Type": "AWS::ApplicationAutoScaling::ScalingPolicy",
+                                                        "Properties": properties}
+    for alarm, request in zip(alarms or [], requests):
+        properties = {k: v for k, v in alarm.items() if k != "AlarmActions"}
+        properties["AlarmActions"] = [{"Ref": _logical_id(request["PolicyName"])}]
+        resources[_logical_id(alarm["AlarmName"]) + "Alarm"] = {"Type": "AWS::CloudWatch::Alarm",
+                                                                 "Properties": properties}
+    template = {"AWSTemplateFormatVersion": "2010-09-09",
+                "Description": "Scaling policy recommended by scalefinder. ScalableTarget is your "
+                               "AWS::ApplicationAutoScaling::ScalableTarget for the ECS service.",
+                "Parameters": {"ScalableTarget": {"Type": "String", "Description": "the scalable target's id"}},
+                "Resources": resources}
+    return json.dumps(template, indent=2)
+
+
+def _cfn_config(config: dict[str, Any]) -> dict[str, Any]:
+    """CloudFormation spells the customized metric-math list as ``Metrics`` too; the rest mirrors the API."""
+    return json.loads(json.dumps(config))
+
+
+def _logical_id(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-") if part)
+
+
+def _terraform(requests: list[dict[str, Any]], alarms: list[dict[str, Any]] | None = None) -> str:
+    blocks = []
+    for request in requests:
+        lines = [f'resource "aws_appautoscaling_policy" "{_tf_name(request["PolicyName"])}" {{',
+                 f'  name               = "{request["PolicyName"]}"',
+                 f'  policy_type        = "{request["PolicyType"]}"',
+                 f'  resource_id        = "{request["ResourceId"]}"',
+                 f'  scalable_dimension = "{request["ScalableDimension"]}"',
+                 f'  service_namespace  = "{request["ServiceNamespace"]}"']
+        if "TargetTrackingScalingPolicyConfiguration" in request:
+            lines += _tf_target_tracking(request["TargetTrackingScalingPolicyConfiguration"])
+        else:
+            lines += _tf_step(request["StepScalingPolicyConfiguration"])
+        lines.append("}")
+        blocks.append("\n".join(lines))
+    for alarm, request in zip(alarms or [], requests):
+        blocks.append(_tf_alarm(alarm, _tf_name(request["PolicyName"])))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _tf_target_tracking(config: dict[str, Any]) -> list[str]:
+    lines = ["", "  target_tracking_scaling_policy_configuration {",
+             f"    target_value       = {config['TargetValue']:g}",
+             f"    scale_out_cooldown = {config['ScaleOutCooldown']}",
+             f"    scale_in_cooldown  = {config['ScaleInCooldown']}",
+             f"    disable_scale_in   = {str(config['DisableScaleIn']).lower()}"]
+    if "PredefinedMetricSpecification" in config:
+        spec = config["PredefinedMetricSpecification"]
+        lines += ["", "    predefined_metric_specification {",
+                  f'      predefined_metric_type = "{spec["PredefinedMetricType"]}"']
+        if "ResourceLabel" in spec:
+            lines.append(f'      resource_label         = "{spec["ResourceLabel"]}"')
+        lines.append("    }")
+    else:
+        lines += ["", "    customized_metric_specification {"]
+        for query in config["CustomizedMetricSpecification"]["Metrics"]:
+            lines += _tf_query(query, indent="      ")
+        lines.append("    }")
+    lines.append("  }")
+    return lines
+
+
+def _tf_query(query: dict[str, Any], indent: str) -> list[str]:
+    lines = [f"{indent}metrics {{", f'{indent}  id          = "{query["Id"]}"',
+             f"{indent}  return_data = {str(query['ReturnData']).lower()}"]
+    if "Expression" in query:
+        lines.append(f'{indent}  expression  = "{query["Expression"]}"')
+        if "Label" in query:
+            lines.append(f'{indent}  label       = "{query["Label"]}"')
+    else:
+        stat = query["MetricStat"]
+        metric = stat["Metric"]
+        lines += [f"{indent}  metric_stat {{", f'{indent}    stat = "{stat["Stat"]}"', f"{indent}    metric {{",
+                  f'{indent}      namespace   = "{metric["Namespace"]}"',
+                  f'{indent}      metric_name = "{metric["MetricName"]}"']
+        for dimension in metric.get("Dimensions", []):
+            lines += [f"{indent}      dimensions {{", f'{indent}        name  = "{dimension["Name"]}"',
+                      f'{indent}        value = "{dimension["Value"]}"', f"{indent}      }}"]
+        lines += [f"{indent}    }}", f"{indent}  }}"]
+    lines.append(f"{indent}}}")
+    return lines
+
+
+def _tf_step(config: dict[str, Any]) -> list[str]:
+    lines = ["", "  step_scaling_policy_configuration {",
+             f'    adjustment_type          = "{config["AdjustmentType"]}"',
+             f"    cooldown                 = {config['Cooldown']}",
+             f'    metric_aggregation_type  = "{config["MetricAggregationType"]}"',
+             f"    min_adjustment_magnitude = {config['MinAdjustmentMagnitude']}"]
+    for item in config["StepAdjustments"]:
+        lines += ["", "    step_adjustment {"]
+        if "MetricIntervalLowerBound" in item:
+            lines.append(f"      metric_interval_lower_bound = {item['MetricIntervalLowerBound']:g}")
+        if "MetricIntervalUpperBound" in item:
+            lines.append(f"      metric_interval_upper_bound = {item['MetricIntervalUpperBound']:g}")
+        lines += [f"      scaling_adjustment          = {item['ScalingAdjustment']}", "    }"]
+    lines.append("  }")
+    return lines
+
+
+def _tf_alarm(alarm: dict[str, Any], policy_name: str) -> str:
+    lines = [f'resource "aws_cloudwatch_metric_alarm" "{_tf_name(alarm["AlarmName"])}" {{',
+             f'  alarm_name          = "{alarm["AlarmName"]}"',
+             f'  comparison_operator = "{alarm["ComparisonOperator"]}"',
+             f"  evaluation_periods  = {alarm['EvaluationPeriods']}",
+             f"  datapoints_to_alarm = {alarm['DatapointsToAlarm']}",
+             f"  threshold           = {alarm['Threshold']:g}",
+             f'  treat_missing_data  = "{alarm["TreatMissingData"]}"',
+             f"  alarm_actions       = [aws_appautoscaling_policy.{policy_name}.arn]"]
+    if "MetricName" in alarm:
+        lines += [f'  namespace           = "{alarm["Namespace"]}"', f'  metric_name         = "{alarm["MetricName"]}"',
+                  f'  statistic           = "{alarm["Statistic"]}"', f"  period              = {alarm['Period']}",
+                  "  dimensions = {"]
+        lines += [f'    {d["Name"]} = "{d["Value"]}"' for d in alarm["Dimensions"]]
+        lines.append("  }")
+    else:
+        for query in alarm["Metrics"]:
+            lines += _tf_alarm_query(query)
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _tf_alarm_query(query: dict[str, Any]) -> list[str]:
+    """An alarm's ``metric_query`` block: a flatter shape than the scaling policy's ``metrics``."""
+    lines = ["", "  metric_query {", f'    id          = "{query["Id"]}"',
+             f"    return_data = {str(query['ReturnData']).lower()}"]
+    if "Expression" in query:
+        lines.append(f'    expression  = "{query["Expression"]}"')
+    else:
+        stat = query["MetricStat"]
+        metric = stat["Metric"]
+        lines += ["    metric {", f'      namespace   = "{metric["Namespace"]}"',
+                  f'      metric_name = "{metric["MetricName"]}"', f'      stat        = "{stat["Stat"]}"',
+                  f"      period      = {stat.get('Period', 60)}", "      dimensions = {"]
+        lines += [f'        {d["Name"]} = "{d["Value"]}"' for d in metric.get("Dimensions", [])]
+        lines += ["      }", "    }"]
+    lines.append("  }")
+    return lines
+
+
+def _tf_name(name: str) -> str:
+    return name.replace("-", "_").lower()

@@ -1,0 +1,440 @@
+"""The statistical tests behind every verdict, one function per property.
+
+Each function takes plain arrays (one steady-state value per step, or the kept samples of the
+holds) and returns a frozen ``TestResult`` that stores its method, inputs, statistic, p-value
+or interval, threshold and verdict, so a reader of findings.json can check it. A verdict is
+``pass`` (the property holds, good for a scaling metric), ``fail`` (it does not, with a
+practical size, not only significance) or ``inconclusive`` (the data cannot tell).
+
+The methods follow ``docs/analysis.md``: Kendall's tau with the exact test for demand
+correlation, Newey-West (HAC) OLS slopes, hinge regression with a two-one-sided-tests plateau
+rule for saturation, an equivalence test on a phase indicator for proportionality, HAC slopes
+on time within constant-load holds for memory that follows time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+ALPHA = 0.05
+MIN_DEMAND_STEPS = 5  # exact one-sided Kendall p for 5 ordered steps is 0.0083; for 4 only 0.042
+MIN_CHANGE = 0.10  # a metric must move by at least 10% of its level to count as tracking demand
+PLATEAU_MARGIN = 0.25  # a plateau rises at most a quarter as fast as the metric did before it
+AT_LIMIT = 0.90  # share of a metric's limit that counts as having reached it
+PROPORTIONAL_MARGIN = 0.10  # the phase effect must lie within 10% of the predicted value
+TREND_MIN_GROWTH = 0.02  # growth within a hold, as a share of its level, that matters
+TREND_MIN_HOLDS = 2  # consecutive growing holds that make a metric follow time
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test of one metric: everything needed to check the verdict by hand."""
+
+    __test__ = False  # not a pytest test class
+
+    name: str
+    method: str
+    inputs: dict[str, Any]
+    statistic: float | None
+    p_value: float | None
+    interval: tuple[float, float] | None
+    threshold: str
+    verdict: str
+    detail: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["interval"] = list(self.interval) if self.interval is not None else None
+        return _jsonable(data)
+
+    def describe(self) -> str:
+        parts = [f"{self.name}: {self.verdict}", self.detail]
+        if self.p_value is not None:
+            parts.append(f"p={_fmt(self.p_value)}")
+        if self.interval is not None:
+            parts.append(f"interval [{_fmt(self.interval[0])}, {_fmt(self.interval[1])}]")
+        parts.append(f"threshold: {self.threshold}")
+        return "; ".join(p for p in parts if p)
+
+
+# -- demand correlation -------------------------------------------------------------------------
+def demand_correlation(rate_rps: Sequence[float], values: Sequence[float], *, alpha: float = ALPHA,
+                       min_steps: int = MIN_DEMAND_STEPS) -> TestResult:
+    """Kendall's tau of step values against offered rate, exact one-sided test in the observed
+    direction, plus a practical size: the change across the steps must be at least 10%."""
+    x, y = np.asarray(rate_rps, float), np.asarray(values, float)
+    inputs = {"steps": len(x), "rate_rps": _round(x), "values": _round(y), "alpha": alpha}
+    method = "Kendall tau, exact one-sided test, steps below saturation at fixed capacity"
+    threshold = f"p < {alpha} and change >= {MIN_CHANGE:.0%} of the level, over >= {min_steps} steps"
+    if len(x) < min_steps:
+        return TestResult("demand_correlation", method, inputs, None, None, None, threshold, INCONCLUSIVE,
+                          f"only {len(x)} steps below saturation; {min_steps} are needed for an exact test")
+    tau, p_greater, p_less = _kendall(x, y)
+    order = np.argsort(x)
+    low, high = y[order[0]], y[order[-1]]
+    change = (high - low) / max(abs(high), abs(low), 1e-12)
+    p = p_greater if tau >= 0 else p_less
+    extra = {"sign": "positive" if tau > 0 else ("negative" if tau < 0 else "none"), "change": round(change, 4),
+             "p_raw": p}
+    return _demand_verdict(TestResult("demand_correlation", method, inputs, _r(tau), p, None, threshold, "", "",
+                                      extra), p, alpha)
+
+
+def adjust_demand(result: TestResult, p_adjusted: float, alpha: float = ALPHA) -> TestResult:
+    """Re-judge a demand test with a p-value adjusted for the number of metrics tested."""
+    if result.verdict == INCONCLUSIVE or result.p_value is None:
+        return result
+    extra = dict(result.extra, p_adjusted_by="Benjamini-Hochberg across metrics")
+    updated = TestResult(result.name, result.method, result.inputs, result.statistic, p_adjusted, None,
+                         result.threshold, "", "", extra)
+    return _demand_verdict(updated, p_adjusted, alpha)
+
+
+def _demand_verdict(result: TestResult, p: float, alpha: float) -> TestResult:
+    tau, change = result.statistic or 0.0, result.extra["change"]
+    steps = result.inputs["steps"]
+    significant = p < alpha
+    material = abs(change) >= MIN_CHANGE
+    if significant and material and tau > 0:
+        verdict, detail = PASS, f"rises with load: Kendall tau {tau:.2f}, p={_fmt(p)} over {steps} steps, change {change:+.0%}"
+    elif significant and material:
+        verdict, detail = FAIL, f"falls as load rises (negative tracking): tau {tau:.2f}, p={_fmt(p)}"
+    elif significant:
+        verdict, detail = FAIL, f"moves with load but only by {change:+.1%} of its level (< {MIN_CHANGE:.0%})"
+    else:
+        verdict, detail = FAIL, f"does not track load: Kendall tau {tau:.2f}, p={_fmt(p)} over {steps} steps"
+    return TestResult(result.name, result.method, result.inputs, result.statistic, _r(p), None,
+                      result.threshold, verdict, detail, result.extra)
+
+
+def _kendall(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    exact = len(np.unique(x)) == len(x) and len(np.unique(y)) == len(y)
+    method = "exact" if exact else "auto"  # the exact distribution assumes no ties
+    greater = stats.kendalltau(x, y, method=method, alternative="greater")
+    less = stats.kendalltau(x, y, method=method, alternative="less")
+    tau = float(greater.statistic) if np.isfinite(greater.statistic) else 0.0
+    p_greater = float(greater.pvalue) if np.isfinite(greater.pvalue) else 1.0
+    p_less = float(less.pvalue) if np.isfinite(less.pvalue) else 1.0
+    return tau, p_greater, p_less
+
+
+# -- demand slope (HAC) --------------------------------------------------------------------------
+def newey_west_lags(samples: int) -> int:
+    """Newey and West's (1994) rule of thumb for the HAC lag length: floor(4 (n/100)^(2/9))."""
+    return max(1, int(math.floor(4 * (samples / 100.0) ** (2.0 / 9.0))))
+
+
+def demand_slope(rate_rps: Sequence[float], values: Sequence[float], *, alpha: float = ALPHA) -> TestResult:
+    """OLS slope of raw samples on the step's per-task rate, Newey-West standard errors."""
+    import statsmodels.api as sm
+
+    x, y = np.asarray(rate_rps, float), np.asarray(values, float)
+    lags = newey_west_lags(len(x))
+    method = f"OLS on samples with HAC (Newey-West) errors, maxlags={lags}"
+    inputs = {"samples": len(x), "maxlags": lags, "distinct_rates": int(len(np.unique(x)))}
+    threshold = f"{1 - alpha:.0%} interval of the slope excludes 0"
+    if len(np.unique(x)) < 2 or len(x) < 10:
+        return TestResult("demand_slope", method, inputs, None, None, None, threshold, INCONCLUSIVE,
+                          "too few samples or rates for a slope")
+    fit = sm.OLS(y, sm.add_constant(x)).fit(cov_type="HAC", cov_kwds={"maxlags": lags}, use_t=True)
+    slope = float(fit.params[1])
+    low, high = (float(v) for v in fit.conf_int(alpha)[1])
+    p = float(fit.pvalues[1])
+    verdict = PASS if (low > 0 or high < 0) else FAIL
+    detail = f"slope {slope:.4g} per req/s per task ({1 - alpha:.0%} interval {low:.4g} to {high:.4g})"
+    return TestResult("demand_slope", method, inputs, _r(slope), _r(p), (_r(low), _r(high)), threshold, verdict,
+                      detail, {"intercept": _r(float(fit.params[0]))})
+
+
+# -- saturation ----------------------------------------------------------------------------------
+def saturation(rate_rps: Sequence[float], values: Sequence[float], *, limit: float | None,
+               alpha: float = ALPHA) -> TestResult:
+    """Hinge regression y ~ x + max(x - c, 0) over the breakpoint c; a plateau when the 90%
+    interval of the slope after c lies within +-25% of the slope before (two one-sided tests),
+    or when the metric reaches 90% of a known limit."""
+    x, y = np.asarray(rate_rps, float), np.asarray(values, float)
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    method = "hinge (segmented) regression over the breakpoint; TOST on the slope after it"
+    threshold = (f"90% interval of the post-break slope within +-{PLATEAU_MARGIN:.0%} of the pre-break slope, "
+                 f"or the value reaches {AT_LIMIT:.0%} of the limit")
+    inputs = {"steps": len(x), "rate_rps": _round(x), "values": _round(y), "limit": limit}
+    peak = float(np.max(y)) if len(y) else None
+    at_limit = limit is not None and peak is not None and peak >= AT_LIMIT * limit
+    fit = _best_hinge(x, y)
+    if fit is None:
+        if at_limit:
+            return TestResult("saturation", method, inputs, None, None, None, threshold, PASS,
+                              f"reaches {peak:.1f} of a limit of {limit:g}", {"kind": "at_limit", "peak": peak})
+        return TestResult("saturation", method, inputs, None, None, None, threshold, INCONCLUSIVE,
+                          "too few steps on either side of a breakpoint to fit a hinge", {"peak": peak})
+    pre, post, post_se, dof, c, interval = fit
+    t90 = stats.t.ppf(0.95, dof) if dof > 0 else float("inf")
+    post_low, post_high = post - t90 * post_se, post + t90 * post_se
+    margin = PLATEAU_MARGIN * abs(pre)
+    plateau = pre > 0 and -margin < post_low and post_high < margin
+    plateau_value = float(np.mean(y[x >= c]))
+    extra = {"breakpoint_rps": _r(c), "breakpoint_interval_rps": [_r(interval[0]), _r(interval[1])],
+             "slope_before": _r(pre), "slope_after": _r(post), "slope_after_90": [_r(post_low), _r(post_high)],
+             "plateau_value": _r(plateau_value), "peak": _r(peak), "margin": _r(margin)}
+    if plateau:
+        extra["kind"] = "plateau"
+        detail = (f"flattens at {plateau_value:.3g} beyond {c:.3g} req/s per task (break {interval[0]:.3g}-"
+                  f"{interval[1]:.3g}); slope {pre:.3g} before, {post:.3g} after")
+        verdict = PASS
+    elif at_limit:
+        extra["kind"] = "at_limit"
+        detail = f"reaches {peak:.1f}, at least {AT_LIMIT:.0%} of its limit {limit:g}"
+        verdict = PASS
+    else:
+        detail = f"no plateau: slope {pre:.3g} before {c:.3g} req/s per task, {post:.3g} after (90% {post_low:.3g} to {post_high:.3g})"
+        verdict = FAIL
+    return TestResult("saturation", method, inputs, _r(post), None, (_r(post_low), _r(post_high)), threshold,
+                      verdict, detail, extra)
+
+
+def _best_hinge(x: np.ndarray, y: np.ndarray):
+    """The least-squares hinge over breakpoints at the observed rates, with a profile interval
+    for the breakpoint: every c whose RSS is within the F(1, n-3) 95% bound of the best."""
+    candidates = [c for c in np.unique(x) if (x <= c).sum() >= 3 and (x > c).sum() >= 2]
+    if not candidates or len(x) < 6:
+        return None
+    fits = []
+    for c in candidates:
+        design = np.column_stack([np.ones_like(x), x, np.maximum(x - c, 0.0)])
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        rss = float(np.sum((y - design @ coef) ** 2))
+        fits.append((rss, c, design, coef))
+    rss, c, design, coef = min(fits, key=lambda f: f[0])
+    dof = len(x) - 3
+    sigma2 = rss / dof if dof > 0 else float("nan")
+    covariance = sigma2 * np.linalg.pinv(design.T @ design)
+    gradient = np.array([0.0, 1.0, 1.0])
+    post_se = float(np.sqrt(max(gradient @ covariance @ gradient, 0.0)))
+    bound = rss * (1 + stats.f.ppf(0.95, 1, dof) / dof) if dof > 0 else rss
+    plausible = [f[1] for f in fits if f[0] <= bound]
+    return float(coef[1]), float(coef[1] + coef[2]), post_se, dof, float(c), (float(min(plausible)), float(max(plausible)))
+
+
+# -- crash at the limit --------------------------------------------------------------------------
+def crash_at_limit(crash_steps: Sequence[int], peak_by_step: dict[int, float], *, limit: float | None,
+                   last_good_rps: float | None) -> TestResult:
+    """A task died (crash or restart events) during a step in which the metric had reached 90%
+    of its limit: the resource ran out, at the last step before."""
+    method = "task crash or restart events, with the metric's peak in the crashing step"
+    threshold = f"a crash in a step whose peak reached {AT_LIMIT:.0%} of the limit"
+    inputs = {"crash_steps": list(crash_steps), "limit": limit,
+              "peaks": {str(k): _r(v) for k, v in peak_by_step.items() if k in set(crash_steps)}}
+    if limit is None:
+        return TestResult("crash_at_limit", method, inputs, None, None, None, threshold, INCONCLUSIVE,
+                          "the metric has no known limit")
+    if not crash_steps:
+        return TestResult("crash_at_limit", method, inputs, None, None, None, threshold, FAIL,
+                          "no task crashed or restarted")
+    hits = [s for s in crash_steps if peak_by_step.get(s, -math.inf) >= AT_LIMIT * limit]
+    if not hits:
+        best = max((peak_by_step.get(s, -math.inf) for s in crash_steps), default=-math.inf)
+        return TestResult("crash_at_limit", method, inputs, _r(best), None, None, threshold, FAIL,
+                          f"tasks crashed but this metric peaked at {best:.3g} of {limit:g}")
+    peak = peak_by_step[hits[0]]
+    where = f"; the last good step ran {last_good_rps:.3g} req/s" if last_good_rps is not None else ""
+    return TestResult("crash_at_limit", method, inputs, _r(peak), None, None, threshold, PASS,
+                      f"tasks crashed in step {hits[0]} with the metric at {peak:.3g} of {limit:g}{where}",
+                      {"crash_step": hits[0]})
+
+
+# -- proportionality -----------------------------------------------------------------------------
+def proportionality(rate_a: Sequence[float], values_a: Sequence[float], rate_b: Sequence[float],
+                    values_b: Sequence[float], *, tasks_a: int, tasks_b: int) -> TestResult:
+    """Fit m = b + k (rate / n) + g * [phase b] over both phases' steps below saturation and test
+    g for equivalence to zero within +-10% of the value predicted for phase b."""
+    import statsmodels.api as sm
+
+    xa = np.asarray(rate_a, float) / tasks_a
+    xb = np.asarray(rate_b, float) / tasks_b
+    ya, yb = np.asarray(values_a, float), np.asarray(values_b, float)
+    method = "OLS m = b + k*(rate/tasks) + g*phase_b; TOST on g"
+    threshold = f"90% interval of g within +-{PROPORTIONAL_MARGIN:.0%} of the predicted phase-b value"
+    inputs = {"tasks_a": tasks_a, "tasks_b": tasks_b, "per_task_rps_a": _round(xa), "values_a": _round(ya),
+              "per_task_rps_b": _round(xb), "values_b": _round(yb)}
+    if len(xa) < 3 or len(xb) < 3:
+        return TestResult("proportionality", method, inputs, None, None, None, threshold, INCONCLUSIVE,
+                          f"needs at least 3 steps below saturation in each phase (have {len(xa)} and {len(xb)})")
+    x = np.concatenate([xa, xb])
+    y = np.concatenate([ya, yb])
+    phase = np.concatenate([np.zeros(len(xa)), np.ones(len(xb))])
+    fit = sm.OLS(y, np.column_stack([np.ones_like(x), x, phase])).fit()
+    baseline, slope, gap = (float(v) for v in fit.params)
+    predicted = baseline + slope * float(np.mean(xb))
+    margin = PROPORTIONAL_MARGIN * abs(predicted)
+    low90, high90 = (float(v) for v in fit.conf_int(0.10)[2])
+    low95, high95 = (float(v) for v in fit.conf_int(0.05)[2])
+    extra = {"baseline": _r(baseline), "slope_per_task_rps": _r(slope), "phase_effect": _r(gap),
+             "predicted_b": _r(predicted), "margin": _r(margin), "interval_95": [_r(low95), _r(high95)]}
+    if -margin < low90 and high90 < margin:
+        verdict = PASS
+        detail = (f"{tasks_b} tasks fall on the {tasks_a}-task line against rate per task: phase effect "
+                  f"{gap:+.3g} within +-{margin:.3g}")
+    elif (low95 > 0 or high95 < 0) and abs(gap) > margin:
+        verdict = FAIL
+        detail = (f"not proportional to capacity: with {tasks_b} tasks the metric sits {gap:+.3g} off the "
+                  f"{tasks_a}-task line (allowed +-{margin:.3g})")
+    else:
+        verdict = INCONCLUSIVE
+        detail = f"phase effect {gap:+.3g}, interval too wide to decide (+-{margin:.3g} allowed)"
+    return TestResult("proportionality", method, inputs, _r(gap), None, (_r(low90), _r(high90)), threshold,
+                      verdict, detail, extra)
+
+
+def capacity_ratio(pairs: Sequence[tuple[float, float, float]], *, baseline: float | None,
+                   tasks_a: int, tasks_b: int) -> TestResult:
+    """Value with more tasks over value with fewer, at the same offered rates: plain and with
+    the idle baseline removed, and an equivalence test (ttost_ind on logs) that the
+    baseline-removed ratio is the ideal tasks_a/tasks_b within a factor 0.8-1.25."""
+    from statsmodels.stats.weightstats import ttost_ind
+
+    ideal = tasks_a / tasks_b
+    method = "ratios of step means at matched rates; ttost_ind on log window means (baseline removed)"
+    threshold = f"ratio of geometric means / {ideal:g} within [0.8, 1.25], p < {ALPHA}"
+    rates = [p[0] for p in pairs]
+    a = np.array([p[1] for p in pairs], float)
+    b = np.array([p[2] for p in pairs], float)
+    inputs = {"rate_rps": _round(rates), "values_a": _round(a), "values_b": _round(b), "baseline": baseline,
+              "tasks_a": tasks_a, "tasks_b": tasks_b, "ideal": ideal}
+    if len(pairs) < 2:
+        return TestResult("capacity_ratio", method, inputs, None, None, None, threshold, INCONCLUSIVE,
+                          "fewer than 2 rates were run at both task counts")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plain = float(np.exp(np.mean(np.log(b / a)))) if np.all(a > 0) and np.all(b > 0) else float("nan")
+    base = baseline if baseline is not None else 0.0
+    net_a, net_b = a - base, b - base
+    extra = {"ratio": _r(plain), "ideal": ideal}
+    if np.any(net_a <= 0) or np.any(net_b <= 0):
+        return TestResult("capacity_ratio", method, inputs, _r(plain), None, None, threshold, INCONCLUSIVE,
+                          "values do not rise above the baseline at every matched rate", extra)
+    net_ratio = float(np.exp(np.mean(np.log(net_b / net_a))))
+    p, _, _ = ttost_ind(net_b, net_a * ideal, 0.8, 1.25, usevar="unequal", transform=np.log)
+    extra["ratio_without_baseline"] = _r(net_ratio)
+    if p < ALPHA:
+        verdict = PASS
+        detail = f"with {tasks_b} tasks the metric is {plain:.2f} of its value (net of baseline {net_ratio:.2f}, ideal {ideal:.2f})"
+    elif plain >= 0.8 or net_ratio >= ideal * 1.6:
+        verdict = FAIL
+        detail = f"does not fall with more tasks: ratio {plain:.2f} (net of baseline {net_ratio:.2f}, ideal {ideal:.2f})"
+    else:
+        verdict = INCONCLUSIVE
+        detail = f"ratio {plain:.2f} (net {net_ratio:.2f}), not shown equivalent to {ideal:.2f}"
+    return TestResult("capacity_ratio", method, inputs, _r(net_ratio), _r(float(p)), None, threshold, verdict,
+                      detail, extra)
+
+
+# -- time trend ----------------------------------------------------------------------------------
+def time_trend(holds: Sequence[tuple[int, np.ndarray, np.ndarray]], *, alpha: float = ALPHA) -> TestResult:
+    """HAC OLS slope of the metric on time inside each constant-load hold (per hour). Growth in
+    at least two consecutive holds, significant after Holm's correction and at least 2% of the
+    level within the hold, means the metric follows time (a leak, a cache), not load."""
+    import statsmodels.api as sm
+    from statsmodels.stats.multitest import multipletests
+
+    method = "OLS slope on time within each hold, HAC (Newey-West) errors, Holm across holds"
+    threshold = (f">= {TREND_MIN_HOLDS} consecutive holds with a positive slope, Holm-adjusted p < {alpha}, "
+                 f"growth >= {TREND_MIN_GROWTH:.0%} of the level within the hold")
+    rows = []
+    for step_id, times, values in holds:
+        if len(times) < 8 or np.ptp(times) <= 0:
+            continue
+        lags = newey_west_lags(len(times))
+        fit = sm.OLS(values, sm.add_constant(times - times[0])).fit(cov_type="HAC", cov_kwds={"maxlags": lags},
+                                                                    use_t=True)
+        slope_s = float(fit.params[1])
+        p_one = float(fit.pvalues[1]) / 2 if slope_s > 0 else 1.0
+        growth = slope_s * float(np.ptp(times)) / max(abs(float(np.mean(values))), 1e-9)
+        rows.append({"step_id": int(step_id), "slope_per_hour": _r(slope_s * 3600), "p": p_one, "growth": _r(growth)})
+    inputs = {"holds": len(rows)}
+    if len(rows) < TREND_MIN_HOLDS:
+        return TestResult("time_trend", method, inputs, None, None, None, threshold, INCONCLUSIVE,
+                          "fewer than two holds long enough to fit a trend")
+    adjusted = multipletests([r["p"] for r in rows], alpha=alpha, method="holm")[1]
+    growing = []
+    for row, p in zip(rows, adjusted):
+        row["p_adjusted"] = _r(float(p))
+        growing.append(p < alpha and row["growth"] >= TREND_MIN_GROWTH)
+    run = _longest_run(growing)
+    count = int(sum(growing))
+    median_slope = float(np.median([r["slope_per_hour"] for r in rows]))
+    extra = {"holds": rows, "growing_holds": count, "longest_run": run}
+    if run >= TREND_MIN_HOLDS:
+        return TestResult("time_trend", method, inputs, _r(median_slope), None, None, threshold, FAIL,
+                          f"grows with time at constant load in {count} of {len(rows)} holds "
+                          f"({run} in a row; median {median_slope:+.3g} per hour)", extra)
+    return TestResult("time_trend", method, inputs, _r(median_slope), None, None, threshold, PASS,
+                      f"no sustained growth at constant load ({count} of {len(rows)} holds grew)", extra)
+
+
+def _longest_run(flags: Sequence[bool]) -> int:
+    best = current = 0
+    for flag in flags:
+        current = current + 1 if flag else 0
+        best = max(best, current)
+    return best
+
+
+# -- flat near the limit -------------------------------------------------------------------------
+def flat_near_limit(rate_rps: Sequence[float], values: Sequence[float], *, limit: float | None) -> TestResult:
+    """A metric already near its limit at the lowest load and flat across the steps below
+    saturation (a heap reserved up front) says nothing about load."""
+    x, y = np.asarray(rate_rps, float), np.asarray(values, float)
+    method = "level at the lowest-load step against the limit; spread across steps below saturation"
+    threshold = "first step >= 60% of the limit and spread <= 10% of the level"
+    inputs = {"steps": len(x), "limit": limit}
+    if limit is None or len(x) < 2:
+        return TestResult("flat_near_limit", method, inputs, None, None, None, threshold, INCONCLUSIVE,
+                          "no known limit or too few steps")
+    first = float(y[np.argmin(x)])
+    spread = float(np.ptp(y)) / max(abs(float(np.mean(y))), 1e-9)
+    extra = {"first_value": _r(first), "spread": _r(spread)}
+    if first >= 0.6 * limit and spread <= 0.10:
+        return TestResult("flat_near_limit", method, inputs, _r(first), None, None, threshold, FAIL,
+                          f"flat near the limit from the first step: {first:.3g} of {limit:g}, spread {spread:.1%}",
+                          extra)
+    return TestResult("flat_near_limit", method, inputs, _r(first), None, None, threshold, PASS,
+                      f"starts at {first:.3g} of {limit:g} and spreads {spread:.1%}", extra)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _r(value: float | None, digits: int = 6) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not math.isfinite(value):
+        return None
+    return float(f"{value:.{digits}g}")
+
+
+def _round(values: Sequence[float]) -> list[float | None]:
+    return [_r(v, 5) for v in values]
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return _r(float(value))
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
