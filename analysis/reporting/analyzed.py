@@ -47,10 +47,10 @@ def read_findings(path: Path) -> Mapping[str, Any]:
 
 def analyze_now(run: RunDirectory) -> Mapping[str, Any]:
     # Imported here: the analyzer pulls in statsmodels, which listing runs does not need.
-    from analysis.findings import analyze_and_write
+    from analysis.command import analyze
 
     logger.info("%s has no %s yet; analyzing it first", run.path, FINDINGS)
-    return analyze_and_write(run.path)
+    return analyze(run.path)
 
 
 def load_baseline(path: str | Path) -> RunFigures:

@@ -117,7 +117,9 @@ def metric_figure(metric: Mapping[str, Any], first_tasks: int | None, target: fl
         colour = FIRST_TASKS_COLOUR if tasks == first_tasks else DOUBLED_TASKS_COLOUR
         for column, x_key in ((1, "offered_rps"), (2, "per_task_rps")):
             figure.add_trace(_points(group, x_key, f"{tasks} tasks", colour, show_legend=column == 1), row=1, col=column)
-    _add_fit(figure, metric.get("fit") or {}, values, first_tasks)
+    saturation = [t for t in metric.get("tests") or [] if t.get("name") == "saturation"]
+    saturated = bool(saturation) and saturation[0].get("verdict") == "pass"
+    _add_fit(figure, metric.get("fit") or {}, values, first_tasks, saturated)
     unit = text(metric.get("unit") or "")
     if target is not None:
         for column in (1, 2):
@@ -150,14 +152,16 @@ def _gap(upper: Any, lower: Any) -> float:
     return max(upper - lower, 0.0)
 
 
-def _add_fit(figure: go.Figure, fit: Mapping[str, Any], values: list[Mapping[str, Any]], first_tasks: int | None) -> None:
+def _add_fit(figure: go.Figure, fit: Mapping[str, Any], values: list[Mapping[str, Any]], first_tasks: int | None,
+             saturated: bool) -> None:
     baseline, slope = as_float(fit.get("baseline")), as_float(fit.get("slope_per_task_rps"))
-    breakpoint_rps, plateau = as_float(fit.get("breakpoint_rps")), as_float(fit.get("plateau_value"))
+    knee, plateau = as_float(fit.get("breakpoint_rps")), as_float(fit.get("plateau_value"))
+    if not saturated:
+        knee = plateau = None  # a hinge is always fitted; only a passed saturation test makes it a plateau
     per_task = [as_float(v.get("per_task_rps")) for v in values if as_float(v.get("per_task_rps")) is not None]
     if baseline is None or slope is None or not per_task or not first_tasks:
         return
-    highest = max(per_task)
-    knee = breakpoint_rps / first_tasks if breakpoint_rps is not None else None
+    highest = max(per_task)  # the saturation fit, and so its breakpoint, runs against load per task
     xs = [0.0, min(knee, highest) if knee else highest]
     ys = [baseline, baseline + slope * xs[1]]
     if knee is not None and highest > knee:
@@ -169,7 +173,7 @@ def _add_fit(figure: go.Figure, fit: Mapping[str, Any], values: list[Mapping[str
     figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="fit", line=style, legendgroup="fit",
                                 showlegend=False, hoverinfo="skip"), row=1, col=2)
     if knee is not None:
-        for column, x in ((1, breakpoint_rps), (2, knee)):
+        for column, x in ((1, knee * first_tasks), (2, knee)):
             figure.add_vline(x=x, row=1, col=column, line={"color": BREAK_COLOUR, "dash": "dot", "width": 1},
                              **_label("breakpoint" if column == 1 else None, "top right"))
     if plateau is not None and knee is not None:

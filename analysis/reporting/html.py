@@ -51,6 +51,7 @@ def render_report(run: RunDirectory, findings: Mapping[str, Any], figures: RunFi
     first_tasks = _first_tasks(findings)
     body = [
         _header(run, figures),
+        _partial_banner(run),
         _headline(findings, figures),
         _ramp_section(page, run),
         _metrics_section(page, findings, first_tasks),
@@ -118,6 +119,14 @@ def format_date(iso: str | None) -> str:
         return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     except (TypeError, ValueError):
         return ""
+
+
+def _partial_banner(run: RunDirectory) -> str:
+    if not run.is_partial:
+        return ""
+    reason = run.manifest.get("status_reason") or "the process stopped before the run finished"
+    return (f'<div class="card banner">This run is partial (status {esc(run.status)}: {esc(reason)}); '
+            "what follows is drawn from its finished steps only.</div>")
 
 
 def _headline(findings: Mapping[str, Any], figures: RunFigures) -> str:
@@ -251,7 +260,8 @@ def _metrics_section(page: _Page, findings: Mapping[str, Any], first_tasks: int 
         target = as_float(recommendation.get("target")) if metric.get("name") == recommendation.get("metric") else None
         figure = charts.metric_figure(metric, first_tasks, target)
         cards.append(
-            f'<div class="card metric-card"><h3>{esc(metric.get("name"))} '
+            f'<div class="card metric-card"><h3>{esc(metric.get("label") or metric.get("name"))} '
+            f'<code>{esc(metric.get("name"))}</code> '
             f'<span class="badge {esc(metric.get("verdict"))}">{esc(metric.get("verdict"))}</span></h3>'
             f'{page.chart(figure)}{_list(metric.get("reasons") or [], "reasons")}</div>'
         )

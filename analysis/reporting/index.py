@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -118,7 +119,7 @@ def _cells(entry: RunEntry) -> tuple[str, ...]:
 
 def render_index(reports_dir: Path, entries: list[RunEntry]) -> str:
     trend = [
-        {"profile": e.profile_name, "started_utc": e.started_utc, "run_id": e.run_id,
+        {"profile": e.profile_name, "started_utc": _plotly_time(e.started_utc), "run_id": e.run_id,
          "per_task_rps": e.figures.per_task_rps,
          "low": e.figures.per_task_rps_interval[0] if e.figures.per_task_rps_interval else None,
          "high": e.figures.per_task_rps_interval[1] if e.figures.per_task_rps_interval else None}
@@ -154,6 +155,14 @@ def render_index(reports_dir: Path, entries: list[RunEntry]) -> str:
         f"<script>{read_asset('report.js')}</script>",
         "</body></html>",
     ])
+
+
+def _plotly_time(iso: str) -> str:
+    """plotly's date axis does not read UTC offsets, so times go in as naive UTC."""
+    try:
+        return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return iso
 
 
 def _table(reports_dir: Path, entries: list[RunEntry]) -> str:
