@@ -74,7 +74,7 @@ def test_full_sequence_leaves_service_and_scalable_target_as_found(aws):
     found = _normalised(service_state())
     controller = _controller()
     snapshot = controller.snapshot()
-    assert snapshot["desired_count"] == 2 and snapshot["scalable_target"]["max_capacity"] == 3
+    assert snapshot["tasks"] == 2 and snapshot["scalable_target"]["max_capacity"] == 3
     assert json.loads(json.dumps(snapshot)) == snapshot  # it goes into the manifest
 
     with TargetFollower(world.target_group_arn):
@@ -201,7 +201,7 @@ def test_restore_of_a_missing_service_exits_3_with_one_line(aws, tmp_path):
     from scalefinder.rundir import RunWriter
 
     config = ecs.validate_config({"cluster": CLUSTER, "service": "gone"}, "capacity.ecs")
-    original = {"cluster": CLUSTER, "service": "gone", "region": "eu-west-1", "desired_count": 1,
+    original = {"cluster": CLUSTER, "service": "gone", "region": "eu-west-1", "tasks": 1,
                 "scalable_target": None}
     RunWriter.create(tmp_path / "run", {"profile": {"capacity": {"controller": "ecs", "config": config}},
                                         "capacity": {"controller": "ecs", "original": original}}).close()

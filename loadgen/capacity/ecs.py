@@ -93,7 +93,7 @@ class EcsCapacityController(CapacityController):
             "cluster": self.cluster,
             "service": self.service,
             "region": self.clients.region,
-            "desired_count": int(described.get("desiredCount", 0)),
+            "tasks": int(described.get("desiredCount", 0)),  # the desired count, as the experiment calls it
             "scalable_target": scalable,
         }
 
@@ -123,7 +123,7 @@ class EcsCapacityController(CapacityController):
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Put back the desired count, then the scalable target's range and suspension flags."""
         call(self.clients.client("ecs"), "update_service", cluster=snapshot["cluster"],
-             service=snapshot["service"], desiredCount=int(snapshot["desired_count"]))
+             service=snapshot["service"], desiredCount=int(snapshot["tasks"]))
         original = snapshot.get("scalable_target")
         if original is not None:
             call(self.clients.client("application-autoscaling"), "register_scalable_target",
@@ -137,7 +137,7 @@ class EcsCapacityController(CapacityController):
                  })
         self._scalable = None
         log.info("restored ECS service %s to %s tasks and its original scaling settings",
-                 snapshot["service"], snapshot["desired_count"])
+                 snapshot["service"], snapshot["tasks"])
 
     # -- helpers --------------------------------------------------------------------------
     def _describe(self) -> dict[str, Any]:
