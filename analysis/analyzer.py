@@ -324,13 +324,11 @@ def _crash_steps(run: RunDirectory, steps: pd.DataFrame) -> list[int]:
 
 def _adjust_demand(results: dict[str, dict[str, props.TestResult]]) -> None:
     """Benjamini-Hochberg over the demand tests of all metrics: many metrics are screened."""
-    from statsmodels.stats.multitest import multipletests
-
     names = [n for n, tests in results.items() if tests["demand_correlation"].verdict != props.INCONCLUSIVE]
     if len(names) < 2:
         return
     raw = [results[n]["demand_correlation"].extra["p_raw"] for n in names]
-    adjusted = multipletests(raw, alpha=props.ALPHA, method="fdr_bh")[1]
+    adjusted = props.benjamini_hochberg(raw)
     for name, p in zip(names, adjusted):
         results[name]["demand_correlation"] = props.adjust_demand(results[name]["demand_correlation"], float(p))
 

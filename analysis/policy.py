@@ -10,6 +10,7 @@ capitals for the team to fill in.
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 from typing import Any
@@ -182,13 +183,18 @@ def _alarm_metric(metric: str, aws: dict[str, Any]) -> dict[str, Any]:
 
 def validate(service: str, operation: str, params: dict[str, Any]) -> None:
     """Check ``params`` against botocore's model of ``service``'s ``operation``."""
-    import botocore.session
     from botocore.validate import ParamValidator
 
-    model = botocore.session.get_session().get_service_model(service).operation_model(operation)
-    report = ParamValidator().validate(params, model.input_shape)
+    report = ParamValidator().validate(params, _input_shape(service, operation))
     if report.has_errors():
         raise PolicyShapeError(f"{service} {operation} request does not match the API: {report.generate_report()}")
+
+
+@functools.lru_cache(maxsize=None)
+def _input_shape(service: str, operation: str):
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model(service).operation_model(operation).input_shape
 
 
 # -- renderings ----------------------------------------------------------------------------------
