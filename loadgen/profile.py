@@ -12,20 +12,23 @@ import importlib
 import ipaddress
 import logging
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from loadgen.capacity import CONTROLLER_KINDS
 from loadgen.sources import SOURCE_KINDS
-from scalefinder.errors import ProfileError
+from scalefinder.errors import InputError, ProfileError
 
 logger = logging.getLogger(__name__)
 
 PRODUCTION_NAMES = {"production", "prod", "prd", "live"}
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 BALANCERS = {"least_outstanding", "round_robin"}
+RAMP_KEYS = ("start_rps", "step_rps", "step_factor", "hold_s", "min_hold_s", "warmup_s", "max_rps",
+             "max_duration_s", "refine", "refine_tolerance_pct", "replay_steps", "beyond", "beyond_factor",
+             "abort_error_pct", "abort_latency_ms", "scale_timeout_s")
 # Retrospective sources deliver one datapoint per period; a hold must span several of them.
 MIN_DATAPOINTS_PER_HOLD = 3
 
@@ -136,7 +139,7 @@ class Profile:
 
 
 class _Table:
-    """One TOML table being validated: typed reads, and a check that no key is left unread."""
+    """One TOML table being validated: unknown keys rejected, then typed reads with located errors."""
 
     def __init__(self, data: Any, key: str, path: str):
         self.key = key
@@ -144,7 +147,6 @@ class _Table:
         if not isinstance(data, dict):
             raise self.error(f"expected a table, got {_describe(data)}")
         self.data = data
-        self.read: set[str] = set()
 
     def where(self, name: str | None = None) -> str:
         if not name:
@@ -158,7 +160,6 @@ class _Table:
         return name in self.data
 
     def raw(self, name: str, default: Any = None, required: bool = False) -> Any:
-        self.read.add(name)
         if name not in self.data:
             if required:
                 raise self.error("is required but missing", name)
@@ -218,12 +219,12 @@ class _Table:
             return None
         return _Table(value, self.where(name), self.path)
 
-    def finish(self, allowed_extra: set[str] = frozenset()) -> None:
-        """Reject keys nobody read: almost always a typo, so suggest the closest known key."""
-        known = self.read | set(allowed_extra)
+    def expect(self, *known: str) -> "_Table":
+        """Reject unknown keys first: almost always a typo, so suggest the closest known key."""
         for name in self.data:
             if name not in known:
-                raise self.error(f"unknown key{_suggestion(name, known)}", name)
+                raise self.error(f"unknown key{_suggestion(name, set(known))}", name)
+        return self
 
 
 def _describe(value: Any) -> str:
@@ -269,7 +270,8 @@ def load_profile(path: str | Path) -> Profile:
 
 def _parse(data: dict[str, Any], path: Path) -> Profile:
     shown = str(path)
-    top = _Table(data, "", shown)
+    top = _Table(data, "", shown).expect("name", "description", "target", "workload", "slo", "ramp", "capacity",
+                                        "sources", "analysis", "gate")
     name = top.string("name", default=path.stem)
     description = top.string("description", default="")
     target = _parse_target(top.table("target", required=True))
@@ -285,9 +287,6 @@ def _parse(data: dict[str, Any], path: Path) -> Profile:
     analysis = _parse_analysis(top.table("analysis") or _Table({}, "analysis", shown))
     gate_table = top.table("gate")
     gate = dict(gate_table.data) if gate_table else {}
-    if gate_table:
-        gate_table.read.update(gate)
-    top.finish()
     profile = Profile(name=name, description=description, path=str(path.resolve()), target=target,
                       workload=workload, slo=slo, ramp=ramp, capacity=capacity, sources=sources,
                       analysis=analysis, gate=gate)
@@ -298,10 +297,12 @@ def _parse(data: dict[str, Any], path: Path) -> Profile:
 def _parse_target(table: _Table) -> Target:
     kind = table.string("kind", required=True, choices={"local", "url"})
     if kind == "local":
+        table.expect("kind", "archetype", "command", "params", "health_path", "metrics_path", "cpu_units",
+                     "memory_mib", "balancer")
         target = _parse_local_target(table)
     else:
+        table.expect("kind", "url", "environment", "allowed_hosts", "health_path")
         target = _parse_url_target(table)
-    table.finish()
     return target
 
 
@@ -312,7 +313,7 @@ def _parse_local_target(table: _Table) -> Target:
         raise table.error("a local target needs exactly one of 'archetype' or 'command'")
     params_table = table.table("params")
     params = dict(params_table.data) if params_table else {}
-    return Target(
+    target = Target(
         kind="local",
         archetype=archetype,
         command=command,
@@ -323,6 +324,20 @@ def _parse_local_target(table: _Table) -> Target:
         memory_mib=table.integer("memory_mib", 512, low=16, high=131072),
         balancer=table.string("balancer", "least_outstanding", choices=BALANCERS),
     )
+    return replace(target, params=_resolved_cluster_params(target, table))
+
+
+def _resolved_cluster_params(target: Target, table: _Table) -> dict[str, Any]:
+    """Let the cluster check the archetype and its parameters now, not minutes into a run."""
+    from loadgen.cluster import ClusterSpec
+
+    try:
+        spec = ClusterSpec(archetype=target.archetype, command=target.command, params=dict(target.params),
+                           cpu_units=target.cpu_units, memory_mib=target.memory_mib, balancer=target.balancer,
+                           health_path=target.health_path, metrics_path=target.metrics_path)
+    except InputError as exc:
+        raise table.error(str(exc)) from None
+    return dict(spec.params)
 
 
 def _parse_url_target(table: _Table) -> Target:
@@ -345,6 +360,7 @@ def _parse_url_target(table: _Table) -> Target:
 
 
 def _parse_workload(table: _Table, base: Path) -> Workload:
+    table.expect("requests", "locustfile", "user_classes", "max_in_flight", "timeout_s", "late_tolerance_ms")
     has_requests = table.has("requests")
     locustfile = table.string("locustfile")
     if has_requests == (locustfile is not None):
@@ -368,7 +384,6 @@ def _parse_workload(table: _Table, base: Path) -> Workload:
         timeout_s=table.number("timeout_s", 10.0, low=0, low_open=True, high=600),
         late_tolerance_ms=table.number("late_tolerance_ms", 25.0, low=0, low_open=True),
     )
-    table.finish()
     return workload
 
 
@@ -378,7 +393,8 @@ def _parse_requests(table: _Table) -> tuple[RequestSpec, ...]:
         raise table.error(f"expected a non-empty list of request tables, got {_describe(items)}", "requests")
     specs = []
     for index, item in enumerate(items):
-        entry = _Table(item, f"{table.where('requests')}[{index}]", table.path)
+        entry = _Table(item, f"{table.where('requests')}[{index}]", table.path).expect(
+            "name", "method", "path", "weight", "body", "headers")
         path = entry.string("path", required=True)
         if not path.startswith("/"):
             raise entry.error(f"expected a path starting with '/', got {path!r}", "path")
@@ -397,21 +413,21 @@ def _parse_requests(table: _Table) -> tuple[RequestSpec, ...]:
             body=body,
             headers=headers,
         ))
-        entry.finish()
     return tuple(specs)
 
 
 def _parse_slo(table: _Table) -> Slo:
+    table.expect("percentile", "latency_ms", "error_budget_pct")
     slo = Slo(
         percentile=table.number("percentile", required=True, low=0, low_open=True, high=100),
         latency_ms=table.number("latency_ms", required=True, low=0, low_open=True),
         error_budget_pct=table.number("error_budget_pct", 1.0, low=0, high=100),
     )
-    table.finish()
     return slo
 
 
 def _parse_ramp(table: _Table, target: Target) -> Ramp:
+    table.expect(*RAMP_KEYS)
     start = table.number("start_rps", required=True, low=0, low_open=True)
     step_rps = table.number("step_rps", low=0, low_open=True)
     step_factor = table.number("step_factor", low=1, low_open=True)
@@ -445,17 +461,16 @@ def _parse_ramp(table: _Table, target: Target) -> Ramp:
         abort_latency_ms=table.number("abort_latency_ms", 10000.0, low=0, low_open=True),
         scale_timeout_s=table.number("scale_timeout_s", 120.0, low=1),
     )
-    table.finish()
     return ramp
 
 
 def _parse_capacity(table: _Table) -> Capacity:
     controller = table.string("controller", required=True, choices=set(CONTROLLER_KINDS))
+    table.expect("controller", "tasks", controller)
     tasks = table.integer("tasks", required=True, low=1, high=10000)
     sub = table.raw(controller, {})
     config = _validate_kind("controller", controller, CONTROLLER_KINDS[controller], sub,
                             table.where(controller), table.path)
-    table.finish()
     return Capacity(controller=controller, tasks=tasks, config=config)
 
 
@@ -497,12 +512,12 @@ def _kind_validator(role: str, kind: str, module_name: str, path: str, where: st
 
 
 def _parse_analysis(table: _Table) -> Analysis:
+    table.expect("headroom", "availability_zones", "peak_rps")
     analysis = Analysis(
         headroom=table.number("headroom", 0.7, low=0.6, high=0.8),
         availability_zones=table.integer("availability_zones", 3, low=1, high=10),
         peak_rps=table.number("peak_rps", low=0, low_open=True),
     )
-    table.finish()
     return analysis
 
 

@@ -28,6 +28,8 @@ LATE_SHARE_MAX = 0.10
 # The abort rule on errors looks at this many seconds and needs this many outcomes in them.
 ABORT_WINDOW_S = 2
 ABORT_MIN_OUTCOMES = 10
+# A step is judged breaching before the end of its hold only on at least this many outcomes.
+BREACH_MIN_OUTCOMES = 20
 
 
 @dataclass(frozen=True)
@@ -143,12 +145,32 @@ class LoadRecorder:
         # the newest second may still have requests in flight; leave it out
         return [float(np.mean(buckets[s])) for s in sorted(buckets) if s < last]
 
+    def forget(self, step_id: int) -> None:
+        self._outcomes.pop(step_id, None)
+
+    def breaching(self, step_id: int, since_unix_s: float) -> bool:
+        """True when the step already breaks its SLO for certain, before its hold is over.
+
+        Requests still in flight are mostly the slow ones, so a percentile over the finished
+        requests understates rather than overstates; errors already counted stay counted.
+        """
+        outcomes = [o for o in self._outcomes.get(step_id, []) if o.due_unix_s >= since_unix_s]
+        if len(outcomes) < BREACH_MIN_OUTCOMES:
+            return False
+        failed = sum(1 for o in outcomes if o.error)
+        expected = len(outcomes) + self.last_tick.get("in_flight", 0)
+        if 100.0 * failed / expected > self.slo.error_budget_pct:
+            return True
+        latencies = np.array([o.latency_ms for o in outcomes if not o.dropped], dtype=float)
+        value = _percentile(latencies, self.slo.percentile)
+        return value is not None and value > self.slo.latency_ms
+
     def summarize(self, step_id: int, start_unix_s: float, end_unix_s: float, warmup_s: float,
                   end_reason: str) -> dict[str, Any]:
         """The step's row of steps.csv, over arrivals due in [start + warmup, end)."""
         step = self.step if self.step and self.step.step_id == step_id else None
         window_start = start_unix_s + warmup_s
-        outcomes = [o for o in self._outcomes.pop(step_id, [])
+        outcomes = [o for o in self._outcomes.get(step_id, [])
                     if window_start <= o.due_unix_s < end_unix_s]
         sent = [o for o in outcomes if not o.dropped]
         dropped = len(outcomes) - len(sent)

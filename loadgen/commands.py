@@ -1,0 +1,136 @@
+"""The ``plan``, ``run`` and ``worker`` commands."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from loadgen.engine.protocol import DEFAULT_MASTER_PORT
+from loadgen.plan import plan_profile
+from loadgen.profile import is_loopback, load_profile
+from scalefinder.errors import InputError, InfrastructureError
+
+logger = logging.getLogger(__name__)
+
+profile_argument = click.argument("profile", type=click.Path(dir_okay=False, path_type=Path))
+
+
+@click.command("plan")
+@profile_argument
+def plan_command(profile: Path) -> None:
+    """Print the steps of PROFILE's experiment, its duration, peak rate and request count.
+
+    Nothing is sent. The ramp stops at the first step that breaks the SLO, so a real run is
+    usually shorter; the figures here are the most the profile allows.
+    """
+    loaded = load_profile(profile)
+    planned = plan_profile(loaded)
+    click.echo(f"Profile {loaded.name}: {loaded.description}".rstrip(": "))
+    click.echo(f"SLO: p{loaded.slo.percentile:g} <= {loaded.slo.latency_ms:g} ms, "
+               f"errors <= {loaded.slo.error_budget_pct:g}%")
+    click.echo(f"{'step':>4}  {'phase':<7} {'tasks':>5} {'rate req/s':>10} {'hold s':>7} {'requests':>9}")
+    for number, step in enumerate(planned.steps):
+        click.echo(f"{number:>4}  {step.phase:<7} {step.tasks:>5} {step.offered_rps:>10g} {step.hold_s:>7g} "
+                   f"{step.requests:>9}")
+    ramp = loaded.ramp
+    click.echo(f"Ramp: the first step that breaks the SLO ends it; the rate is then refined to "
+               f"±{ramp.refine_tolerance_pct:g}%{'' if ramp.refine else ' (refine is off)'} and "
+               f"{ramp.replay_steps} earlier rates are replayed at {2 * loaded.capacity.tasks} tasks"
+               f"{', then rates beyond the capacity' if ramp.beyond else ''}.")
+    click.echo(f"Steps may end after {ramp.min_hold_s:g} s once steady.")
+    click.echo(f"Expected duration: at most {_minutes(planned.duration_s)} "
+               f"(max_duration_s {ramp.max_duration_s:g} s)")
+    click.echo(f"Peak rate: {planned.peak_rps:g} req/s")
+    click.echo(f"Requests: at most {planned.request_count}")
+    click.echo(f"Target: {_target_text(loaded)}")
+
+
+@click.command("run")
+@profile_argument
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory to create (default: reports/<run_id>/).")
+@click.option("--yes", is_flag=True, help="Do not ask before sending load to a remote target.")
+@click.option("--workers", type=click.IntRange(0, 64), default=0,
+              help="Local Locust worker processes to generate the load (default: none, one process).")
+@click.option("--expect-workers", type=click.IntRange(0, 1024), default=0,
+              help="Remote workers (`scalefinder worker`) to wait for before the run starts.")
+@click.option("--master-bind-host", default="127.0.0.1", show_default=True,
+              help="Address the Locust master listens on for workers.")
+@click.option("--master-port", type=click.IntRange(1, 65535), default=DEFAULT_MASTER_PORT, show_default=True)
+@click.option("--no-progress", is_flag=True, help="No live display (progress goes to the log).")
+def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect_workers: int,
+                master_bind_host: str, master_port: int, no_progress: bool) -> None:
+    """Run PROFILE's staged-ramp experiment and write a run directory.
+
+    Ctrl-C or SIGTERM stops the load, restores the original task count and keeps the partial
+    run directory (exit code 130).
+    """
+    from loadgen.experiment import RunOptions, run_experiment
+    from loadgen.progress import ProgressDisplay
+
+    loaded = load_profile(profile)
+    if out is not None and out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} already exists and is not empty; choose another --out")
+    if not loaded.target.is_local:
+        _confirm_remote(loaded, yes)
+    options = RunOptions(out=out, workers=workers, expect_workers=expect_workers,
+                         master_bind_host=master_bind_host, master_port=master_port)
+    with ProgressDisplay(enabled=not no_progress and sys.stderr.isatty()) as display:
+        result = run_experiment(loaded, options, on_progress=display.update)
+    if result.capacity_rps is not None:
+        click.echo(f"Capacity at {loaded.capacity.tasks} tasks: {result.capacity_rps:g} req/s "
+                   f"(p{loaded.slo.percentile:g} <= {loaded.slo.latency_ms:g} ms)")
+    invalid = sum(1 for step in result.steps if not step["valid"])
+    if invalid:
+        click.echo(f"{invalid} step(s) were limited by the load generator and are marked invalid.", err=True)
+    if result.status != "complete":
+        click.echo(f"Run {result.status}: {result.reason}", err=True)
+    click.echo(f"Run directory: {result.path}")
+
+
+def _confirm_remote(profile, yes: bool) -> None:
+    target = profile.target
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise InputError(f"refusing to send load to {target.url} without confirmation; pass --yes")
+    click.confirm(f"Send up to {profile.ramp.max_rps:g} req/s to {target.url} "
+                  f"({target.environment})?", abort=True)
+
+
+@click.command("worker")
+@click.option("--master-host", required=True, help="Address of the machine running `scalefinder run`.")
+@click.option("--master-port", type=click.IntRange(1, 65535), default=DEFAULT_MASTER_PORT, show_default=True)
+def worker_command(master_host: str, master_port: int) -> None:
+    """Join a distributed run as a Locust worker and offer a share of each step's rate.
+
+    Start it on each load machine, then `scalefinder run PROFILE --expect-workers N
+    --master-bind-host ADDRESS` on the coordinating machine. The worker exits when the run ends.
+    """
+    argv = [sys.executable, "-m", "loadgen.engine", "--worker",
+            "--master-host", master_host, "--master-port", str(master_port)]
+    try:
+        code = subprocess.call(argv)
+    except KeyboardInterrupt:
+        code = 130
+    if code == 130 or code < 0:
+        raise KeyboardInterrupt
+    if code != 0:
+        raise InfrastructureError(f"the worker exited with code {code}")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _target_text(profile) -> str:
+    target = profile.target
+    if target.is_local:
+        what = target.archetype and f"archetype {target.archetype}" or f"command {target.command!r}"
+        return f"local cluster ({what}), {profile.capacity.tasks} tasks of {target.cpu_units} CPU units"
+    note = "" if is_loopback(target.url) else f" ({target.environment}; confirmation required unless --yes)"
+    return f"{target.url}{note}"

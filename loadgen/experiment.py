@@ -1,0 +1,557 @@
+"""The staged-ramp experiment: ramp at n tasks, refine, replay at 2n, beyond, restore.
+
+This is the orchestrator. It runs without gevent: the load comes from the engine process
+(``loadgen.engine``), metrics from the profile's sources, task counts from its capacity
+controller. Everything is written to the run directory as it happens, so a run stopped at any
+point leaves a readable partial run, and the original task count is put back whatever ends the
+run: success, an error, a safety abort, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import psutil
+
+from loadgen import plan
+from loadgen.capacity import CONTROLLER_KINDS
+from loadgen.context import RunContext
+from loadgen.engine.client import EngineProcess
+from loadgen.engine.protocol import DEFAULT_MASTER_PORT, engine_config
+from loadgen.engine.recorder import LoadRecorder, StepInfo
+from loadgen.profile import Profile
+from loadgen.sources import SOURCE_KINDS
+from scalefinder import __version__, catalog
+from scalefinder.errors import InfrastructureError, Interrupted, ScalefinderError
+from scalefinder.rundir import (STATUS_ABORTED, STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED,
+                                RunWriter, utc_now)
+
+logger = logging.getLogger(__name__)
+
+# How often the hold loop looks at steadiness and the clock between engine messages.
+CHECK_INTERVAL_S = 0.25
+# Steadiness: the second half of a hold's measured part must agree with the first half within
+# this share of the first half's mean (latency; utilization metrics), or within the floor.
+STEADY_LATENCY_SHARE = 0.2
+STEADY_LATENCY_FLOOR_MS = 5.0
+STEADY_METRIC_SHARE = 0.1
+STEADY_METRIC_FLOOR = {"percent": 2.0, "requests": 1.0, "requests/s": 1.0, "jobs": 1.0}
+STEADY_MIN_SECONDS = 4
+# Extra time allowed for a step's last requests to finish, beyond the request timeout.
+DRAIN_SLACK_S = 2.0
+LIBRARIES = ("locust", "gevent", "geventhttpclient", "pandas", "numpy", "scipy", "statsmodels",
+             "psutil", "aiohttp", "boto3")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path | None = None
+    workers: int = 0
+    expect_workers: int = 0
+    master_bind_host: str = "127.0.0.1"
+    master_port: int = DEFAULT_MASTER_PORT
+    reports_dir: Path = Path("reports")
+    context_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the live display shows, sent once a second and at every phase or step change."""
+
+    phase: str
+    step_id: int | None
+    tasks: int
+    offered_rps: float
+    achieved_rps: float
+    p95_ms: float | None
+    slo_percentile: float
+    slo_latency_ms: float
+    errors: int
+    elapsed_s: float
+    max_duration_s: float
+    capacity_rps: float | None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    path: Path
+    status: str
+    reason: str | None
+    capacity_rps: float | None
+    steps: tuple[dict[str, Any], ...]
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by SIGINT or SIGTERM: stop the load, restore, keep the data."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+class _Aborted(Exception):
+    """A safety rule stopped the load."""
+
+
+class _OutOfTime(Exception):
+    """The profile's max_duration_s would be exceeded by another step."""
+
+
+def run_experiment(profile: Profile, options: RunOptions = RunOptions(),
+                   on_progress: Callable[[Progress], None] | None = None) -> RunResult:
+    """Run the profile's experiment into a new run directory and return where and how it ended."""
+    return Experiment(profile, options, on_progress).run()
+
+
+class Experiment:
+    def __init__(self, profile: Profile, options: RunOptions, on_progress: Callable[[Progress], None] | None):
+        self.profile = profile
+        self.options = options
+        self.on_progress = on_progress or (lambda progress: None)
+        self.writer: RunWriter | None = None
+        self.engine: EngineProcess | None = None
+        self.recorder = LoadRecorder(profile.slo, profile.workload.late_tolerance_ms)
+        self.steps: list[dict[str, Any]] = []
+        self.capacity_rps: float | None = None
+        self._pending_events: list[tuple[str, dict[str, Any]]] = []
+        self._events_lock = threading.Lock()
+        self._crashes = 0
+        self._metric_rows: deque[dict[str, Any]] = deque(maxlen=20000)
+        self._metric_lock = threading.Lock()
+        self._phase = "starting"
+        self._tasks = profile.capacity.tasks
+        self._step_id = 0
+        self._started_monotonic = time.monotonic()
+
+    # -- the run as a whole ---------------------------------------------------------------------
+    def run(self) -> RunResult:
+        status, reason = STATUS_COMPLETE, None
+        error: BaseException | None = None
+        sources: dict[str, Any] = {}
+        with self._signals_stop_the_run(), contextlib.ExitStack() as stack:
+            try:
+                cluster = stack.enter_context(self._open_target())
+                context = RunContext(profile=self.profile, cluster=cluster, on_event=self._on_event,
+                                     options=dict(self.options.context_options))
+                controller = _build("controller", CONTROLLER_KINDS, self.profile.capacity.controller,
+                                    self.profile.capacity.config, context)
+                sources.update({kind: _build("source", SOURCE_KINDS, kind, config, context)
+                                for kind, config in self.profile.sources.items()})
+                snapshot = controller.snapshot()
+                self._create_writer(cluster, snapshot, sources)
+                stack.callback(self._restore, controller, snapshot)
+                controller.prepare()
+                if controller.current() != self.profile.capacity.tasks:
+                    self._scale(controller, self.profile.capacity.tasks)
+                self._start_sources(sources, stack)
+                self.engine = stack.enter_context(EngineProcess(self._engine_config(cluster)))
+                stack.callback(self._stop_load)
+                self._run_phases(controller)
+            except _Aborted as exc:
+                status, reason = STATUS_ABORTED, str(exc)
+                self._event("abort", reason=reason)
+            except _Stopped as exc:
+                status, reason = STATUS_INTERRUPTED, f"stopped by {exc.signal_name}"
+                self._event("interrupt", signal=exc.signal_name)
+                error = Interrupted(f"the run was stopped by {exc.signal_name}; "
+                                    f"the partial run is in {self._path_text()}")
+            except ScalefinderError as exc:
+                status, reason, error = STATUS_FAILED, str(exc), exc
+            except Exception as exc:
+                status, reason, error = STATUS_FAILED, f"{type(exc).__name__}: {exc}", exc
+                logger.exception("the run failed")
+            finally:
+                try:
+                    stack.close()
+                except ScalefinderError as exc:  # restoring failed: the most important thing to say
+                    status, reason, error = STATUS_FAILED, f"restoring the task count failed: {exc}", exc
+            if status == STATUS_COMPLETE:
+                self._fetch_retrospective(sources)
+            if self.writer is not None:
+                self.writer.update_manifest(capacity_result={"capacity_rps": self.capacity_rps})
+                self.writer.finish(status, reason)
+        if error is not None and self.writer is None:
+            raise error
+        if isinstance(error, (Interrupted, ScalefinderError)):
+            raise error
+        if error is not None:
+            raise InfrastructureError(f"the run failed ({reason}); the partial run is in {self._path_text()}")
+        return RunResult(self.writer.path, status, reason, self.capacity_rps, tuple(self.steps))
+
+    @contextlib.contextmanager
+    def _signals_stop_the_run(self) -> Iterator[None]:
+        """SIGINT and SIGTERM end the run cleanly; while cleaning up, further signals wait."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, frame: Any) -> None:
+            signal.signal(signal.SIGINT, _ignore_during_cleanup)
+            signal.signal(signal.SIGTERM, _ignore_during_cleanup)
+            raise _Stopped(signal.Signals(signum).name)
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    @contextlib.contextmanager
+    def _open_target(self) -> Iterator[Any]:
+        target = self.profile.target
+        if not target.is_local:
+            yield None
+            return
+        from loadgen.cluster import ClusterSpec, LocalCluster
+
+        spec = ClusterSpec(archetype=target.archetype, command=target.command, params=dict(target.params),
+                           tasks=self.profile.capacity.tasks, cpu_units=target.cpu_units,
+                           memory_mib=target.memory_mib, balancer=target.balancer,
+                           health_path=target.health_path, metrics_path=target.metrics_path)
+        self._progress_note("starting the local cluster")
+        with LocalCluster(spec, on_event=self._on_event) as cluster:
+            yield cluster
+
+    def _create_writer(self, cluster: Any, snapshot: dict[str, Any], sources: dict[str, Any]) -> None:
+        started = utc_now()
+        run_id = f"{started:%Y%m%dT%H%M%SZ}-{self.profile.name}"
+        path = self.options.out or _free_path(self.options.reports_dir / run_id)
+        self.writer = RunWriter.create(path, {
+            "run_id": run_id,
+            "profile": self.profile.to_dict(),
+            "environment": _environment(cluster),
+            "target": _target(self.profile, cluster),
+            "slo": {"percentile": self.profile.slo.percentile, "latency_ms": self.profile.slo.latency_ms,
+                    "error_budget_pct": self.profile.slo.error_budget_pct},
+            "capacity": {"controller": self.profile.capacity.controller, "original": snapshot,
+                         "initial_tasks": self.profile.capacity.tasks},
+            "sources": {kind: source.describe() for kind, source in sources.items()},
+            "generator": {"mode": "distributed" if self._distributed else "local",
+                          "workers": self.options.workers + self.options.expect_workers},
+        })
+        with self._events_lock:
+            pending, self._pending_events = self._pending_events, []
+        for kind, detail in pending:
+            self.writer.event(kind, **detail)
+
+    @property
+    def _distributed(self) -> bool:
+        return bool(self.options.workers or self.options.expect_workers)
+
+    def _engine_config(self, cluster: Any) -> dict[str, Any]:
+        url = cluster.url if cluster is not None else self.profile.target.url
+        return engine_config(self.profile, url, workers=self.options.workers,
+                             expect_workers=self.options.expect_workers,
+                             master_bind_host=self.options.master_bind_host, master_port=self.options.master_port)
+
+    def _start_sources(self, sources: dict[str, Any], stack: contextlib.ExitStack) -> None:
+        for source in sources.values():
+            if source.live:
+                source.start(self._on_metrics)
+                stack.callback(source.stop)
+
+    def _fetch_retrospective(self, sources: dict[str, Any]) -> None:
+        started = self.steps[0]["start_unix_s"] if self.steps else None
+        for kind, source in sources.items():
+            if source.live or started is None:
+                continue
+            self._progress_note(f"fetching {kind} metrics (waiting {source.settle_s:g} s for them to settle)")
+            try:
+                self.writer.append_metrics(source.fetch(started, time.time()))
+                self.writer.update_manifest(sources={k: s.describe() for k, s in sources.items()})
+            except ScalefinderError as exc:
+                self.writer.add_warning(f"{kind} metrics could not be fetched: {exc}")
+
+    def _stop_load(self) -> None:
+        """Stop all load (within two seconds) before anything else is undone."""
+        engine = self.engine
+        if engine is None:
+            return
+        try:
+            engine.stop()
+            deadline = time.monotonic() + 2.0
+            for message in engine.messages(deadline):
+                self._feed(message)
+                if self.recorder.stopped:
+                    break
+        except ScalefinderError as exc:
+            logger.warning("stopping the load generator: %s", exc)
+
+    def _restore(self, controller: Any, snapshot: dict[str, Any]) -> None:
+        self._phase = "restore"
+        if self.writer is not None:
+            self.writer.start_phase("restore", snapshot.get("tasks", self.profile.capacity.tasks))
+        self._progress_note("restoring the original task count")
+        controller.restore(snapshot)
+        tasks = controller.current()
+        self._tasks = tasks
+        self._event("restore", tasks=tasks, snapshot=snapshot)
+
+    # -- phases -----------------------------------------------------------------------------------
+    def _run_phases(self, controller: Any) -> None:
+        n = self.profile.capacity.tasks
+        try:
+            good, first_bad = self._ramp(n)
+            if not good:
+                self.writer.add_warning(f"the SLO was not met even at {self.profile.ramp.start_rps:g} req/s; "
+                                        "lower ramp.start_rps")
+                return
+            self.capacity_rps = self._refine(n, max(good), first_bad, good)
+            if first_bad is None:
+                self.writer.add_warning(f"the SLO held up to max_rps ({self.profile.ramp.max_rps:g} req/s); "
+                                        "capacity is at least that: raise ramp.max_rps to find it")
+            self.writer.update_manifest(capacity_result={"capacity_rps": self.capacity_rps})
+            self._scale(controller, 2 * n)
+            self._replay(2 * n, good)
+            if self.profile.ramp.beyond:
+                self._beyond(2 * n)
+        except _OutOfTime as exc:
+            self.writer.add_warning(str(exc))
+
+    def _ramp(self, tasks: int) -> tuple[list[float], float | None]:
+        self._begin_phase("ramp", tasks)
+        good: list[float] = []
+        for rate in plan.ramp_rates(self.profile.ramp):
+            crashes_before = self._crashes
+            row = self._step("ramp", tasks, rate)
+            if self._crashes > crashes_before:
+                self._event("warning", message=f"tasks crashed at {rate:g} req/s: the ramp stops there")
+                return good, rate
+            if not row["valid"]:
+                self.writer.add_warning(f"step {row['step_id']} at {rate:g} req/s is invalid "
+                                        f"({row['invalid_reason']}); the ramp stops there")
+                return good, None
+            if not row["slo_met"]:
+                return good, rate
+            good.append(rate)
+        return good, None
+
+    def _refine(self, tasks: int, good_rps: float, bad_rps: float | None, good: list[float]) -> float:
+        if bad_rps is None or not self.profile.ramp.refine:
+            return good_rps
+        tolerance = self.profile.ramp.refine_tolerance_pct
+        rate = plan.refine_rate(good_rps, bad_rps, tolerance)
+        if rate is not None:
+            self._begin_phase("refine", tasks)
+        while rate is not None:
+            row = self._step("refine", tasks, rate)
+            if row["valid"] and row["slo_met"]:
+                good_rps = rate
+                good.append(rate)
+            else:
+                bad_rps = rate
+            rate = plan.refine_rate(good_rps, bad_rps, tolerance)
+        return good_rps
+
+    def _replay(self, tasks: int, good: list[float]) -> None:
+        self._begin_phase("replay", tasks)
+        for rate in plan.replay_rates(good, self.capacity_rps, self.profile.ramp.replay_steps):
+            self._step("replay", tasks, rate)
+
+    def _beyond(self, tasks: int) -> None:
+        self._begin_phase("beyond", tasks)
+        for rate in plan.beyond_rates(self.capacity_rps, self.profile.ramp):
+            row = self._step("beyond", tasks, rate)
+            if not row["slo_met"] or not row["valid"]:
+                return
+
+    def _begin_phase(self, name: str, tasks: int) -> None:
+        self._phase, self._tasks = name, tasks
+        self.writer.start_phase(name, tasks)
+
+    def _scale(self, controller: Any, tasks: int) -> None:
+        self._progress_note(f"scaling to {tasks} tasks")
+        before = controller.current()
+        controller.scale_to(tasks, self.profile.ramp.scale_timeout_s)
+        self._tasks = tasks
+        if self.profile.target.kind != "local":  # the local cluster reports its own scale events
+            self._event("scale", previous_tasks=before, tasks=tasks)
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _step(self, phase: str, tasks: int, rate_rps: float) -> dict[str, Any]:
+        ramp = self.profile.ramp
+        elapsed = time.monotonic() - self._started_monotonic
+        if elapsed + ramp.min_hold_s > ramp.max_duration_s:
+            raise _OutOfTime(f"max_duration_s ({ramp.max_duration_s:g} s) reached during the {phase} phase; "
+                             "the remaining steps were skipped")
+        step_id = self._step_id
+        self._step_id += 1
+        self.recorder.begin_step(StepInfo(step_id, phase, tasks, rate_rps))
+        self._event("step_start", step_id=step_id, phase=phase, tasks=tasks, offered_rps=rate_rps)
+        start = time.time()
+        self.engine.set_rate(step_id, rate_rps)
+        end_reason = self._hold(step_id, start)
+        end = time.time()
+        self.engine.pause()
+        self._wait_drained(step_id)
+        row = self.recorder.summarize(step_id, start, end, ramp.warmup_s, end_reason)
+        self.recorder.forget(step_id)
+        if not row["slo_met"] and end_reason in ("held", "steady"):
+            row["end_reason"] = "slo_breach"
+        self.writer.append_step(row)
+        self.steps.append(row)
+        self._event("step_end", step_id=step_id, phase=phase, tasks=tasks, offered_rps=rate_rps,
+                    achieved_rps=round(row["achieved_rps"], 3), slo_met=row["slo_met"], valid=row["valid"],
+                    end_reason=row["end_reason"])
+        return row
+
+    def _hold(self, step_id: int, start: float) -> str:
+        """Hold the rate until the full hold, or earlier once steady (or clearly breaching)."""
+        ramp = self.profile.ramp
+        while True:
+            self._pump(time.monotonic() + CHECK_INTERVAL_S)
+            held = time.time() - start
+            if held >= ramp.hold_s:
+                return "held"
+            if held >= ramp.min_hold_s:
+                if self.recorder.breaching(step_id, start + ramp.warmup_s):
+                    return "slo_breach"
+                if self._steady(step_id, start + ramp.warmup_s):
+                    return "steady"
+
+    def _pump(self, until_monotonic: float) -> None:
+        for message in self.engine.messages(until_monotonic):
+            self._feed(message)
+
+    def _feed(self, message: dict[str, Any]) -> None:
+        row = self.recorder.feed(message)
+        if row is None:
+            return
+        self.writer.append_load(row)
+        self._report_progress(row)
+        reason = self.recorder.abort_reason(self.profile.ramp.abort_error_pct, self.profile.ramp.abort_latency_ms)
+        if reason is not None:
+            self._stop_load()
+            raise _Aborted(reason)
+
+    def _wait_drained(self, step_id: int) -> None:
+        deadline = time.monotonic() + self.profile.workload.timeout_s + DRAIN_SLACK_S
+        while step_id not in self.recorder.drained:
+            if time.monotonic() > deadline:
+                raise InfrastructureError(f"step {step_id} still had requests in flight "
+                                          f"{self.profile.workload.timeout_s + DRAIN_SLACK_S:g} s after it ended")
+            self._pump(min(deadline, time.monotonic() + CHECK_INTERVAL_S))
+
+    def _steady(self, step_id: int, since_unix_s: float) -> bool:
+        """The step has settled: latency and every sampled utilization metric agree across halves."""
+        latency = self.recorder.latency_by_second(step_id, since_unix_s)
+        if len(latency) < STEADY_MIN_SECONDS or not _halves_agree(latency, STEADY_LATENCY_SHARE,
+                                                                  STEADY_LATENCY_FLOOR_MS):
+            return False
+        with self._metric_lock:
+            rows = [r for r in self._metric_rows if r["time_unix_s"] >= since_unix_s]
+        by_metric: dict[str, list[float]] = {}
+        for row in rows:
+            by_metric.setdefault(row["metric"], []).append(float(row["value"]))
+        for name, values in by_metric.items():
+            floor = STEADY_METRIC_FLOOR.get(catalog.info(name).unit)
+            if floor is not None and len(values) >= STEADY_MIN_SECONDS and not _halves_agree(
+                    values, STEADY_METRIC_SHARE, floor):
+                return False
+        return True
+
+    # -- events, metrics, progress ------------------------------------------------------------------
+    def _on_event(self, kind: str, **detail: Any) -> None:
+        """Events from the cluster or controllers (any thread)."""
+        if kind == "task_crash":
+            self._crashes += 1
+        self._event(kind, **detail)
+
+    def _event(self, kind: str, **detail: Any) -> None:
+        with self._events_lock:
+            if self.writer is None:
+                self._pending_events.append((kind, detail))
+                return
+        self.writer.event(kind, **detail)
+
+    def _on_metrics(self, rows: list[dict[str, Any]]) -> None:
+        self.writer.append_metrics(rows)
+        service_rows = [r for r in rows if not r.get("task") and catalog.info(r["metric"]).role == "utilization"]
+        with self._metric_lock:
+            self._metric_rows.extend(service_rows)
+
+    def _report_progress(self, load_row: dict[str, Any]) -> None:
+        self.on_progress(Progress(
+            phase=self._phase, step_id=load_row["step_id"], tasks=self._tasks,
+            offered_rps=load_row["offered_rps"] or 0.0, achieved_rps=float(load_row["completed"]),
+            p95_ms=load_row["p95_ms"], slo_percentile=self.profile.slo.percentile,
+            slo_latency_ms=self.profile.slo.latency_ms, errors=load_row["failures"] + load_row["dropped"],
+            elapsed_s=time.monotonic() - self._started_monotonic,
+            max_duration_s=self.profile.ramp.max_duration_s, capacity_rps=self.capacity_rps,
+        ))
+
+    def _progress_note(self, note: str) -> None:
+        logger.info(note)
+        self.on_progress(Progress(
+            phase=note, step_id=None, tasks=self._tasks, offered_rps=0.0, achieved_rps=0.0, p95_ms=None,
+            slo_percentile=self.profile.slo.percentile, slo_latency_ms=self.profile.slo.latency_ms, errors=0,
+            elapsed_s=time.monotonic() - self._started_monotonic, max_duration_s=self.profile.ramp.max_duration_s,
+            capacity_rps=self.capacity_rps,
+        ))
+
+    def _path_text(self) -> str:
+        return str(self.writer.path) if self.writer is not None else "(no run directory was created)"
+
+
+def _ignore_during_cleanup(signum: int, frame: Any) -> None:
+    logger.warning("%s received while restoring; finishing the clean-up first", signal.Signals(signum).name)
+
+
+def _halves_agree(values: list[float], share: float, floor: float) -> bool:
+    half = len(values) // 2
+    first, second = float(np.mean(values[:half])), float(np.mean(values[half:]))
+    return abs(second - first) <= max(share * abs(first), floor)
+
+
+def _build(role: str, registry: dict[str, str], kind: str, config: dict[str, Any], context: RunContext) -> Any:
+    module = importlib.import_module(registry[kind])
+    return module.build(config, context)
+
+
+def _free_path(path: Path) -> Path:
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
+
+
+def _environment(cluster: Any) -> dict[str, Any]:
+    libraries = {}
+    for name in LIBRARIES:
+        try:
+            libraries[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "tool_version": __version__,
+        "python": sys.version.split()[0],
+        "libraries": libraries,
+        "host": {"name": platform.node(), "cpus": os.cpu_count(),
+                 "memory_mib": round(psutil.virtual_memory().total / 2**20)},
+        "cgroup_mode": cluster.cgroup_mode if cluster is not None else None,
+    }
+
+
+def _target(profile: Profile, cluster: Any) -> dict[str, Any]:
+    target = profile.target
+    if cluster is None:
+        return {"kind": "url", "url": target.url, "environment": target.environment}
+    return {"kind": "local", "archetype": target.archetype, "command": target.command,
+            "params": dict(cluster.spec.params), "cpu_units": target.cpu_units, "memory_mib": target.memory_mib,
+            "url": cluster.url, "ground_truth": cluster.ground_truth()}
