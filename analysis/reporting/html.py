@@ -33,6 +33,8 @@ POLICY_KINDS = (("target_tracking", "Target tracking policy"), ("step_scaling", 
 RENDERINGS = (("api_request", "API JSON"), ("aws_cli", "AWS CLI"), ("cloudformation", "CloudFormation"),
               ("terraform", "Terraform"))
 GENERATOR_BUSY_PCT = 90.0
+# Metrics are listed from the one to use to the ones ruled out.
+VERDICT_ORDER = {"recommended": 0, "candidate": 1, "inconclusive": 2, "rejected": 3}
 
 
 def esc(value: Any) -> str:
@@ -195,7 +197,7 @@ def _pattern_evidence(findings: Mapping[str, Any]) -> str:
         evidence.append(doubling)
     if not evidence:
         return ""
-    return "<h3>Evidence</h3>" + _list(evidence, "evidence")
+    return "<h3>Evidence</h3>" + _list(dict.fromkeys(evidence), "evidence")
 
 
 def _inconclusive(findings: Mapping[str, Any]) -> str:
@@ -242,32 +244,38 @@ def _policy_block(kind: str, title: str, available: list[tuple[str, str, Any]]) 
 def _ramp_section(page: _Page, run: RunDirectory) -> str:
     slo = run.manifest.get("slo") or (run.manifest.get("profile") or {}).get("slo") or {}
     figure = charts.ramp_figure(run.load(), slo)
-    return ('<h2 id="ramp">The ramp</h2><p class="meta">Offered against achieved rate, latency against the SLO, '
+    return ('<section id="ramp"><h2>The ramp</h2><p class="meta">Offered against achieved rate, latency against the SLO, '
             'failures and dropped arrivals, and the task count, second by second; phases shaded.</p>'
-            f'<div class="card">{page.chart(figure)}</div>')
+            f'<div class="card">{page.chart(figure)}</div></section>')
 
 
 # -- the metrics ------------------------------------------------------------------------------
 
 
 def _metrics_section(page: _Page, findings: Mapping[str, Any], first_tasks: int | None) -> str:
-    metrics = list(findings.get("metrics") or [])
+    metrics = sorted(findings.get("metrics") or [], key=lambda m: VERDICT_ORDER.get(m.get("verdict"), len(VERDICT_ORDER)))
     if not metrics:
-        return '<h2 id="metrics">Metrics</h2><p class="none">No utilization metric was measured.</p>'
+        return '<section id="metrics"><h2>Metrics</h2><p class="none">No utilization metric was measured.</p></section>'
     recommendation = findings.get("recommendation") or {}
     cards = []
     for metric in metrics:
         target = as_float(recommendation.get("target")) if metric.get("name") == recommendation.get("metric") else None
         figure = charts.metric_figure(metric, first_tasks, target)
         cards.append(
-            f'<div class="card metric-card"><h3>{esc(metric.get("label") or metric.get("name"))} '
-            f'<code>{esc(metric.get("name"))}</code> '
+            f'<div class="card metric-card"><h3>{_metric_title(metric)} '
             f'<span class="badge {esc(metric.get("verdict"))}">{esc(metric.get("verdict"))}</span></h3>'
             f'{page.chart(figure)}{_list(metric.get("reasons") or [], "reasons")}</div>'
         )
-    return ('<h2 id="metrics">Metrics</h2>' + _metric_table(metrics) + _rejected(metrics)
+    return ('<section id="metrics"><h2>Metrics</h2>' + _metric_table(metrics) + _rejected(metrics)
             + '<h3 style="margin-top:18px">Each metric against load</h3>'
-            + f'<div class="metric-grid">{"".join(cards)}</div>')
+            + f'<div class="metric-grid">{"".join(cards)}</div></section>')
+
+
+def _metric_title(metric: Mapping[str, Any]) -> str:
+    name, label = metric.get("name"), metric.get("label")
+    if label and label != name:
+        return f"{esc(label)} <code>{esc(name)}</code>"
+    return f"<code>{esc(name)}</code>"
 
 
 def _metric_table(metrics: list[Mapping[str, Any]]) -> str:
@@ -330,7 +338,7 @@ def _rejected(metrics: list[Mapping[str, Any]]) -> str:
 def _steps_section(findings: Mapping[str, Any]) -> str:
     steps = findings.get("steps") or []
     if not steps:
-        return '<h2 id="steps">Steps</h2><p class="none">No finished step.</p>'
+        return '<section id="steps"><h2>Steps</h2><p class="none">No finished step.</p></section>'
     rows = []
     for step in steps:
         classes = []
@@ -345,10 +353,10 @@ def _steps_section(findings: Mapping[str, Any]) -> str:
             f'<td class="num">{esc(_number(step.get("error_pct")))}</td><td>{_yes_no(step.get("valid"))}</td>'
             f'<td>{_yes_no(step.get("steady"))}</td><td>{_yes_no(step.get("slo_met"))}</td></tr>'
         )
-    return ('<h2 id="steps">Steps</h2><details><summary>every step of the run</summary><table><thead><tr>'
+    return ('<section id="steps"><h2>Steps</h2><details><summary>every step of the run</summary><table><thead><tr>'
             '<th class="num">Step</th><th>Phase</th><th class="num">Tasks</th><th class="num">Offered req/s</th>'
             '<th class="num">Achieved req/s</th><th class="num">p95 ms</th><th class="num">Errors %</th><th>Valid</th>'
-            f'<th>Steady</th><th>SLO met</th></tr></thead><tbody>{"".join(rows)}</tbody></table></details>')
+            f'<th>Steady</th><th>SLO met</th></tr></thead><tbody>{"".join(rows)}</tbody></table></details></section>')
 
 
 def _yes_no(value: Any) -> str:
@@ -384,8 +392,8 @@ def _facts_section(run: RunDirectory, findings: Mapping[str, Any]) -> str:
                                         + [f"{k} {v}" for k, v in sorted(libraries.items())]))),
     ]
     rows = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
-    return (f'<h2 id="facts">Run facts</h2><div class="card"><dl class="facts">{rows}</dl>'
-            f'<h3 style="margin-top:14px">Warnings</h3>{_warnings(run, findings)}</div>')
+    return (f'<section id="facts"><h2>Run facts</h2><div class="card"><dl class="facts">{rows}</dl>'
+            f'<h3 style="margin-top:14px">Warnings</h3>{_warnings(run, findings)}</div></section>')
 
 
 def _duration(manifest: Mapping[str, Any]) -> float | None:

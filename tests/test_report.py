@@ -1,0 +1,142 @@
+"""The HTML report and the summaries, written from a real analysis of a synthetic run and checked
+in headless Chromium: no JavaScript errors, every chart drawn, the headline right, markup from
+the profile and a metric name shown as text."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from scalefinder.cli import cli
+from tests.synthetic import write_synthetic_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+HOSTILE = "<script>alert(1)</script>"
+METRICS = ("cpu_utilization", "memory_utilization", "concurrency_per_task", "requests_per_task",
+           "network_rx_bytes_per_s", "running_task_count")
+
+
+def report(run: Path, env: dict | None = None):
+    result = CliRunner().invoke(cli, ["report", str(run)], env=env)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    """A CPU-bound run whose profile description and one metric name are markup, reported
+    straight away: the report analyzes it first."""
+    run = write_synthetic_run(tmp_path_factory.mktemp("report") / "cpu", "cpu", metrics=METRICS)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["profile"]["description"] = f"<img src=x onerror=alert(2)> & {HOSTILE}"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    metrics = run / "metrics.csv"
+    metrics.write_text(metrics.read_text().replace("network_rx_bytes_per_s", HOSTILE))
+    step_summary = run.parent / "step-summary.md"
+    result = report(run, env={"GITHUB_STEP_SUMMARY": str(step_summary)})
+    return run, result, step_summary
+
+
+def test_report_writes_files_and_prints_headline(cpu_run):
+    run, result, _ = cpu_run
+    findings = json.loads((run / "findings.json").read_text())
+    assert findings["headline"] in result.output
+    assert str(run / "report.html") in result.output
+    for name in ("report.html", "summary.md", "summary.json"):
+        assert (run / name).stat().st_size > 0
+
+
+def test_report_is_self_contained(cpu_run):
+    page = (cpu_run[0] / "report.html").read_text()
+    assert page.count("Plotly.newPlot") == 1  # one drawing loop over every chart
+    assert page.count("plotly.js v") == 1  # the library inlined once
+    assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']?(https?:)?//""", page), "fetches from the network"
+
+
+def test_summaries(cpu_run):
+    run, _, step_summary = cpu_run
+    findings = json.loads((run / "findings.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["schema_version"] == 1 and summary["kind"] == "scalefinder-summary"
+    assert summary["verdict"] == findings["verdict"] == "recommended"
+    assert summary["metric"] == findings["recommendation"]["metric"] == "cpu_utilization"
+    assert summary["target"] == findings["recommendation"]["target"]
+    assert summary["per_task_rps"] == findings["capacity"]["per_task_rps"]
+    markdown = (run / "summary.md").read_text()
+    assert "Average CPU utilization" in markdown or "cpu\\_utilization" in markdown
+    assert "| Capacity per task |" in markdown
+    assert step_summary.read_text() == markdown + "\n"
+
+
+def test_markup_is_escaped_in_files(cpu_run):
+    run = cpu_run[0]
+    page = (run / "report.html").read_text()
+    findings = json.loads((run / "findings.json").read_text())
+    assert HOSTILE in [m["name"] for m in findings["metrics"]]
+    assert HOSTILE not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    markdown = (run / "summary.md").read_text()
+    assert HOSTILE not in markdown and "<img" not in markdown
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium); the browser check needs it")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def open_page(browser, path: Path):
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda message: problems.append(f"console: {message.text}") if message.type == "error" else None)
+    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    page.goto(path.resolve().as_uri())
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('.chart')).every(c => c.querySelector('.main-svg'))", timeout=30_000)
+    return page, problems
+
+
+@pytest.mark.browser
+def test_report_renders_in_chromium(browser, cpu_run):
+    run = cpu_run[0]
+    findings = json.loads((run / "findings.json").read_text())
+    page, problems = open_page(browser, run / "report.html")
+    charts = page.eval_on_selector_all(".chart", "els => els.map(e => e.querySelectorAll('.main-svg').length)")
+    assert len(charts) == 1 + len(findings["metrics"])
+    assert all(count > 0 for count in charts)
+    assert page.inner_text("#headline-text") == findings["headline"]
+    assert page.inner_text("#headline .badge") == "Recommended"
+    assert findings["recommendation"]["label"] in page.inner_text("#headline")
+
+    tabs = page.locator("#policy-target_tracking .tab")
+    assert tabs.all_inner_texts() == ["API JSON", "AWS CLI", "CloudFormation", "Terraform"]
+    tabs.nth(1).click()
+    visible = page.locator("#policy-target_tracking .pane.active")
+    assert visible.inner_text().strip() == findings["recommendation"]["policies"]["target_tracking"]["aws_cli"].strip()
+    page.locator("#policy-target_tracking .copy").click()
+    tabs.nth(0).click()
+
+    # Markup from the profile and a metric name shows as text and runs nothing.
+    assert HOSTILE in page.inner_text("#metrics")
+    assert HOSTILE in page.inner_text("header.page")
+    assert page.evaluate("document.querySelectorAll('img').length") == 0
+    scripts = page.eval_on_selector_all("script", "els => els.map(e => e.textContent)")
+    assert not any(HOSTILE in text for text in scripts)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+    assert problems == []
+    page.close()
