@@ -1,0 +1,169 @@
+"""A cAdvisor-compatible exporter of the embedded local cluster, for a real Prometheus server.
+
+It serves on 127.0.0.1:
+
+* ``/metrics`` - per running task, the container metrics cAdvisor publishes in Kubernetes
+  (``container_cpu_usage_seconds_total``, ``container_spec_cpu_quota`` and ``_period``,
+  ``container_memory_working_set_bytes``, ``container_spec_memory_limit_bytes``,
+  ``container_network_receive_bytes_total``, ``container_network_transmit_bytes_total``), labelled
+  ``pod`` and ``task`` with the task id, so the Prometheus source's built-in queries work on the
+  local cluster exactly as on a Kubernetes cluster;
+* ``/targets`` - the running tasks in Prometheus's HTTP service discovery format
+  (``http_sd_configs``), so a server can also scrape each task's own gauges, labelled the same way.
+
+Every value is read at scrape time through the cluster's public readers (``task_views``,
+``usage``, ``balancer_report``) - the same readings the local metric source turns into rows - so
+Prometheus's numbers and the local source's agree. Working set is the resident memory of the
+task's process tree, which is what the local source calls memory used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from loadgen.cluster.cgroups import PERIOD_US
+from scalefinder.errors import InfrastructureError
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MIB = 1024 * 1024
+
+# name -> (type, help)
+FAMILIES: dict[str, tuple[str, str]] = {
+    "container_cpu_usage_seconds_total": ("counter", "Cumulative CPU time consumed by the task in seconds."),
+    "container_spec_cpu_quota": ("gauge", "CPU quota of the task in microseconds per period."),
+    "container_spec_cpu_period": ("gauge", "CPU period of the task in microseconds."),
+    "container_memory_working_set_bytes": ("gauge", "Resident memory of the task's process tree in bytes."),
+    "container_spec_memory_limit_bytes": ("gauge", "Memory limit of the task in bytes."),
+    "container_network_receive_bytes_total": ("counter", "Bytes the load balancer sent to the task."),
+    "container_network_transmit_bytes_total": ("counter", "Bytes the task answered through the load balancer."),
+}
+
+
+def render_metrics(cluster: Any) -> str:
+    """The exposition text of every running task of ``cluster``, read now."""
+    spec = cluster.spec
+    quota_us = spec.cpu_units / 1024.0 * PERIOD_US
+    limit_bytes = spec.memory_mib * MIB
+    targets = cluster.balancer_report().get("targets", {})
+    samples: dict[str, list[str]] = {name: [] for name in FAMILIES}
+    for view in cluster.task_views():
+        try:
+            usage = cluster.usage(view)
+        except OSError:
+            continue  # the task is going away between the listing and the read
+        labels = f'pod="{view.task_id}",task="{view.task_id}",container="task"'
+        balancer = targets.get(view.task_id, {})
+        values = {
+            "container_cpu_usage_seconds_total": usage.cpu_s,
+            "container_spec_cpu_quota": quota_us,
+            "container_spec_cpu_period": PERIOD_US,
+            "container_memory_working_set_bytes": usage.rss_bytes,
+            "container_spec_memory_limit_bytes": limit_bytes,
+            "container_network_receive_bytes_total": balancer.get("bytes_in_total", 0),
+            "container_network_transmit_bytes_total": balancer.get("bytes_out_total", 0),
+        }
+        for name, value in values.items():
+            samples[name].append(f"{name}{{{labels}}} {float(value)!r}")
+    lines: list[str] = []
+    for name, (kind, help_text) in FAMILIES.items():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples[name]]
+    return "\n".join(lines) + "\n"
+
+
+def discovery_targets(cluster: Any) -> list[dict[str, Any]]:
+    """The running tasks as HTTP service discovery target groups."""
+    metrics_path = cluster.spec.metrics_path
+    groups = []
+    for view in cluster.task_views():
+        groups.append({"targets": [f"{HOST}:{view.port}"],
+                       "labels": {"pod": view.task_id, "task": view.task_id, "__metrics_path__": metrics_path}})
+    return groups
+
+
+class ClusterExporter:
+    """Serves ``/metrics`` and ``/targets`` for a running ``LocalCluster`` from a background thread.
+
+    A context manager; ``port=0`` picks a free port (read it back from ``url``).
+    """
+
+    def __init__(self, cluster: Any, port: int = 0):
+        self.cluster = cluster
+        self.requested_port = port
+        self.scrapes = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            return ""
+        return f"http://{HOST}:{self._server.server_address[1]}"
+
+    def __enter__(self) -> "ClusterExporter":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        try:
+            self._server = ThreadingHTTPServer((HOST, self.requested_port), _handler_for(self))
+        except OSError as exc:
+            raise InfrastructureError(
+                f"the cluster exporter cannot listen on {HOST}:{self.requested_port} ({exc.strerror or exc}); "
+                "choose another exporter_port") from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="cluster-exporter", daemon=True)
+        self._thread.start()
+        log.info("cluster exporter serving on %s", self.url)
+
+    def stop(self) -> None:
+        """Stop serving and free the port. Safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+def _handler_for(exporter: ClusterExporter) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+            path = self.path.split("?", 1)[0]
+            try:
+                if path == "/metrics":
+                    exporter.scrapes += 1
+                    self._reply(200, render_metrics(exporter.cluster), CONTENT_TYPE)
+                elif path == "/targets":
+                    self._reply(200, json.dumps(discovery_targets(exporter.cluster)), "application/json")
+                else:
+                    self._reply(404, "not found: try /metrics or /targets\n", "text/plain")
+            except Exception as exc:  # a cluster stopping under a scrape: a failed scrape, not a crash
+                log.debug("exporter request %s failed: %s", path, exc)
+                self._reply(503, f"the cluster could not be read: {exc}\n", "text/plain")
+
+        def _reply(self, status: int, body: str, content_type: str) -> None:
+            data = body.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # scrapes every second: keep quiet
+            log.debug("exporter: " + format, *args)
+
+    return Handler

@@ -1,0 +1,364 @@
+"""Container metrics and application gauges from a Prometheus server (``/api/v1/query_range``).
+
+A retrospective source: after a window has ended and ``settle_s`` has passed (the last scrapes
+must land), every metric is one ``query_range`` over the window at ``step_s`` resolution.
+
+Each metric is a PromQL query. Built-in templates read the metrics cAdvisor publishes for
+Kubernetes pods (and ``loadgen.exporter`` for the local cluster); the profile chooses which with
+``metrics`` and may add or override any metric in ``[sources.prometheus.queries]``. Templates may
+use ``$selector`` (the profile's label matchers), ``$window`` (the range of ``rate()``) and
+``$task_label`` (the label naming a pod or task).
+
+How Prometheus's answers become rows: a series carrying ``$task_label`` gives per-task rows with
+that label's value as ``task``; a series without it gives service rows. When a metric has only
+per-task series, its service rows are derived as the catalogue's scope says (the average over
+tasks, or their total). A rate at time t covers ``[t - window, t]``, so a row describes the
+interval that ends at its time, as the local source's rows do.
+
+Credentials come from environment variables the profile names; neither they nor the header built
+from them are ever written to the run directory or the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+import re
+import string
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.sources.base import MetricRow, MetricSource
+from scalefinder import catalog
+from scalefinder.errors import InfrastructureError, InputError, ProfileError
+
+log = logging.getLogger(__name__)
+
+#: Prometheus refuses a query_range of more than 11,000 points per series; stay below it.
+MAX_POINTS_PER_QUERY = 10_000
+MIB = 1024 * 1024
+
+TEMPLATES: dict[str, str] = {
+    catalog.CPU_UTILIZATION: (
+        "100 * sum by ($task_label) (rate(container_cpu_usage_seconds_total{$selector}[$window]))"
+        " / sum by ($task_label) (container_spec_cpu_quota{$selector} / container_spec_cpu_period{$selector})"),
+    catalog.MEMORY_UTILIZATION: (
+        "100 * sum by ($task_label) (container_memory_working_set_bytes{$selector})"
+        " / (sum by ($task_label) (container_spec_memory_limit_bytes{$selector}) > 0)"),
+    "memory_used_mib": f"sum by ($task_label) (container_memory_working_set_bytes{{$selector}}) / {MIB}",
+    "network_rx_bytes_per_s":
+        "sum by ($task_label) (rate(container_network_receive_bytes_total{$selector}[$window]))",
+    "network_tx_bytes_per_s":
+        "sum by ($task_label) (rate(container_network_transmit_bytes_total{$selector}[$window]))",
+    catalog.RUNNING_TASK_COUNT: "count(sum by ($task_label) (container_memory_working_set_bytes{$selector}))",
+}
+
+DEFAULTS: dict[str, Any] = {
+    "step_s": 15.0,
+    "settle_s": 30.0,
+    "rate_window": "1m",
+    "selector": "",
+    "task_label": "pod",
+    "metrics": list(TEMPLATES),
+    "queries": {},
+    "timeout_s": 30.0,
+    "basic_auth_user_env": None,
+    "basic_auth_password_env": None,
+    "bearer_token_env": None,
+    "exporter_port": None,
+}
+_DURATION = re.compile(r"^\d+(ms|s|m|h|d)$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+def validate_config(table: dict, where: str) -> dict:
+    """Check ``[sources.prometheus]`` and fill in defaults."""
+    if not isinstance(table, dict):
+        raise ProfileError("must be a table", key=where)
+    known = {"url", *DEFAULTS}
+    for key in table:
+        if key not in known:
+            raise ProfileError(f"unknown key; expected one of {', '.join(sorted(known))}", key=f"{where}.{key}")
+    config = {**DEFAULTS, **table}
+    url = config.get("url")
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProfileError(f"required: the Prometheus server's http:// or https:// URL, got {url!r}",
+                           key=f"{where}.url")
+    config["url"] = url.rstrip("/")
+    config["step_s"] = _seconds(config["step_s"], 0.1, 3600, f"{where}.step_s")
+    config["settle_s"] = _seconds(config["settle_s"], 0, 900, f"{where}.settle_s")
+    config["timeout_s"] = _seconds(config["timeout_s"], 1, 300, f"{where}.timeout_s")
+    if not isinstance(config["rate_window"], str) or not _DURATION.match(config["rate_window"]):
+        raise ProfileError(f'expected a Prometheus duration such as "1m" or "4s", got {config["rate_window"]!r}',
+                           key=f"{where}.rate_window")
+    if not isinstance(config["selector"], str) or "}" in config["selector"] or "{" in config["selector"]:
+        raise ProfileError("expected label matchers without braces, e.g. 'namespace=\"shop\", container=\"web\"'",
+                           key=f"{where}.selector")
+    if not isinstance(config["task_label"], str) or not _LABEL_NAME.match(config["task_label"]):
+        raise ProfileError("expected a label name such as \"pod\"", key=f"{where}.task_label")
+    config["queries"] = _validate_queries(config["queries"], f"{where}.queries")
+    config["metrics"] = _validate_metrics(config["metrics"], config["queries"], f"{where}.metrics")
+    for key in ("basic_auth_user_env", "basic_auth_password_env", "bearer_token_env"):
+        value = config[key]
+        if value is not None and (not isinstance(value, str) or not _ENV_NAME.match(value)):
+            raise ProfileError("expected the name of an environment variable", key=f"{where}.{key}")
+    if (config["basic_auth_user_env"] is None) != (config["basic_auth_password_env"] is None):
+        raise ProfileError("basic auth needs both basic_auth_user_env and basic_auth_password_env",
+                           key=f"{where}.basic_auth_user_env")
+    if config["bearer_token_env"] is not None and config["basic_auth_user_env"] is not None:
+        raise ProfileError("give either basic auth or a bearer token, not both", key=f"{where}.bearer_token_env")
+    port = config["exporter_port"]
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+        raise ProfileError(f"expected a port number from 1 to 65535, got {port!r}", key=f"{where}.exporter_port")
+    return config
+
+
+def _seconds(value: Any, low: float, high: float, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ProfileError(f"expected seconds from {low:g} to {high:g}, got {value!r}", key=key)
+    return float(value)
+
+
+def _validate_queries(queries: Any, where: str) -> dict[str, dict[str, str]]:
+    """``name = "PromQL"`` or ``name = { query = "PromQL", unit = "requests" }``."""
+    if not isinstance(queries, dict):
+        raise ProfileError("expected a table of metric name = PromQL", key=where)
+    checked = {}
+    for name, entry in queries.items():
+        if isinstance(entry, str):
+            entry = {"query": entry}
+        if not isinstance(entry, dict) or set(entry) - {"query", "unit"}:
+            raise ProfileError('expected a PromQL string or { query = "...", unit = "..." }', key=f"{where}.{name}")
+        query, unit = entry.get("query"), entry.get("unit", catalog.info(name).unit)
+        if not isinstance(query, str) or not query.strip():
+            raise ProfileError("expected a non-empty PromQL query", key=f"{where}.{name}.query")
+        if not isinstance(unit, str):
+            raise ProfileError("expected a unit string such as \"requests\"", key=f"{where}.{name}.unit")
+        checked[name] = {"query": query.strip(), "unit": unit}
+    return checked
+
+
+def _validate_metrics(metrics: Any, queries: dict[str, Any], where: str) -> list[str]:
+    if not isinstance(metrics, list) or not all(isinstance(name, str) for name in metrics):
+        raise ProfileError("expected a list of metric names", key=where)
+    for name in metrics:
+        if name not in TEMPLATES and name not in queries:
+            raise ProfileError(f"{name!r} has no built-in query (built-in: {', '.join(TEMPLATES)}); "
+                               "give its PromQL in [sources.prometheus.queries]", key=where)
+    return list(dict.fromkeys(metrics))
+
+
+def build(config: dict, context: Any) -> "PrometheusSource":
+    """Check the server answers and every query parses, and start the local exporter if asked."""
+    exporter = None
+    if config.get("exporter_port") is not None:
+        if context.cluster is None:
+            raise InputError("sources.prometheus.exporter_port serves the local cluster's metrics; "
+                             "it needs a local target (target.kind = \"local\")")
+        from loadgen.exporter import ClusterExporter
+
+        exporter = ClusterExporter(context.cluster, port=config["exporter_port"])
+        exporter.start()
+    source = PrometheusSource(config, headers=auth_headers(config), exporter=exporter)
+    try:
+        source.check()
+    except BaseException:
+        source.stop()
+        raise
+    return source
+
+
+def auth_headers(config: dict) -> dict[str, str]:
+    """The Authorization header from the environment variables the profile names."""
+    def read(key: str) -> str:
+        name = config[key]
+        value = os.environ.get(name)
+        if value is None:
+            raise InputError(f"the environment variable {name} (sources.prometheus.{key}) is not set")
+        return value
+
+    if config.get("bearer_token_env"):
+        return {"Authorization": f"Bearer {read('bearer_token_env')}"}
+    if config.get("basic_auth_user_env"):
+        pair = f"{read('basic_auth_user_env')}:{read('basic_auth_password_env')}".encode()
+        return {"Authorization": f"Basic {base64.b64encode(pair).decode('ascii')}"}
+    return {}
+
+
+# -- queries and rows -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricQuery:
+    metric: str
+    promql: str
+    unit: str
+
+
+def queries_for(config: dict) -> list[MetricQuery]:
+    """The filled-in query of every metric the profile asks for (its own queries after the built-ins)."""
+    values = {"selector": config["selector"], "window": config["rate_window"], "task_label": config["task_label"]}
+    chosen = [*config["metrics"], *(name for name in config["queries"] if name not in config["metrics"])]
+    result = []
+    for name in chosen:
+        own = config["queries"].get(name)
+        template = own["query"] if own else TEMPLATES[name]
+        unit = own["unit"] if own else catalog.info(name).unit
+        result.append(MetricQuery(name, string.Template(template).safe_substitute(values), unit))
+    return result
+
+
+def rows_from(query: MetricQuery, series: list[dict[str, Any]], task_label: str) -> list[MetricRow]:
+    """Rows of one metric from a ``matrix`` result, with derived service rows where needed."""
+    rows: list[MetricRow] = []
+    per_time: dict[float, list[float]] = {}
+    has_service_series = False
+    for item in series:
+        task = item.get("metric", {}).get(task_label, "")
+        has_service_series = has_service_series or not task
+        for stamp, raw in item.get("values", []):
+            value = float(raw)
+            if not math.isfinite(value):
+                continue
+            rows.append(_row(float(stamp), query, task, value))
+            if task:
+                per_time.setdefault(float(stamp), []).append(value)
+    if not has_service_series:
+        total = catalog.info(query.metric).scope == "service_total"
+        for stamp, values in per_time.items():
+            rows.append(_row(stamp, query, "", sum(values) if total else sum(values) / len(values)))
+    rows.sort(key=lambda row: (row["time_unix_s"], row["task"]))
+    return rows
+
+
+def _row(stamp: float, query: MetricQuery, task: str, value: float) -> MetricRow:
+    return {"time_unix_s": stamp, "source": PrometheusSource.name, "metric": query.metric, "task": task,
+            "value": value, "unit": query.unit}
+
+
+def chunks(start_s: float, end_s: float, step_s: float) -> list[tuple[float, float]]:
+    """Step-aligned spans of at most ``MAX_POINTS_PER_QUERY`` points covering ``[start, end]``."""
+    first = math.ceil(start_s / step_s) * step_s
+    last = math.floor(end_s / step_s) * step_s
+    spans = []
+    while first <= last:
+        span_end = min(first + (MAX_POINTS_PER_QUERY - 1) * step_s, last)
+        spans.append((first, span_end))
+        first = span_end + step_s
+    return spans
+
+
+# -- the source ------------------------------------------------------------------------------
+
+
+class PrometheusSource(MetricSource):
+    name = "prometheus"
+    live = False
+
+    def __init__(self, config: dict, headers: dict[str, str] | None = None, exporter: Any = None):
+        self.config = config
+        self.url = config["url"]
+        self.step_s = float(config["step_s"])
+        self.settle_s = float(config["settle_s"])
+        self.timeout_s = float(config["timeout_s"])
+        self.queries = queries_for(config)
+        self.exporter = exporter
+        self._headers = dict(headers or {})
+        self.api_calls = 0
+        self.points = 0
+
+    def check(self) -> None:
+        """Fail before any load is sent: the server must answer and accept every query."""
+        for query in self.queries:
+            self._api("query", {"query": query.promql, "time": f"{time.time():.3f}"}, query)
+
+    def fetch(self, start_unix_s: float, end_unix_s: float) -> list[MetricRow]:
+        wait_s = end_unix_s + self.settle_s - time.time()
+        if wait_s > 0:
+            log.info("prometheus: waiting %.1f s for the last scrapes to land", wait_s)
+            time.sleep(wait_s)
+        self.stop()  # the run is over: nothing is left for Prometheus to scrape
+        spans = chunks(start_unix_s, min(end_unix_s, time.time()), self.step_s)
+        rows: list[MetricRow] = []
+        for query in self.queries:
+            series: list[dict[str, Any]] = []
+            for first, last in spans:
+                data = self._api("query_range", {"query": query.promql, "start": f"{first:.3f}",
+                                                 "end": f"{last:.3f}", "step": f"{self.step_s:g}"}, query)
+                series += data.get("result", [])
+            if not any(item.get("values") for item in series):
+                raise InfrastructureError(
+                    f"Prometheus has no data for {query.metric} between {start_unix_s:.0f} and {end_unix_s:.0f} "
+                    f"(unix s); check the scrape targets and the selector. Query: {query.promql}")
+            rows += rows_from(query, series, self.config["task_label"])
+        self.points += len(rows)
+        log.info("prometheus: %d rows from %d queries", len(rows), len(self.queries))
+        return rows
+
+    def stop(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+
+    def describe(self) -> dict[str, Any]:
+        auth = "none"
+        if self.config.get("bearer_token_env"):
+            auth = f"bearer token from ${self.config['bearer_token_env']}"
+        elif self.config.get("basic_auth_user_env"):
+            auth = (f"basic auth from ${self.config['basic_auth_user_env']} "
+                    f"and ${self.config['basic_auth_password_env']}")
+        return {
+            "kind": self.name, "url": self.url, "step_s": self.step_s, "settle_s": self.settle_s,
+            "rate_window": self.config["rate_window"], "task_label": self.config["task_label"],
+            "auth": auth, "queries": {q.metric: q.promql for q in self.queries},
+            "exporter": self.exporter.url if self.exporter is not None else None,
+            "api_calls": self.api_calls, "rows": self.points,
+        }
+
+    # -- the HTTP API -------------------------------------------------------------------------
+    def _api(self, endpoint: str, params: dict[str, str], query: MetricQuery) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.url}/api/v1/{endpoint}", data=urllib.parse.urlencode(params).encode(), method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json",
+                     **self._headers})
+        self.api_calls += 1
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
+                answer = json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            raise self._refusal(exc, query) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise InfrastructureError(f"the Prometheus server at {self.url} does not answer ({reason})") from None
+        except ValueError:
+            raise InfrastructureError(f"{self.url} did not answer with Prometheus API JSON; is it a "
+                                      "Prometheus server?") from None
+        if not isinstance(answer, dict) or answer.get("status") != "success":
+            error = answer.get("error") if isinstance(answer, dict) else answer
+            raise InfrastructureError(f"Prometheus failed the query for {query.metric}: {error}. Query: {query.promql}")
+        return answer.get("data") or {}
+
+    def _refusal(self, exc: urllib.error.HTTPError, query: MetricQuery) -> InfrastructureError:
+        if exc.code in (401, 403):
+            return InfrastructureError(f"the Prometheus server at {self.url} refused the credentials "
+                                       f"(HTTP {exc.code}); check the auth environment variables")
+        try:
+            error = json.loads(exc.read()).get("error")
+        except (ValueError, AttributeError, OSError):
+            error = None
+        if error:
+            return InfrastructureError(f"Prometheus rejected the query for {query.metric}: {error}. "
+                                       f"Query: {query.promql}")
+        return InfrastructureError(f"the Prometheus server at {self.url} answered HTTP {exc.code} "
+                                   f"to the query for {query.metric}")
