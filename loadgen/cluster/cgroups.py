@@ -22,8 +22,15 @@ log = logging.getLogger(__name__)
 
 ROOT_NAME = "scalefinder"
 PERIOD_US = 100_000
+V1_MAX_SHARES = 262_144
+V2_MAX_WEIGHT = 10_000
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory")
 MODE_V1, MODE_V2, MODE_UNENFORCED = "cgroup-v1", "cgroup-v2", "unenforced"
+DISABLE_VARIABLE = "SCALEFINDER_CGROUPS"  # "off": never touch cgroups, run unenforced
+UNENFORCED_NOTE = (
+    "CPU and memory reservations are NOT enforced: CPU is measured from the process tree and the "
+    "memory limit is emulated by killing a task whose process tree exceeds it"
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,8 @@ class Cgroups:
 
     @classmethod
     def create(cls, cluster_name: str) -> "Cgroups":
+        if os.environ.get(DISABLE_VARIABLE, "").lower() in ("off", "0", "no"):
+            return cls(cluster_name, MODE_UNENFORCED, f"cgroups disabled by {DISABLE_VARIABLE}=off. " + UNENFORCED_NOTE, {})
         mounts = _mounts()
         failures: list[str] = []
         v2 = mounts.get("unified")
@@ -129,10 +138,7 @@ class Cgroups:
                 failures.append(f"cgroup v1 is not writable ({exc.strerror or exc})")
         elif not failures:
             failures.append("no cgroup hierarchy with the cpu and memory controllers is mounted")
-        detail = "; ".join(failures) + (
-            ". CPU and memory reservations are NOT enforced: CPU is measured from the process tree "
-            "and the memory limit is emulated by killing a task whose process tree exceeds it"
-        )
+        detail = "; ".join(failures) + ". " + UNENFORCED_NOTE
         return cls(cluster_name, MODE_UNENFORCED, detail, {})
 
     @classmethod
@@ -146,6 +152,8 @@ class Cgroups:
                 base = root / cluster_name
                 base.mkdir()
                 bases[controller] = base
+                if controller == "cpu":
+                    _favour(root, base, "cpu.shares", V1_MAX_SHARES)
         except OSError:
             for base in bases.values():
                 _remove_tree(base)
@@ -164,6 +172,7 @@ class Cgroups:
         base.mkdir()
         try:
             _write(base / "cgroup.subtree_control", "+cpu +memory")
+            _favour(root, base, "cpu.weight", V2_MAX_WEIGHT)
         except OSError:
             _remove_tree(base)
             raise
@@ -183,11 +192,13 @@ class Cgroups:
             path.mkdir()
         if self.mode == MODE_V2:
             directory = dirs["unified"]
+            _write(directory / "cpu.weight", str(max(1, min(V2_MAX_WEIGHT, cpu_units))))
             _write(directory / "cpu.max", f"{quota_us} {PERIOD_US}")
             _write(directory / "memory.max", str(memory_bytes))
             if (directory / "memory.swap.max").exists():
                 _write(directory / "memory.swap.max", "0")
         else:
+            _write(dirs["cpu"] / "cpu.shares", str(max(2, cpu_units)))
             _write(dirs["cpu"] / "cpu.cfs_period_us", str(PERIOD_US))
             _write(dirs["cpu"] / "cpu.cfs_quota_us", str(quota_us))
             _write(dirs["memory"] / "memory.limit_in_bytes", str(memory_bytes))
@@ -209,6 +220,17 @@ class Cgroups:
             except OSError:
                 pass  # another cluster still has groups there
         return ok
+
+
+def _favour(root: Path, base: Path, weight_file: str, weight: int) -> None:
+    """Give the cluster's groups the highest scheduler weight, as ECS turns CPU units into shares.
+
+    A reservation is a guaranteed minimum: without this, every task together would compete as
+    one entity against each busy process outside, and get far less than their reservations on
+    a loaded machine. The per-task quotas still cap what the tasks can take.
+    """
+    for directory in (root, base):
+        _write(directory / weight_file, str(weight))
 
 
 def _mounts() -> dict[str, Path]:

@@ -33,6 +33,7 @@ from loadgen.cluster.process import watch_parent
 MIB = 1024 * 1024
 PAGE = mmap.PAGESIZE
 HUGE_PAGE = 2 * MIB
+SHUTDOWN_S = 2.0  # a stopping task gets this long to finish requests in flight
 
 
 def burn_cpu(ms: float) -> None:
@@ -421,7 +422,7 @@ def downstream_app(capacity: int, call_ms: float) -> web.Application:
 
 
 async def _serve(app: web.Application, port: int) -> None:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_S)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024, reuse_address=True)
     await site.start()
