@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import classify, knee as knees, properties as props, recommend
-from analysis.steady import Windows, build_windows, service_samples
+from analysis.steady import build_windows, service_samples
 from scalefinder import catalog
 from scalefinder.errors import InputError, RunDirectoryError
 from scalefinder.rundir import RunDirectory
@@ -207,27 +207,41 @@ def _check_steps(steps, first, second, knee, initial, gaps) -> None:
 
 
 def _metric_data(run: RunDirectory, steps: pd.DataFrame) -> dict[str, MetricData]:
-    metrics = run.metrics()
-    metrics = metrics[metrics["metric"].notna() & metrics["unit"].notna()]  # a cut last line has no unit
-    metrics = metrics.assign(value=pd.to_numeric(metrics["value"], errors="coerce")).dropna(subset=["value"])
+    metrics = _compact(run.metrics())
     names = [m for m in metrics["metric"].unique() if catalog.info(str(m)).role == "utilization"]
     metrics = metrics[metrics["metric"].isin(names)]
     if metrics.empty or steps.empty:
         return {}
     metrics = _per_task_backlog(metrics, steps)
     metrics = service_samples(metrics)
-    windows = build_windows(metrics, steps)
-    peaks = _peaks(windows, metrics, steps)
+    # Verdicts rest on the service-level series, the one an autoscaler acts on; per-task samples
+    # are read only for each task's peak (a task that dies at its limit).
+    windows = build_windows(metrics[(metrics["task"] == "").to_numpy()], steps)
+    peaks = _peaks(metrics, steps)
     out = {}
-    service_values = windows.values[windows.values["task"] == ""]
-    service_kept = windows.samples[windows.samples["task"] == ""]
+    service_values = windows.values
+    service_kept = windows.samples
     step_columns = ["step_id", "phase", "tasks", "offered_rps", "achieved_rps", "per_task_rps", "valid", "slo_ok"]
-    for name, table in service_values.groupby("metric", sort=True):
+    for name, table in service_values.groupby("metric", sort=True, observed=True):
         joined = table.merge(steps[step_columns], on="step_id", how="inner").sort_values("step_id")
         kept = service_kept[service_kept["metric"] == name].merge(steps[["step_id", "per_task_rps"]], on="step_id")
         info = catalog.info(str(name))
         out[str(name)] = MetricData(str(name), info, joined.reset_index(drop=True), kept, peaks.get(str(name), {}))
     return out
+
+
+def _compact(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Only the columns the analysis uses, names as categories: filtering tens of millions of
+    rows of Arrow-backed strings is what dominates the time otherwise."""
+    whole = metrics["metric"].notna() & metrics["unit"].notna()  # a line cut by a hard kill has no unit
+    frame = pd.DataFrame({
+        "time_unix_s": metrics["time_unix_s"].to_numpy(dtype=float),
+        "metric": metrics["metric"].astype("category"),
+        "task": metrics["task"].astype("category"),
+        "value": pd.to_numeric(metrics["value"], errors="coerce").to_numpy(dtype=float),
+    })
+    frame = frame[whole.to_numpy() & np.isfinite(frame["value"].to_numpy())]
+    return frame
 
 
 def _per_task_backlog(metrics: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
@@ -242,7 +256,7 @@ def _per_task_backlog(metrics: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFram
     return pd.concat([metrics, derived], ignore_index=True)
 
 
-def _peaks(windows: Windows, metrics: pd.DataFrame, steps: pd.DataFrame) -> dict[str, dict[int, float]]:
+def _peaks(metrics: pd.DataFrame, steps: pd.DataFrame) -> dict[str, dict[int, float]]:
     """The highest per-task sample of each metric in each step, warm-up included: a task that
     dies at its limit may do so in the first seconds of a hold."""
     limited = [m for m in metrics["metric"].unique() if catalog.info(str(m)).limit is not None]
@@ -257,7 +271,7 @@ def _peaks(windows: Windows, metrics: pd.DataFrame, steps: pd.DataFrame) -> dict
     safe = np.clip(index, 0, len(starts) - 1)
     inside = (index >= 0) & (times < ends[safe])
     tagged = frame.loc[inside, ["metric", "value"]].assign(step_id=ordered["step_id"].to_numpy()[safe[inside]])
-    peaks = tagged.groupby(["metric", "step_id"])["value"].max()
+    peaks = tagged.groupby(["metric", "step_id"], observed=True)["value"].max()
     out: dict[str, dict[int, float]] = {}
     for (metric, step_id), value in peaks.items():
         out.setdefault(str(metric), {})[int(step_id)] = float(value)
@@ -303,12 +317,16 @@ def _below_capacity(at_first: pd.DataFrame, knee) -> pd.DataFrame:
 
 
 def _matched(first: pd.DataFrame, second: pd.DataFrame) -> list[tuple[float, float, float]]:
-    pairs = []
-    for _, row in second.iterrows():  # a handful of steps
-        close = first[(first["offered_rps"] - row["offered_rps"]).abs() <= 0.01 * row["offered_rps"]]
-        if len(close):
-            pairs.append((float(row["offered_rps"]), float(close["value"].mean()), float(row["value"])))
-    return pairs
+    """(rate, value with fewer tasks, value with more) for rates run at both task counts (+-1%)."""
+    if first.empty or second.empty:
+        return []
+    a = first.sort_values("offered_rps")[["offered_rps", "value"]]
+    b = second.sort_values("offered_rps")[["offered_rps", "value"]]
+    pairs = pd.merge_asof(b, a.rename(columns={"offered_rps": "rate_a", "value": "value_a"}),
+                          left_on="offered_rps", right_on="rate_a", direction="nearest")
+    close = (pairs["rate_a"] - pairs["offered_rps"]).abs() <= 0.01 * pairs["offered_rps"]
+    pairs = pairs[close]
+    return list(zip(pairs["offered_rps"].astype(float), pairs["value_a"].astype(float), pairs["value"].astype(float)))
 
 
 def _crash_steps(run: RunDirectory, steps: pd.DataFrame) -> list[int]:

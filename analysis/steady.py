@@ -89,7 +89,7 @@ def service_samples(metrics: pd.DataFrame) -> pd.DataFrame:
         return metrics
     averaged = (
         missing.assign(second=np.floor(missing["time_unix_s"]))
-        .groupby(["metric", "second"], as_index=False, sort=False)["value"].mean()
+        .groupby(["metric", "second"], as_index=False, sort=False, observed=True)["value"].mean()
         .rename(columns={"second": "time_unix_s"})
         .assign(task="")
     )
