@@ -8,7 +8,6 @@ profile and asks it to put that snapshot back, whatever the controller kind.
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Any
 
 import click
@@ -18,8 +17,6 @@ from loadgen.capacity import CONTROLLER_KINDS
 from loadgen.context import RunContext
 from scalefinder.errors import InputError, RunDirectoryError
 from scalefinder.rundir import RunDirectory, append_event
-
-log = logging.getLogger(__name__)
 
 
 def restore_run(run_dir: str, options: dict[str, Any] | None = None) -> dict[str, Any]:

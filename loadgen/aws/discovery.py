@@ -7,14 +7,11 @@ Container Insights is on for the cluster.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from loadgen.aws.session import AwsClients, call
 from scalefinder.errors import InfrastructureError
-
-log = logging.getLogger(__name__)
 
 ECS_DIMENSION = "ecs:service:DesiredCount"
 

@@ -9,7 +9,6 @@ itself. Nothing here logs or stores a credential.
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +18,6 @@ import botocore.exceptions
 from botocore.config import Config
 
 from scalefinder.errors import InfrastructureError, InputError
-
-log = logging.getLogger(__name__)
 
 #: botocore's adaptive mode retries throttling with backoff and slows the client down on its own.
 MAX_ATTEMPTS = 8
