@@ -1,0 +1,298 @@
+"""A capacity controller that runs the team's own commands: ``kubectl scale``, a deploy script...
+
+The profile gives three command templates and a timeout:
+
+* ``scale`` sets the count, e.g. ``kubectl scale deployment/web --replicas={count}``;
+* ``current`` prints the count of replicas running and taking traffic (its last output line);
+* ``ready`` (optional) exits 0 once the service is healthy; it is polled after every change.
+
+Commands run without a shell: a template is split with ``shlex`` first and the values are put
+into the words afterwards, so a value can never add a word or run something else. Only
+``{count}`` and ``{control_url}`` are filled in; any other braces (a kubectl JSONPath) stay.
+
+For the embedded local cluster, which has no orchestrator of its own, the controller serves a
+small control endpoint on 127.0.0.1 and passes its URL as ``{control_url}`` (and in the
+``SCALEFINDER_CONTROL_URL`` environment variable): ``GET /count`` prints the count of tasks in
+rotation, ``PUT /count/N`` scales to N and answers when that many are healthy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from loadgen.capacity.base import CapacityController
+from scalefinder.errors import InfrastructureError, InputError, ProfileError
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+DEFAULTS: dict[str, Any] = {"ready": None, "timeout_s": 300.0, "poll_s": 2.0, "command_timeout_s": 60.0,
+                            "max_tasks": 100}
+STDERR_SHOWN_CHARS = 600
+_COUNT = re.compile(r"^\s*(\d+)\s*$")
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+def validate_config(table: dict, where: str) -> dict:
+    """Check ``[capacity.command]`` and fill in defaults."""
+    if not isinstance(table, dict):
+        raise ProfileError("must be a table", key=where)
+    known = {"scale", "current", *DEFAULTS}
+    for key in table:
+        if key not in known:
+            raise ProfileError(f"unknown key; expected one of {', '.join(sorted(known))}", key=f"{where}.{key}")
+    config = {**DEFAULTS, **table}
+    for key in ("scale", "current", "ready"):
+        if key == "ready" and config[key] is None:
+            continue
+        _check_template(config.get(key), f"{where}.{key}")
+    if "{count}" not in config["scale"]:
+        raise ProfileError("must contain {count} where the task count goes", key=f"{where}.scale")
+    for key, low, high in (("timeout_s", 1, 7200), ("poll_s", 0.1, 300), ("command_timeout_s", 1, 3600)):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ProfileError(f"expected seconds from {low:g} to {high:g}, got {value!r}", key=f"{where}.{key}")
+        config[key] = float(value)
+    cap = config["max_tasks"]
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise ProfileError(f"expected a whole number of at least 1, got {cap!r}", key=f"{where}.max_tasks")
+    return config
+
+
+def _check_template(template: Any, key: str) -> None:
+    if not isinstance(template, str) or not template.strip():
+        raise ProfileError("required: a command line", key=key)
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise ProfileError(f"cannot be split into words ({exc}): {template!r}", key=key) from None
+    if not words:
+        raise ProfileError("required: a command line", key=key)
+
+
+def build(config: dict, context: Any) -> "CommandCapacityController":
+    endpoint = None
+    if getattr(context, "cluster", None) is not None:
+        endpoint = ControlEndpoint(context.cluster, config["command_timeout_s"])
+        endpoint.start()
+    return CommandCapacityController(config, endpoint)
+
+
+def fill(template: str, **values: Any) -> list[str]:
+    """The argv of a template: split first, then each ``{name}`` replaced inside the words."""
+    words = shlex.split(template)
+    for name, value in values.items():
+        words = [word.replace("{" + name + "}", str(value)) for word in words]
+    return words
+
+
+# -- the controller --------------------------------------------------------------------------
+
+
+class CommandCapacityController(CapacityController):
+    kind = "command"
+
+    def __init__(self, config: dict, endpoint: "ControlEndpoint | None" = None):
+        self.config = config
+        self.endpoint = endpoint
+        self.commands_run = 0
+
+    @property
+    def control_url(self) -> str:
+        return self.endpoint.url if self.endpoint is not None else ""
+
+    def current(self) -> int:
+        output = self._run("current", self.config["current"])
+        lines = [line for line in output.splitlines() if line.strip()]
+        match = _COUNT.match(lines[-1]) if lines else None
+        if match is None:
+            shown = lines[-1][:100] if lines else "nothing"
+            raise InfrastructureError(f"the current-count command printed {shown!r}, not a whole number: "
+                                      f"{shlex.join(self._argv(self.config['current']))}")
+        return int(match.group(1))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tasks": self.current()}
+
+    def scale_to(self, count: int, timeout_s: float | None = None) -> None:
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= self.config["max_tasks"]:
+            raise InputError(f"task count must be a whole number from 0 to capacity.command.max_tasks "
+                             f"({self.config['max_tasks']}), got {count!r}")
+        timeout_s = self.config["timeout_s"] if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        self._run("scale", self.config["scale"], count=count)
+        last = ""
+        while True:
+            running = self.current()
+            if running == count:
+                last = self._ready()
+                if not last:
+                    log.info("scaled to %d tasks", count)
+                    return
+            else:
+                last = f"{running} running"
+            if time.monotonic() + self.config["poll_s"] > deadline:
+                raise InfrastructureError(f"the service did not reach {count} ready tasks within {timeout_s:g} s "
+                                          f"(last check: {last})")
+            time.sleep(self.config["poll_s"])
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        tasks = snapshot.get("tasks")
+        if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 0:
+            raise InputError(f"the command controller's snapshot has no valid task count: {snapshot!r}")
+        if self._needs_endpoint() and self.endpoint is None:
+            log.info("nothing to restore: the local cluster the commands controlled went with its run")
+            return
+        if self.current() != tasks:
+            self.scale_to(tasks)
+
+    # -- running commands -------------------------------------------------------------------
+    def _ready(self) -> str:
+        """'' when there is no readiness command or it succeeds; otherwise why it is not ready."""
+        if self.config["ready"] is None:
+            return ""
+        argv = self._argv(self.config["ready"])
+        result = self._execute(argv)
+        if result.returncode == 0:
+            return ""
+        return f"readiness command exited {result.returncode}: {_tail(result.stderr or result.stdout)}"
+
+    def _run(self, role: str, template: str, **values: Any) -> str:
+        argv = self._argv(template, **values)
+        result = self._execute(argv)
+        if result.returncode != 0:
+            raise InfrastructureError(f"the {role} command failed with exit code {result.returncode}: "
+                                      f"{shlex.join(argv)}: {_tail(result.stderr) or '(no error output)'}")
+        return result.stdout
+
+    def _argv(self, template: str, **values: Any) -> list[str]:
+        if self._needs_endpoint() and self.endpoint is None:
+            raise InputError("the commands use {control_url}, which only a local target (target.kind = "
+                             "\"local\") provides")
+        return fill(template, control_url=self.control_url, **values)
+
+    def _execute(self, argv: list[str]) -> subprocess.CompletedProcess:
+        env = dict(os.environ)
+        if self.endpoint is not None:
+            env["SCALEFINDER_CONTROL_URL"] = self.control_url
+        self.commands_run += 1
+        log.debug("running %s", shlex.join(argv))
+        timeout_s = self.config["command_timeout_s"]
+        try:
+            # A session of its own, so Ctrl-C in the terminal reaches the run but not the command.
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        except FileNotFoundError:
+            raise InfrastructureError(f"the program {argv[0]!r} was not found: {shlex.join(argv)}") from None
+        except PermissionError:
+            raise InfrastructureError(f"the program {argv[0]!r} is not executable: {shlex.join(argv)}") from None
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill(process)
+            raise InfrastructureError(f"{shlex.join(argv)} did not finish within {timeout_s:g} s") from None
+        except BaseException:
+            # Interrupted: let a scale command finish rather than leave the service half-changed;
+            # the run restores the count next, with these same commands.
+            try:
+                process.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill(process)
+            raise
+        return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+    def _needs_endpoint(self) -> bool:
+        templates = (self.config["scale"], self.config["current"], self.config["ready"] or "")
+        return any("{control_url}" in template for template in templates)
+
+
+def _kill(process: subprocess.Popen) -> None:
+    process.kill()
+    process.communicate()
+
+
+def _tail(text: str | None) -> str:
+    text = (text or "").strip()
+    return text if len(text) <= STDERR_SHOWN_CHARS else "..." + text[-STDERR_SHOWN_CHARS:]
+
+
+# -- the local cluster's control endpoint ------------------------------------------------------
+
+
+class ControlEndpoint:
+    """``GET /count`` and ``PUT /count/N`` for a running ``LocalCluster``, on 127.0.0.1."""
+
+    def __init__(self, cluster: Any, scale_timeout_s: float):
+        self.cluster = cluster
+        self.scale_timeout_s = scale_timeout_s
+        self._server: ThreadingHTTPServer | None = None
+        self._lock = threading.Lock()  # one scale at a time, as an orchestrator would
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self._server.server_address[1]}" if self._server is not None else ""
+
+    def start(self) -> None:
+        try:
+            self._server = ThreadingHTTPServer((HOST, 0), _control_handler(self))
+        except OSError as exc:
+            raise InfrastructureError(f"the local control endpoint cannot listen on {HOST} ({exc})") from None
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="control-endpoint", daemon=True).start()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    def count(self) -> int:
+        return len(self.cluster.running_tasks())
+
+    def scale(self, count: int) -> None:
+        with self._lock:
+            self.cluster.scale_to(count, timeout_s=self.scale_timeout_s)
+
+
+def _control_handler(endpoint: ControlEndpoint) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+            if self.path == "/count":
+                self._reply(200, f"{endpoint.count()}\n")
+            else:
+                self._reply(404, "not found: GET /count or PUT /count/N\n")
+
+        def do_PUT(self) -> None:  # noqa: N802
+            match = re.fullmatch(r"/count/(\d+)", self.path)
+            if match is None:
+                self._reply(404, "not found: PUT /count/N\n")
+                return
+            try:
+                endpoint.scale(int(match.group(1)))
+            except (InputError, InfrastructureError) as exc:
+                self._reply(409 if isinstance(exc, InputError) else 503, f"{exc}\n")
+                return
+            self._reply(200, f"{endpoint.count()}\n")
+
+        def _reply(self, status: int, body: str) -> None:
+            data = body.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("control endpoint: " + format, *args)
+
+    return Handler
