@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -124,6 +126,38 @@ def test_unhealthy_targets_time_out_with_one_clear_error_then_restore(aws):
     with pytest.raises(InfrastructureError, match=r"did not reach 4 healthy tasks within 1 s .*healthy targets 2"):
         controller.scale_to(4, timeout_s=1.0)  # nobody registers the new targets
     controller.restore(snapshot)
+    assert _normalised(service_state()) == found
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_restore_after_ctrl_c_or_sigterm_while_waiting(aws, stop):
+    seed_world(desired=2, healthy_targets=2)
+    found = _normalised(service_state())
+    controller = _controller()
+    snapshot = controller.snapshot()
+    controller.prepare()
+    # The experiment turns SIGTERM into an exception in the main thread; do the same here.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    send = _thread.interrupt_main if stop == "ctrl-c" else (lambda: os.kill(os.getpid(), signal.SIGTERM))
+    timer = threading.Timer(0.8, send)
+    timer.start()
+    try:
+        with pytest.raises((KeyboardInterrupt, _Terminated)):
+            try:
+                controller.scale_to(4, timeout_s=30)  # no new targets ever come: only the signal ends it
+            finally:
+                controller.restore(snapshot)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
     assert _normalised(service_state()) == found
 
 
