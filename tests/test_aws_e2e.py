@@ -148,9 +148,9 @@ error_budget_pct = 1.0
 [ramp]
 start_rps = 6
 step_rps = 6
-hold_s = 9
-min_hold_s = 6
-warmup_s = 2
+hold_s = 7
+min_hold_s = 5
+warmup_s = 1.5
 max_rps = 90
 max_duration_s = 300
 replay_steps = 4
