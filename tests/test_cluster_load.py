@@ -61,6 +61,8 @@ def test_cpu_matches_formula_and_halves_when_tasks_double():
                 four = per_task(collector, cluster, "cpu_utilization", since)
                 assert len(four) == 4
                 ratio = collector.mean("cpu_utilization", "", since) / service_two
+                print(f"cpu: expected {expected:.1f}% per task at 2 tasks, measured {two}; "
+                      f"at 4 tasks {four}; ratio {ratio:.3f}")
                 assert within(ratio, 0.5, TOLERANCE), (ratio, two, four)
                 assert collector.mean("running_task_count", "", since) == 4
 
@@ -88,6 +90,8 @@ def test_memory_follows_in_flight_requests_and_a_task_over_its_limit_is_restarte
                 used = per_task(collector, cluster, "memory_used_mib", since)
                 utilization = collector.mean("memory_utilization", "task-1", since)
             expected_extra = (rate / 2) * (hold_ms / 1000) * mib  # Little's law x MiB per request
+            print(f"memory: expected {expected_extra:.1f} MiB above idle, measured "
+                  f"{ {task: round(used[task] - idle[task], 1) for task in used} }")
             for task, value in used.items():
                 assert within(value - idle[task], expected_extra, TOLERANCE), (task, value, idle[task])
             assert within(utilization, 100 * used["task-1"] / 256, 0.01)
@@ -123,6 +127,8 @@ def test_workers_concurrency_matches_littles_law():
         finally:
             source.stop()
         expected = (rate / 2) * work_ms / 1000
+        print(f"workers: expected {expected:.2f} in flight, measured "
+              f"{per_task(collector, cluster, 'concurrency_per_task', since)}")
         for task, value in per_task(collector, cluster, "concurrency_per_task", since).items():
             assert within(value, expected, TOLERANCE), (task, value, expected)
         for task, value in per_task(collector, cluster, "workers_busy", since).items():
@@ -159,6 +165,7 @@ def test_queue_backlog_grows_at_the_rate_beyond_capacity():
         (t0, b0), (t1, b1) = backlog[0], backlog[-1]
         growth_per_s = (b1 - b0) / (t1 - t0)
         processed_per_task = (rate - growth_per_s) / 2
+        print(f"queue: backlog grows {growth_per_s:.1f} jobs/s, {processed_per_task:.1f} jobs/s per task processed")
         assert within(processed_per_task, capacity_per_task, TOLERANCE), (processed_per_task, backlog)
         in_progress = per_task(collector, cluster, "jobs_in_progress", since)
         assert all(within(value, jobs_at_once, TOLERANCE) for value in in_progress.values()), in_progress
