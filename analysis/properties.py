@@ -463,7 +463,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating, float)):
-        return _r(float(value))
+        return float(value) if math.isfinite(value) else None  # JSON has no NaN; times keep every digit
     if isinstance(value, np.bool_):
         return bool(value)
     return value

@@ -83,7 +83,7 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
         "saturation_value": round(saturation_value, digits) if saturation_value else None,
         "value_at_capacity": round(good_value, digits) if good_value is not None else None,
         "capped": capped,
-        "method": (f"fitted line of {label(metric).lower()} against rate per task over {len(below)} steps below "
+        "method": (f"fitted line of {_lower(label(metric))} against rate per task over {len(below)} steps below "
                    f"saturation, at {options.headroom:g} x {capacity_per_task:.3g} req/s per task; 95% interval "
                    f"of the fitted mean; kept below the value at capacity and below saturation / {TRACKING_TOLERANCE}"),
         "aws_metric": aws,
@@ -137,9 +137,14 @@ def headline(verdict: str, recommendation: dict[str, Any] | None, capacity: dict
     if verdict == "recommended" and recommendation:
         low, high = recommendation["target_interval"]
         unit = "%" if recommendation["unit"] == "percent" else f" {recommendation['unit']}"
-        return (f"Scale on {recommendation['label'][0].lower() + recommendation['label'][1:]} at {recommendation['target']:g}{unit} "
+        return (f"Scale on {_lower(recommendation['label'])} at {recommendation['target']:g}{unit} "
                 f"(interval {low:g}–{high:g}{unit}); {rate}.")
     if verdict == "no_task_level_metric":
         return f"No task-level metric can scale this service: {decision.pattern['evidence'][0]}; {rate} at the initial task count."
     first = reasons[0] if reasons else "the data cannot support an answer"
     return f"Inconclusive: {first}."
+
+
+def _lower(text: str) -> str:
+    """Lower-case the first letter only, so acronyms (CPU) survive inside a sentence."""
+    return text[:1].lower() + text[1:]
