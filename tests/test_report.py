@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,24 @@ def test_report_renders_in_chromium(browser, cpu_run):
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
     assert problems == []
     page.close()
+
+
+@pytest.mark.parametrize("kind, options, expected", [
+    ("shared", {}, "No task-level metric"),
+    ("cpu", {"partial": True}, "This run is partial (status running"),
+    ("cpu", {"generator_bound_from": 0.6}, "is invalid: load generator CPU"),
+])
+def test_report_without_recommendation_or_with_doubts(tmp_path, kind, options, expected):
+    run = write_synthetic_run(tmp_path / kind, kind, metrics=METRICS[:4] + ("running_task_count",), **options)
+    report(run)
+    findings = json.loads((run / "findings.json").read_text())
+    page = (run / "report.html").read_text()
+    assert expected in page
+    assert html_escape(findings["headline"]) in page
+    for reason in findings["inconclusive"]["reasons"]:
+        assert html_escape(reason) in page
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["verdict"] == findings["verdict"]
+    if findings["verdict"] != "recommended":
+        assert summary["metric"] is None and summary["target_tracking_policy"] is None
+        assert 'id="policy-target_tracking"' not in page

@@ -183,7 +183,8 @@ def _table(reports_dir: Path, entries: list[RunEntry]) -> str:
                 capacity += f' <span class="meta">({esc(format_interval(figures.per_task_rps_interval))})</span>'
         target = with_unit(figures.target, figures.unit) if figures and figures.target is not None else "—"
         rows.append(
-            f"<tr><td>{esc(format_date(entry.started_utc))}</td><td>{run_cell}</td><td>{esc(entry.profile_name)}</td>"
+            f'<tr><td class="when">{esc(format_date(entry.started_utc))}</td>'
+            f"<td>{run_cell}</td><td>{esc(entry.profile_name)}</td>"
             f"<td>{esc(entry.status)}</td>"
             f"<td>{verdict_badge(verdict) if verdict else '—'}</td>"
             f"<td>{esc(figures.metric if figures and figures.metric else '—')}</td><td>{esc(target)}</td>"
