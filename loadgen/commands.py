@@ -87,9 +87,10 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
     invalid = sum(1 for step in result.steps if not step["valid"])
     if invalid:
         click.echo(f"{invalid} step(s) were limited by the load generator and are marked invalid.", err=True)
-    if result.status != "complete":
-        click.echo(f"Run {result.status}: {result.reason}", err=True)
     click.echo(f"Run directory: {result.path}")
+    if result.status == "aborted":
+        raise InfrastructureError(f"the run was aborted by a safety rule ({result.reason}); "
+                                  f"the data up to the abort is in {result.path}")
 
 
 def _confirm_remote(profile, yes: bool) -> None:

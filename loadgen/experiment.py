@@ -280,7 +280,7 @@ class Experiment:
     def _stop_load(self) -> None:
         """Stop all load (within two seconds) before anything else is undone."""
         engine = self.engine
-        if engine is None:
+        if engine is None or self.recorder.stopped:
             return
         try:
             engine.stop()
@@ -395,19 +395,31 @@ class Experiment:
         self._event("step_start", step_id=step_id, phase=phase, tasks=tasks, offered_rps=rate_rps)
         start = time.time()
         self.engine.set_rate(step_id, rate_rps)
-        end_reason = self._hold(step_id, start)
+        try:
+            end_reason = self._hold(step_id, start)
+        except _Aborted:
+            self._record_step(step_id, start, time.time(), "abort")
+            raise
+        except _Stopped:
+            end = time.time()
+            self._stop_load()
+            self._record_step(step_id, start, end, "interrupted")
+            raise
         end = time.time()
         self.engine.pause()
         self._wait_drained(step_id)
-        row = self.recorder.summarize(step_id, start, end, ramp.warmup_s, end_reason)
+        return self._record_step(step_id, start, end, end_reason)
+
+    def _record_step(self, step_id: int, start: float, end: float, end_reason: str) -> dict[str, Any]:
+        row = self.recorder.summarize(step_id, start, end, self.profile.ramp.warmup_s, end_reason)
         self.recorder.forget(step_id)
         if not row["slo_met"] and end_reason in ("held", "steady"):
             row["end_reason"] = "slo_breach"
         self.writer.append_step(row)
         self.steps.append(row)
-        self._event("step_end", step_id=step_id, phase=phase, tasks=tasks, offered_rps=rate_rps,
-                    achieved_rps=round(row["achieved_rps"], 3), slo_met=row["slo_met"], valid=row["valid"],
-                    end_reason=row["end_reason"])
+        self._event("step_end", step_id=step_id, phase=row["phase"], tasks=row["tasks"],
+                    offered_rps=row["offered_rps"], achieved_rps=round(row["achieved_rps"], 3),
+                    slo_met=row["slo_met"], valid=row["valid"], end_reason=row["end_reason"])
         return row
 
     def _hold(self, step_id: int, start: float) -> str:

@@ -40,9 +40,12 @@ class EngineProcess:
         )
         threading.Thread(target=self._read_stdout, name="engine-stdout", daemon=True).start()
         threading.Thread(target=self._read_stderr, name="engine-stderr", daemon=True).start()
-        self._send(self.config)
-        ready = self.wait_ready(timeout_s)
-        self.pids = ready["pids"]
+        try:
+            self._send(self.config)
+            self.pids = self.wait_ready(timeout_s)["pids"]
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def close(self) -> None:
