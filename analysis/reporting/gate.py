@@ -4,8 +4,9 @@ Criteria come from the profile's ``[gate]`` table, overridden by command-line fl
 
 * ``slo_at_rate`` - the SLO was met at the declared rate (``slo_rate_rps``) with the run's task count;
 * ``capacity_per_task`` - capacity per task is not lower than the baseline's by more than
-  ``capacity_tolerance_pct``. Measurements are noisy, so a drop fails only when it is both larger
-  than the tolerance and significant: the interval of the ratio lies wholly below the bound;
+  ``capacity_tolerance_pct``. A ramp measures capacity only to within its step size, so a drop
+  fails only when it is both larger than the tolerance and significant: the whole range the
+  ratio can take, given both runs' capacity intervals, lies below the bound;
 * ``recommended_metric`` - the recommended metric (or the lack of one) is unchanged;
 * ``target`` - the recommended target moved by no more than ``target_tolerance_pct``.
 
@@ -25,8 +26,6 @@ from analysis.reporting.figures import RunFigures, as_float, format_number, with
 
 DEFAULT_CAPACITY_TOLERANCE_PCT = 10.0
 DEFAULT_TARGET_TOLERANCE_PCT = 15.0
-# Findings intervals are 95% intervals; the gate turns them back into standard errors on a log scale.
-INTERVAL_Z = 1.959964
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 GATE_KEYS = {"slo_rate_rps", "capacity_tolerance_pct", "target_tolerance_pct", "metric_unchanged"}
@@ -186,21 +185,21 @@ class RatioEstimate:
 
 
 def capacity_ratio(figures: RunFigures, baseline: RunFigures) -> RatioEstimate:
-    """Current over baseline capacity per task with a 95% interval, combining both runs'
-    uncertainties in quadrature on a log scale (the runs are independent measurements)."""
-    current, base = figures.per_task_rps, baseline.per_task_rps
-    ratio = current / base
-    se_current = _log_standard_error(figures.per_task_rps_interval)
-    se_base = _log_standard_error(baseline.per_task_rps_interval)
-    spread = INTERVAL_Z * math.hypot(se_current or 0.0, se_base or 0.0)
-    has_interval = se_current is not None or se_base is not None
-    return RatioEstimate(ratio, ratio * math.exp(-spread), ratio * math.exp(spread), has_interval)
+    """Current over baseline capacity per task, with the range the ratio can take.
 
-
-def _log_standard_error(interval: tuple[float, float] | None) -> float | None:
-    if interval is None or interval[0] <= 0 or interval[1] < interval[0]:
-        return None
-    return (math.log(interval[1]) - math.log(interval[0])) / (2 * INTERVAL_Z)
+    A run's capacity interval is a bracket, ``[last good rate, first breach]`` per task: the
+    true capacity lies somewhere inside it. So the ratio lies in ``[low / baseline high,
+    high / baseline low]``; a run without an interval contributes its point estimate to both ends.
+    """
+    current_low, current_high = figures.per_task_rps_interval or (figures.per_task_rps,) * 2
+    base_low, base_high = baseline.per_task_rps_interval or (baseline.per_task_rps,) * 2
+    has_interval = figures.per_task_rps_interval is not None or baseline.per_task_rps_interval is not None
+    return RatioEstimate(
+        ratio=figures.per_task_rps / baseline.per_task_rps,
+        low=current_low / base_high,
+        high=current_high / base_low,
+        has_interval=has_interval,
+    )
 
 
 def check_capacity(figures: RunFigures, baseline: RunFigures, tolerance_pct: float) -> CriterionResult:
@@ -221,9 +220,11 @@ def check_capacity(figures: RunFigures, baseline: RunFigures, tolerance_pct: flo
         f"{format_number(baseline.per_task_rps)} req/s: {change}; tolerance -{format_number(tolerance_pct)}%"
     )
     if larger and significant:
-        return CriterionResult(name, FAIL, f"{numbers}: the drop is larger than the tolerance and significant")
+        return CriterionResult(name, FAIL, f"{numbers}: the drop is larger than the tolerance and significant "
+                                           "(its whole interval lies below the bound)")
     if larger:
-        return CriterionResult(name, PASS, f"{numbers}: larger than the tolerance but not significant")
+        return CriterionResult(name, PASS, f"{numbers}: larger than the tolerance but not significant "
+                                           "(its interval reaches the bound)")
     return CriterionResult(name, PASS, numbers)
 
 
