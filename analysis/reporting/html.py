@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any, Iterable, Mapping
 
+from plotly.io.json import to_json_plotly
 from plotly.offline import get_plotlyjs
 
 from scalefinder import __version__
@@ -43,7 +44,9 @@ def esc(value: Any) -> str:
 
 def script_json(value: Any) -> str:
     """JSON safe inside a ``<script>`` element: no ``</script>``, no ``<!--``, no entity surprises."""
-    encoded = json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+    # plotly's encoder turns NaN and infinities (gaps in a measured series) into null and
+    # understands numpy arrays; the standard encoder would reject the first and stringify the second.
+    encoded = to_json_plotly(value)
     return encoded.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -219,11 +222,21 @@ def _policies(findings: Mapping[str, Any]) -> str:
     policies = (findings.get("recommendation") or {}).get("policies") or {}
     blocks = []
     for kind, title in POLICY_KINDS:
-        renderings = policies.get(kind) or {}
+        renderings = dict(policies.get(kind) or {})
+        renderings["api_request"] = _api_requests(renderings)
         available = [(key, label, renderings[key]) for key, label in RENDERINGS if renderings.get(key)]
         if available:
             blocks.append(_policy_block(kind, title, available))
     return "".join(blocks)
+
+
+def _api_requests(renderings: Mapping[str, Any]) -> Any:
+    """Step scaling takes two policies and two alarms; show every request, not the first only."""
+    scale_in, alarms = renderings.get("scale_in_api_request"), renderings.get("alarms")
+    if not scale_in and not alarms:
+        return renderings.get("api_request")
+    policies = [p for p in (renderings.get("api_request"), scale_in) if p]
+    return {"PutScalingPolicy": policies, "PutMetricAlarm": alarms or []}
 
 
 def _policy_block(kind: str, title: str, available: list[tuple[str, str, Any]]) -> str:
