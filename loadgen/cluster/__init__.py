@@ -6,9 +6,23 @@
                        cpu_units=256, memory_mib=256)
     with LocalCluster(spec, on_event=print) as cluster:
         ...  # send load to cluster.url; cluster.scale_to(4); cluster.metric_source()
+
+The names are resolved on first use, so a task process (``python -m loadgen.cluster.task``)
+imports only what it serves with, not the supervisor side.
 """
 
-from loadgen.cluster.cluster import LocalCluster
-from loadgen.cluster.spec import ClusterSpec
+from __future__ import annotations
 
-__all__ = ["ClusterSpec", "LocalCluster"]
+import importlib
+from typing import Any
+
+_EXPORTS = {"ClusterSpec": "loadgen.cluster.spec", "LocalCluster": "loadgen.cluster.cluster"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loadgen.cluster' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -91,10 +91,16 @@ class LocalCluster:
         self.cgroup_mode, self.cgroup_detail = self._cgroups.mode, self._cgroups.detail
         if not self._cgroups.enforced:
             log.warning("CPU and memory reservations are not enforced: %s", self.cgroup_detail)
-        helper_url = self._start_helper()
-        self._start_balancer()
-        self._supervisor = Supervisor(spec, self._cgroups, self._spawner, self._workdir, helper_url)
-        self._add_tasks(spec.tasks, HEALTH_TIMEOUT_S)
+        # The balancer, the helper and the tasks start side by side: each spends its first
+        # seconds importing, and the tasks do it under their CPU quota.
+        helper = self._spawn_helper()
+        balancer = self._spawn_balancer()
+        self._supervisor = Supervisor(spec, self._cgroups, self._spawner, self._workdir,
+                                      helper[1] if helper else None)
+        tasks = self._launch_tasks(spec.tasks, HEALTH_TIMEOUT_S)
+        for process, url, what, log_path in [balancer, *([helper] if helper else [])]:
+            wait_healthy(url + "/health", process, HEALTH_TIMEOUT_S, what, log_path)
+        self._admit(tasks)
         self._measure_idle_memory()
         monitor = threading.Thread(target=self._monitor, name="cluster-monitor", daemon=True)
         monitor.start()
@@ -111,12 +117,15 @@ class LocalCluster:
             tasks = list(self._tasks.values())
             self._tasks.clear()
             self._in_rotation.clear()
-        if self._supervisor is not None and tasks:
-            with ThreadPoolExecutor(max_workers=min(len(tasks), 16)) as pool:
-                list(pool.map(self._supervisor.stop, tasks))
-        for process in (self._balancer, self._helper):
-            if process is not None:
-                stop_process(process, grace_s=3.0)
+        stops: list[Callable[[], None]] = [
+            lambda process=process: stop_process(process, grace_s=3.0)
+            for process in (self._balancer, self._helper) if process is not None
+        ]
+        if self._supervisor is not None:
+            stops += [lambda task=task: self._supervisor.stop(task) for task in tasks]
+        if stops:
+            with ThreadPoolExecutor(max_workers=min(len(stops), 16)) as pool:
+                list(pool.map(lambda stop: stop(), stops))
         if self._cgroups is not None and not self._cgroups.remove():
             log.error("some cgroups of this cluster could not be removed")
         if self._spawner is not None:
@@ -183,25 +192,35 @@ class LocalCluster:
             self._event("scale", previous_tasks=before, tasks=count, task_ids=self.running_tasks())
 
     def _add_tasks(self, how_many: int, timeout_s: float) -> None:
+        self._admit(self._launch_tasks(how_many, timeout_s))
+
+    def _launch_tasks(self, how_many: int, timeout_s: float) -> list[TaskProcess]:
+        """Start tasks under new ids and wait until each is healthy; none gets traffic yet."""
         assert self._supervisor is not None
         with self._lock:
             ids = [f"task-{self._next_number + offset}" for offset in range(how_many)]
             self._next_number += how_many
         with ThreadPoolExecutor(max_workers=min(how_many, 8)) as pool:
-            futures = {task_id: pool.submit(self._supervisor.launch, task_id, 1, timeout_s) for task_id in ids}
-        errors = []
-        for task_id, future in futures.items():
+            futures = [pool.submit(self._supervisor.launch, task_id, 1, timeout_s) for task_id in ids]
+        tasks, errors = [], []
+        for future in futures:
             try:
-                task = future.result()
+                tasks.append(future.result())
             except InfrastructureError as exc:
                 errors.append(str(exc))
-                continue
-            with self._lock:
-                self._tasks[task_id] = task
-            self._register(task)
-            self._event("task_start", task=task_id, pid=task.process.pid, port=task.port)
         if errors:
+            for task in tasks:
+                self._supervisor.stop(task)
             raise InfrastructureError(errors[0])
+        return tasks
+
+    def _admit(self, tasks: list[TaskProcess]) -> None:
+        """Put healthy tasks in rotation."""
+        for task in tasks:
+            with self._lock:
+                self._tasks[task.task_id] = task
+            self._register(task)
+            self._event("task_start", task=task.task_id, pid=task.process.pid, port=task.port)
 
     def _remove_tasks(self, how_many: int, timeout_s: float) -> None:
         with self._lock:
@@ -308,7 +327,8 @@ class LocalCluster:
             if self._tasks.get(task.task_id) is task:
                 self._in_rotation.add(task.task_id)
 
-    def _start_helper(self) -> str | None:
+    def _spawn_helper(self) -> tuple[Any, str, str, Path] | None:
+        """Start the archetype's shared process, if it has one: (process, url, name, log)."""
         if self.spec.archetype is None:
             return None
         role = archetypes.get(self.spec.archetype).helper
@@ -323,10 +343,10 @@ class LocalCluster:
         log_path = self._workdir / f"{role}.log"
         self._helper = self._spawner.spawn(argv, log_path)
         url = f"http://{self.spec.host}:{port}"
-        wait_healthy(url + "/health", self._helper, HEALTH_TIMEOUT_S, f"the {role}", log_path)
-        return url
+        return self._helper, url, f"the {role}", log_path
 
-    def _start_balancer(self) -> None:
+    def _spawn_balancer(self) -> tuple[Any, str, str, Path]:
+        """Start the balancer: (process, admin url, name, log)."""
         assert self._spawner is not None and self._workdir is not None
         port = self.spec.port or free_port(self.spec.host)
         admin_port = free_port(self.spec.host)
@@ -335,8 +355,8 @@ class LocalCluster:
         log_path = self._workdir / "balancer.log"
         self._balancer = self._spawner.spawn(argv, log_path)
         self._admin_url = f"http://{self.spec.host}:{admin_port}"
-        wait_healthy(self._admin_url + "/health", self._balancer, HEALTH_TIMEOUT_S, "the load balancer", log_path)
         self.url = f"http://{self.spec.host}:{port}"
+        return self._balancer, self._admin_url, "the load balancer", log_path
 
     def _admin(self, method: str, path: str, body: dict | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None
