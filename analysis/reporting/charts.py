@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.reporting.figures import as_float
+from analysis.reporting.figures import as_float, format_number
 
 PHASE_COLOURS = {
     "ramp": "rgba(31, 119, 180, 0.07)",
@@ -83,7 +83,7 @@ def ramp_figure(load, slo: Mapping[str, Any]) -> go.Figure:
     latency_ms = as_float(slo.get("latency_ms"))
     if latency_ms is not None:
         figure.add_hline(y=latency_ms, row=2, col=1, line={"color": "#d62728", "dash": "dot", "width": 1.5},
-                         annotation_text=text(f"SLO p{slo.get('percentile', '')} {latency_ms:g} ms"),
+                         annotation_text=text(f"SLO p{format_number(as_float(slo.get('percentile')))} {latency_ms:g} ms"),
                          annotation_position="top left")
     _shade_phases(figure, frame, elapsed)
     figure.update_xaxes(title_text="seconds since start", row=4, col=1)

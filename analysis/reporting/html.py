@@ -394,7 +394,7 @@ def _facts_section(run: RunDirectory, findings: Mapping[str, Any]) -> str:
         ("Started", esc(format_date(manifest.get("started_utc")))),
         ("Duration", esc(format_duration(_duration(manifest)))),
         ("Target", esc(_target_words(target))),
-        ("SLO", esc(f'p{slo.get("percentile", "?")} ≤ {format_number(as_float(slo.get("latency_ms")))} ms, '
+        ("SLO", esc(f'p{format_number(as_float(slo.get("percentile")))} ≤ {format_number(as_float(slo.get("latency_ms")))} ms, '
                     f'errors ≤ {format_number(as_float(slo.get("error_budget_pct")))}%')),
         ("Load generator", esc(f'{generator.get("mode", "?")}, {generator.get("workers", 0)} workers')),
         ("Metric sources", esc(", ".join(sorted(manifest.get("sources") or {})) or "—")),
