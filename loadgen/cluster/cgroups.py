@@ -210,6 +210,16 @@ class Cgroups:
                     pass
         return group
 
+    def shared_group(self, name: str) -> TaskCgroup | None:
+        """A group without limits for the balancer and helpers, favoured by the scheduler like the
+        tasks, so they stand for infrastructure outside the machine rather than compete with it."""
+        if not self.enforced:
+            return None
+        dirs = {controller: base / name for controller, base in self._bases.items()}
+        for path in dict.fromkeys(dirs.values()):
+            path.mkdir(exist_ok=True)
+        return TaskCgroup(self.mode, dirs)
+
     def remove(self) -> bool:
         """Remove the cluster's groups (and ``scalefinder/`` itself once no cluster uses it)."""
         ok = True

@@ -261,7 +261,13 @@ class LocalCluster:
     # -- crash handling ---------------------------------------------------------------------
     def _monitor(self) -> None:
         assert self._supervisor is not None
+        balancer_reported = False
         while not self._stopping.wait(MONITOR_INTERVAL_S):
+            if not balancer_reported and self._balancer.poll() is not None:
+                balancer_reported = True
+                message = f"the load balancer exited with code {self._balancer.returncode}; no traffic reaches the tasks"
+                log.error(message)
+                self._event("warning", message=message)
             with self._lock:
                 tasks = [task for task in self._tasks.values() if task.task_id in self._in_rotation]
             for task in tasks:
@@ -341,7 +347,7 @@ class LocalCluster:
             for name in ("downstream_capacity", "downstream_ms"):
                 argv += ["--param", f"{name}={self.spec.params[name]}"]
         log_path = self._workdir / f"{role}.log"
-        self._helper = self._spawner.spawn(argv, log_path)
+        self._helper = self._spawner.spawn(argv, log_path, self._shared_procs())
         url = f"http://{self.spec.host}:{port}"
         return self._helper, url, f"the {role}", log_path
 
@@ -353,10 +359,15 @@ class LocalCluster:
         argv = [sys.executable, "-m", "loadgen.cluster.balancer", "--port", str(port),
                 "--admin-port", str(admin_port), "--policy", self.spec.balancer]
         log_path = self._workdir / "balancer.log"
-        self._balancer = self._spawner.spawn(argv, log_path)
+        self._balancer = self._spawner.spawn(argv, log_path, self._shared_procs())
         self._admin_url = f"http://{self.spec.host}:{admin_port}"
         self.url = f"http://{self.spec.host}:{port}"
         return self._balancer, self._admin_url, "the load balancer", log_path
+
+    def _shared_procs(self) -> list[Path]:
+        assert self._cgroups is not None
+        group = self._cgroups.shared_group("shared")
+        return group.procs_files if group is not None else []
 
     def _admin(self, method: str, path: str, body: dict | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None
