@@ -90,6 +90,17 @@ def test_missing_baseline_is_an_input_error(runs, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_newer_baseline_schema_is_refused(runs, tmp_path):
+    findings = json.loads((runs["baseline"] / "findings.json").read_text())
+    findings["schema_version"] = 99
+    newer = tmp_path / "findings.json"
+    newer.write_text(json.dumps(findings))
+    result = gate(runs["same"], "--baseline", newer, "--junit", tmp_path / "junit.xml")
+    assert result.exit_code == 2
+    assert "newer scalefinder" in result.output
+    assert junit_cases(tmp_path / "junit.xml")["gate"].find("error") is not None
+
+
 def test_partial_run_is_an_infrastructure_error(runs):
     result = gate(runs["partial"], "--slo-rate-rps", 10)
     assert result.exit_code == 3
