@@ -1,0 +1,57 @@
+"""The staged ramp's rates, and ``scalefinder plan`` (which sends nothing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from loadgen.plan import beyond_rates, plan_profile, ramp_rates, refine_rate, replay_rates
+from loadgen.profile import Ramp, load_profile
+from scalefinder.cli import cli
+
+DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo.toml"
+
+
+def test_additive_and_geometric_ramps_end_at_max_rps():
+    assert ramp_rates(Ramp(start_rps=5, max_rps=22, step_rps=5)) == [5, 10, 15, 20, 22]
+    assert ramp_rates(Ramp(start_rps=10, max_rps=30, step_factor=1.5)) == [10, 15, 22.5, 30]
+    assert ramp_rates(Ramp(start_rps=7, max_rps=7, step_rps=1)) == [7]
+
+
+def test_refinement_bisects_until_within_tolerance():
+    assert refine_rate(40, 50, 5) == 45
+    assert refine_rate(45, 47, 5) is None  # 2 <= 5% of 45
+    good, bad, steps = 40.0, 50.0, 0
+    while (rate := refine_rate(good, bad, 5)) is not None:
+        steps += 1
+        good, bad = (rate, bad) if rate <= 43.3 else (good, rate)  # true capacity 43.3
+    assert steps <= 3 and good <= 43.3 < bad and bad - good <= 0.05 * good
+
+
+def test_replay_reuses_earlier_rates_up_to_the_capacity():
+    assert replay_rates([5, 10, 15, 20, 25, 30, 33], 33, 4) == [5, 15, 25, 33]
+    assert replay_rates([10, 20], 20, 4) == [5, 10, 15, 20]
+    assert len(replay_rates([2.5, 5, 7.5, 10, 12.5, 15, 15.62], 15.62, 4)) == 4
+
+
+def test_beyond_climbs_past_the_capacity():
+    rates = beyond_rates(40, Ramp(start_rps=5, max_rps=100, step_rps=5, beyond_factor=2.5))
+    assert len(rates) == 5 and rates[0] > 40 and rates[-1] == 100
+    assert all(a < b for a, b in zip(rates, rates[1:]))
+
+
+def test_demo_plan_has_enough_steps_below_capacity():
+    plan = plan_profile(load_profile(DEMO))
+    ramp = [s for s in plan.steps if s.phase == "ramp"]
+    assert len(ramp) >= 8 and all(s.tasks == 2 for s in ramp)
+    assert {s.tasks for s in plan.steps if s.phase in ("replay", "beyond")} == {4}
+    assert plan.request_count == sum(s.requests for s in plan.steps)
+
+
+def test_plan_command_prints_steps_duration_peak_and_requests():
+    result = CliRunner().invoke(cli, ["plan", str(DEMO)])
+    assert result.exit_code == 0, result.output
+    for text in ("ramp", "replay", "Expected duration: at most", "Peak rate:", "Requests: at most",
+                 "local cluster (archetype cpu)"):
+        assert text in result.output

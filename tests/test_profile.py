@@ -1,0 +1,154 @@
+"""Profiles: every shipped profile loads; every mistake is one located line and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from loadgen.profile import is_loopback, load_profile
+from scalefinder.cli import cli
+from scalefinder.errors import ProfileError
+
+PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+
+GOOD = """
+name = "t"
+[target]
+kind = "local"
+archetype = "cpu"
+cpu_units = 256
+memory_mib = 256
+[target.params]
+cpu_ms = 5
+[workload]
+requests = [{ name = "work", path = "/work", weight = 2 }, { path = "/health" }]
+[slo]
+percentile = 95
+latency_ms = 250
+[ramp]
+start_rps = 5
+step_rps = 5
+max_rps = 50
+[capacity]
+controller = "local"
+tasks = 2
+[sources.local]
+interval_s = 1
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "p.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problem(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    message = str(caught.value)
+    assert message.startswith(str(path)), message
+    assert "\n" not in message
+    return message
+
+
+def test_a_good_profile_fills_in_defaults(tmp_path):
+    profile = load_profile(write(tmp_path, GOOD))
+    assert profile.name == "t" and profile.target.archetype == "cpu"
+    assert profile.target.params["cpu_ms"] == 5
+    assert [r.weight for r in profile.workload.requests] == [2, 1]
+    assert profile.workload.requests[1].name == "/health"
+    assert profile.slo.error_budget_pct == 1.0
+    assert profile.ramp.hold_s == 20 and profile.ramp.min_hold_s == 10 and profile.ramp.warmup_s == 4
+    assert profile.ramp.beyond is True  # on by default for the local cluster
+    assert profile.capacity.controller == "local" and profile.capacity.tasks == 2
+    assert profile.sources == {"local": {"interval_s": 1.0}}
+    assert profile.analysis.headroom == 0.7 and profile.analysis.availability_zones == 3
+    as_dict = profile.to_dict()
+    assert as_dict["profile_path"] == str((tmp_path / "p.toml").resolve())
+    assert as_dict["ramp"]["step_rps"] == 5
+
+
+@pytest.mark.parametrize("path", sorted(PROFILES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_profile_loads(path):
+    profile = load_profile(path)
+    assert profile.slo.latency_ms > 0
+
+
+def test_a_typo_in_a_key_names_the_close_match(tmp_path):
+    message = problem(tmp_path, GOOD.replace("step_rps = 5", "step_rsp = 5"))
+    assert "[ramp.step_rsp] unknown key (did you mean 'step_rps'?)" in message
+
+
+def test_a_wrong_type_says_what_was_expected(tmp_path):
+    message = problem(tmp_path, GOOD.replace("tasks = 2", 'tasks = "two"'))
+    assert "[capacity.tasks] expected a whole number, got 'two' (a string)" in message
+
+
+def test_a_missing_slo_is_refused(tmp_path):
+    text = GOOD.replace("[slo]\npercentile = 95\nlatency_ms = 250\n", "")
+    assert "[slo] missing the [slo] table" in problem(tmp_path, text)
+    assert "[slo.latency_ms] is required" in problem(tmp_path, GOOD.replace("latency_ms = 250", ""))
+
+
+@pytest.mark.parametrize("change, expected", [
+    (("archetype = \"cpu\"", "archetype = \"cpuu\""), "unknown archetype 'cpuu'"),
+    (("percentile = 95", "percentile = 120"), "[slo.percentile] expected a number between 0 and 100"),
+    (("max_rps = 50", "max_rps = 2"), "[ramp.max_rps] must be at least start_rps"),
+    (("step_rps = 5", "step_rps = 5\nstep_factor = 1.5"), "needs exactly one of 'step_rps'"),
+    (("[sources.local]", "[sources.loacl]"), "did you mean 'local'?"),
+    (("controller = \"local\"", "controller = \"ecs2\""), "expected one of"),
+    (("[analysis]", "[analysis]"), ""),
+])
+def test_other_mistakes_are_located(tmp_path, change, expected):
+    if not expected:
+        text = GOOD + "[analysis]\nheadroom = 0.9\n"
+        assert "[analysis.headroom] expected a number between 0.6 and 0.8" in problem(tmp_path, text)
+        return
+    assert expected in problem(tmp_path, GOOD.replace(*change))
+
+
+def test_holds_must_cover_several_datapoints(tmp_path):
+    text = GOOD.replace("interval_s = 1", "interval_s = 5").replace("max_rps = 50", "max_rps = 50\nmin_hold_s = 8")
+    assert "[ramp.min_hold_s] must be at least 19 s" in problem(tmp_path, text)
+
+
+REMOTE = GOOD.replace('kind = "local"\narchetype = "cpu"\ncpu_units = 256\nmemory_mib = 256\n[target.params]\ncpu_ms = 5',
+                      'kind = "url"\nurl = "http://127.0.0.1:9/"\n{extra}').replace(
+    'controller = "local"', 'controller = "ecs"\n[capacity.ecs]\ncluster = "c"\nservice = "s"').replace(
+    "[sources.local]\ninterval_s = 1", "[sources.local]")
+
+
+def test_a_remote_target_must_be_declared_non_production_and_allowed(tmp_path):
+    assert "must declare its environment" in problem(tmp_path, REMOTE.replace("{extra}", ""))
+    message = problem(tmp_path, REMOTE.replace("{extra}", 'environment = "production"\nallowed_hosts = ["127.0.0.1"]'))
+    assert "refuses to load-test production" in message
+    message = problem(tmp_path, REMOTE.replace("{extra}", 'environment = "staging"\nallowed_hosts = ["other"]'))
+    assert "[target.allowed_hosts] the target host '127.0.0.1' is not listed" in message
+
+
+def test_a_locustfile_is_resolved_next_to_the_profile(tmp_path):
+    (tmp_path / "lf.py").write_text("")
+    text = GOOD.replace('requests = [{ name = "work", path = "/work", weight = 2 }, { path = "/health" }]',
+                        'locustfile = "lf.py"\nuser_classes = ["Shop"]')
+    profile = load_profile(write(tmp_path, text))
+    assert profile.workload.locustfile == str((tmp_path / "lf.py").resolve())
+    assert profile.workload.user_classes == ("Shop",)
+    assert "no such file" in problem(tmp_path, text.replace("lf.py", "missing.py"))
+
+
+def test_the_cli_turns_a_bad_profile_into_one_line_and_exit_2(tmp_path):
+    path = write(tmp_path, GOOD.replace("step_rps = 5", "step_rsp = 5"))
+    for command in ("plan", "run"):
+        result = CliRunner().invoke(cli, [command, str(path)])
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert lines == [f"Error: {path}: [ramp.step_rsp] unknown key (did you mean 'step_rps'?)"]
+
+
+def test_loopback_detection():
+    assert is_loopback("http://127.0.0.1:8080") and is_loopback("http://127.9.9.9/") and is_loopback("http://localhost")
+    assert not is_loopback("https://staging.example.com") and not is_loopback("http://10.0.0.1")

@@ -1,0 +1,108 @@
+"""``scalefinder run profiles/demo.toml`` end to end, and what ``run`` refuses to do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from scalefinder.cli import cli
+from scalefinder.rundir import RunDirectory
+
+DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo.toml"
+
+
+@pytest.mark.load
+def test_demo_run_writes_a_complete_run_directory_with_both_phases(tmp_path):
+    out = tmp_path / "demo-run"
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "scalefinder.cli", "run", str(DEMO), "--out", str(out),
+                             "--no-progress"], capture_output=True, text=True, timeout=420)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert f"Run directory: {out}" in result.stdout
+    assert elapsed < 300
+
+    run = RunDirectory.open(out)
+    assert run.status == "complete" and not run.is_partial
+    manifest = run.manifest
+    phases = [p["name"] for p in manifest["phases"]]
+    assert phases[0] == "ramp" and "replay" in phases and phases[-1] == "restore"
+    assert all(p["end_utc"] for p in manifest["phases"])
+    assert {p["tasks"] for p in manifest["phases"] if p["name"] in ("replay", "beyond")} == {4}
+    assert manifest["capacity"]["original"]["tasks"] == 2
+    assert manifest["environment"]["cgroup_mode"] in ("cgroup-v1", "cgroup-v2", "unenforced")
+    assert manifest["environment"]["libraries"]["locust"]
+    assert manifest["target"]["ground_truth"]["archetype"] == "cpu"
+    assert manifest["profile"]["name"] == "demo" and manifest["generator"]["mode"] == "local"
+
+    steps = run.steps()
+    ramp = steps[steps["phase"] == "ramp"]
+    assert ramp["slo_met"].sum() >= 5, ramp[["offered_rps", "p95_ms", "slo_met"]]
+    replay = steps[steps["phase"] == "replay"]
+    assert len(replay) >= 4 and set(replay["tasks"]) == {4}
+    capacity = manifest["capacity_result"]["capacity_rps"]
+    assert capacity and replay["offered_rps"].max() == pytest.approx(capacity)
+    assert set(steps["end_reason"]) <= {"held", "steady", "slo_breach"}
+
+    load = run.load()
+    assert len(load) >= 0.8 * (steps["end_unix_s"].max() - steps["start_unix_s"].min())
+    metrics = run.metrics()
+    cpu = metrics[metrics["metric"] == "cpu_utilization"]
+    assert {"task-1", "task-2", "task-3", "task-4"} <= set(cpu["task"])
+
+    log = run.events()
+    assert [e["tasks"] for e in log if e["kind"] == "scale"] == [4, 2]
+    assert [e["tasks"] for e in log if e["kind"] == "restore"] == [2]
+    pids = [e["pid"] for e in log if e["kind"] == "task_start"]
+    assert not [pid for pid in pids if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+REMOTE = """
+name = "staging"
+[target]
+kind = "url"
+url = "http://127.0.0.1:9"
+environment = "staging"
+allowed_hosts = ["127.0.0.1"]
+[workload]
+requests = [{ path = "/work" }]
+[slo]
+percentile = 95
+latency_ms = 250
+[ramp]
+start_rps = 1
+step_rps = 1
+max_rps = 2
+[capacity]
+controller = "ecs"
+tasks = 2
+[capacity.ecs]
+cluster = "c"
+service = "s"
+[sources.cloudwatch]
+cluster = "c"
+service = "s"
+"""
+
+
+def test_a_remote_target_needs_confirmation(tmp_path):
+    profile = tmp_path / "remote.toml"
+    profile.write_text(REMOTE.replace("max_rps = 2", "max_rps = 2\nhold_s = 200\nmin_hold_s = 200"))
+    result = CliRunner().invoke(cli, ["run", str(profile), "--out", str(tmp_path / "r")], input="")
+    assert result.exit_code == 2, result.output
+    assert "refusing to send load to http://127.0.0.1:9 without confirmation; pass --yes" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_refuses_a_non_empty_out_directory(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    result = CliRunner().invoke(cli, ["run", str(DEMO), "--out", str(tmp_path / "taken")])
+    assert result.exit_code == 2 and "already exists and is not empty" in result.output
