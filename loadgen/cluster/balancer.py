@@ -22,8 +22,8 @@ import time
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
 from loadgen.cluster.process import watch_parent
+from loadgen.cluster.spec import POLICIES
 
-POLICIES = ("least_outstanding", "round_robin")
 # Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
 HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                "trailer", "transfer-encoding", "upgrade", "host", "content-length"}

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from loadgen.cluster.balancer import POLICIES
 from loadgen.cluster.process import port_in_use
+from loadgen.cluster.spec import POLICIES
 from scalefinder.errors import InputError
 
 

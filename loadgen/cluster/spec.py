@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.cluster import archetypes
-from loadgen.cluster.balancer import POLICIES
 from scalefinder.errors import InputError
 
+POLICIES = ("least_outstanding", "round_robin")  # how the balancer picks a task
 MAX_TASKS = 64
 MIN_CPU_UNITS, MAX_CPU_UNITS = 16, 16 * 1024
 MIN_MEMORY_MIB, MAX_MEMORY_MIB = 32, 64 * 1024

@@ -76,20 +76,20 @@ class Supervisor:
 
     def launch(self, task_id: str, incarnation: int, timeout_s: float) -> TaskProcess:
         """Start a task and return it once its health check answers 200."""
-        last_error: InfrastructureError | None = None
-        for _ in range(START_ATTEMPTS):
+        attempt = 1
+        while True:
             task = self._start(task_id, incarnation)
             try:
                 wait_healthy(task.url + self.spec.health_path, task.process, timeout_s,
                              f"task {task_id}", task.log_path)
                 return task
-            except InfrastructureError as exc:
-                last_error = exc
+            except InfrastructureError:
+                exited = task.process.poll() is not None
                 self.stop(task)
-                if "before it became healthy" not in str(exc):
-                    break  # alive but silent: another port will not help
-        assert last_error is not None
-        raise last_error
+                # An exit may be a port taken since it was chosen; a silent task will not improve.
+                if not exited or attempt >= START_ATTEMPTS:
+                    raise
+                attempt += 1
 
     def _start(self, task_id: str, incarnation: int) -> TaskProcess:
         port = free_port(self.spec.host)

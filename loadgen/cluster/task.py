@@ -69,7 +69,6 @@ class Gauges:
 
     def __init__(self) -> None:
         self.requests_total = 0
-        self.in_flight = 0
         self.values: dict[str, tuple[str, Callable[[], float]]] = {}
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
@@ -315,12 +314,10 @@ def task_app(archetype: str, params: dict, memory_mib: int, helper_url: str | No
     work = HANDLERS[archetype](resolved, gauges, context)
 
     async def handle_work(request: web.Request) -> web.StreamResponse:
-        gauges.in_flight += 1
         try:
             await request.read()
             return await work(request)
         finally:
-            gauges.in_flight -= 1
             gauges.requests_total += 1
 
     async def handle_metrics(request: web.Request) -> web.Response:

@@ -27,7 +27,7 @@ from typing import Any
 
 from loadgen.sources.base import MetricRow, MetricSink, MetricSource
 from scalefinder import catalog
-from scalefinder.errors import InputError, ProfileError
+from scalefinder.errors import InfrastructureError, InputError, ProfileError
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,9 @@ class LocalMetricSource(MetricSource):
                 next_at = time.monotonic() + self.interval_s
             try:
                 rows = self.sample()
+            except InfrastructureError as exc:  # the cluster is stopping or its balancer is gone
+                log.warning("local metrics skipped a sample: %s", exc)
+                continue
             except Exception:
                 log.exception("local metric sample failed")
                 continue
