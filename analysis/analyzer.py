@@ -86,11 +86,11 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
                                                                    "detail": "no valid step at the initial task count"}
     _check_steps(steps, first, second, knee, initial, gaps)
 
-    metric_data = _metric_data(run, steps)
+    crash_steps = _crash_steps(run, steps)
+    metric_data = _metric_data(run, steps, crash_steps)
     if not metric_data:
         gaps.append(("no utilization metric was recorded",
                      "check the metric sources in the profile; at least CPU and memory are needed"))
-    crash_steps = _crash_steps(run, steps)
     results = {name: _tests(data, crash_steps, knee, initial, second_tasks) for name, data in metric_data.items()}
     _adjust_demand(results)
     verdicts = {name: classify.metric_verdict(tests) for name, tests in results.items()}
@@ -206,8 +206,8 @@ def _check_steps(steps, first, second, knee, initial, gaps) -> None:
                      "enable the replay phase (ramp.replay_steps >= 4) so the rates are replayed at twice the tasks"))
 
 
-def _metric_data(run: RunDirectory, steps: pd.DataFrame) -> dict[str, MetricData]:
-    metrics = _compact(run.metrics())
+def _metric_data(run: RunDirectory, steps: pd.DataFrame, crash_steps: list[int]) -> dict[str, MetricData]:
+    metrics = run.metric_samples()
     names = [m for m in metrics["metric"].unique() if catalog.info(str(m)).role == "utilization"]
     metrics = metrics[metrics["metric"].isin(names)]
     if metrics.empty or steps.empty:
@@ -217,7 +217,7 @@ def _metric_data(run: RunDirectory, steps: pd.DataFrame) -> dict[str, MetricData
     # Verdicts rest on the service-level series, the one an autoscaler acts on; per-task samples
     # are read only for each task's peak (a task that dies at its limit).
     windows = build_windows(metrics[(metrics["task"] == "").to_numpy()], steps)
-    peaks = _peaks(metrics, steps)
+    peaks = _peaks(metrics, steps[steps["step_id"].isin(crash_steps)])
     out = {}
     service_values = windows.values
     service_kept = windows.samples
@@ -228,20 +228,6 @@ def _metric_data(run: RunDirectory, steps: pd.DataFrame) -> dict[str, MetricData
         info = catalog.info(str(name))
         out[str(name)] = MetricData(str(name), info, joined.reset_index(drop=True), kept, peaks.get(str(name), {}))
     return out
-
-
-def _compact(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Only the columns the analysis uses, names as categories: filtering tens of millions of
-    rows of Arrow-backed strings is what dominates the time otherwise."""
-    whole = metrics["metric"].notna() & metrics["unit"].notna()  # a line cut by a hard kill has no unit
-    frame = pd.DataFrame({
-        "time_unix_s": metrics["time_unix_s"].to_numpy(dtype=float),
-        "metric": metrics["metric"].astype("category"),
-        "task": metrics["task"].astype("category"),
-        "value": pd.to_numeric(metrics["value"], errors="coerce").to_numpy(dtype=float),
-    })
-    frame = frame[whole.to_numpy() & np.isfinite(frame["value"].to_numpy())]
-    return frame
 
 
 def _per_task_backlog(metrics: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
@@ -257,11 +243,12 @@ def _per_task_backlog(metrics: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFram
 
 
 def _peaks(metrics: pd.DataFrame, steps: pd.DataFrame) -> dict[str, dict[int, float]]:
-    """The highest per-task sample of each metric in each step, warm-up included: a task that
-    dies at its limit may do so in the first seconds of a hold."""
+    """The highest per-task sample of each metric with a limit in each of ``steps`` (the steps in
+    which a task crashed), warm-up included: a task that dies at its limit may do so in the
+    first seconds of a hold."""
     limited = [m for m in metrics["metric"].unique() if catalog.info(str(m)).limit is not None]
-    frame = metrics[metrics["metric"].isin(limited)]
-    if frame.empty:
+    frame = metrics[metrics["metric"].isin(limited).to_numpy()]
+    if frame.empty or steps.empty:
         return {}
     ordered = steps.sort_values("start_unix_s")
     starts = ordered["start_unix_s"].to_numpy(float)
