@@ -396,7 +396,7 @@ def _facts_section(run: RunDirectory, findings: Mapping[str, Any]) -> str:
         ("Target", esc(_target_words(target))),
         ("SLO", esc(f'p{format_number(as_float(slo.get("percentile")))} ≤ {format_number(as_float(slo.get("latency_ms")))} ms, '
                     f'errors ≤ {format_number(as_float(slo.get("error_budget_pct")))}%')),
-        ("Load generator", esc(f'{generator.get("mode", "?")}, {generator.get("workers", 0)} workers')),
+        ("Load generator", esc(_generator_words(generator))),
         ("Metric sources", esc(", ".join(sorted(manifest.get("sources") or {})) or "—")),
         ("Cgroup mode", esc(environment.get("cgroup_mode") or "—")),
         ("Host", esc(", ".join(f"{k} {v}" for k, v in host.items()) or "—")),
@@ -411,6 +411,12 @@ def _facts_section(run: RunDirectory, findings: Mapping[str, Any]) -> str:
 
 def _duration(manifest: Mapping[str, Any]) -> float | None:
     return duration_between(manifest.get("started_utc"), manifest.get("finished_utc"))
+
+
+def _generator_words(generator: Mapping[str, Any]) -> str:
+    if generator.get("mode") == "distributed":
+        return f'distributed over {generator.get("workers", "?")} workers'
+    return f'{generator.get("mode", "?")}, one process'
 
 
 def _target_words(target: Mapping[str, Any]) -> str:
