@@ -16,12 +16,19 @@ from loadgen.aws.options import aws_options
 from loadgen.capacity import CONTROLLER_KINDS
 from loadgen.context import RunContext
 from scalefinder.errors import InputError, RunDirectoryError
-from scalefinder.rundir import RunDirectory, append_event
+from scalefinder.rundir import STATUS_RUNNING, RunDirectory, append_event
 
 
-def restore_run(run_dir: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Restore the capacity recorded in ``run_dir``; return what was restored."""
+def restore_run(run_dir: str, options: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:
+    """Restore the capacity recorded in ``run_dir``; return what was restored.
+
+    A run that finished restored itself, and the service may have been changed on purpose
+    since; putting the old state back then takes ``force``.
+    """
     run = RunDirectory.open(run_dir)
+    if run.status != STATUS_RUNNING and not force:
+        raise InputError(f"{run.path} finished (status {run.status}) and restored its capacity itself; "
+                         f"pass --force to put the recorded original state back anyway")
     capacity = run.manifest.get("capacity") or {}
     kind, original = capacity.get("controller"), capacity.get("original")
     if not kind or original is None:
@@ -51,12 +58,14 @@ def _controller_config(manifest: dict[str, Any], kind: str) -> dict[str, Any]:
 @click.command("restore")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @aws_options
-def restore_command(run_dir: str, aws_region: str | None, aws_profile: str | None) -> None:
+@click.option("--force", is_flag=True, help="Restore even though the run finished and restored itself.")
+def restore_command(run_dir: str, aws_region: str | None, aws_profile: str | None, force: bool) -> None:
     """Restore the task count and scaling settings recorded in RUN_DIR.
 
     Use it when a run was killed before it could clean up (its manifest still says "running").
+    An ECS run is restored in the region it recorded unless --region is given.
     """
-    restored = restore_run(run_dir, {"aws_region": aws_region, "aws_profile": aws_profile})
+    restored = restore_run(run_dir, {"aws_region": aws_region, "aws_profile": aws_profile}, force=force)
     click.echo(f"Restored the {restored['controller']} capacity recorded in {run_dir}: "
                f"{_summary(restored['original'])}")
 

@@ -129,8 +129,8 @@ def test_unhealthy_targets_time_out_with_one_clear_error_then_restore(aws):
     assert _normalised(service_state()) == found
 
 
-class _Terminated(Exception):
-    pass
+class _Terminated(BaseException):
+    """Like the experiment's stop signal: a BaseException, so no library's `except Exception` eats it."""
 
 
 def _raise_terminated(signum, frame):
@@ -228,6 +228,22 @@ def test_restore_command_undoes_a_hard_killed_run(aws, tmp_path):
     assert _normalised(service_state()) == found
     events = RunDirectory.open(run_dir).events()
     assert events[-1]["kind"] == "restore" and events[-1]["controller"] == "ecs"
+
+
+def test_restore_refuses_a_finished_run_without_force(aws, tmp_path):
+    seed_world(desired=2)
+    from scalefinder.rundir import RunWriter
+
+    config = ecs.validate_config({"cluster": CLUSTER, "service": SERVICE}, "capacity.ecs")
+    original = {"cluster": CLUSTER, "service": SERVICE, "region": "eu-west-1", "tasks": 3, "scalable_target": None}
+    RunWriter.create(tmp_path / "run", {"profile": {"capacity": {"controller": "ecs", "config": config}},
+                                        "capacity": {"controller": "ecs", "original": original}}).finish("complete")
+    refused = CliRunner().invoke(cli, ["restore", str(tmp_path / "run")])
+    assert refused.exit_code == 2 and "--force" in refused.output
+    assert service_state()["desired"] == 2
+    forced = CliRunner().invoke(cli, ["restore", "--force", str(tmp_path / "run")])
+    assert forced.exit_code == 0, forced.output
+    assert service_state()["desired"] == 3
 
 
 def test_restore_of_a_missing_service_exits_3_with_one_line(aws, tmp_path):
