@@ -118,7 +118,8 @@ class Cgroups:
     @classmethod
     def create(cls, cluster_name: str) -> "Cgroups":
         if os.environ.get(DISABLE_VARIABLE, "").lower() in ("off", "0", "no"):
-            return cls(cluster_name, MODE_UNENFORCED, f"cgroups disabled by {DISABLE_VARIABLE}=off. " + UNENFORCED_NOTE, {})
+            detail = f"cgroups disabled by {DISABLE_VARIABLE}=off. {UNENFORCED_NOTE}"
+            return cls(cluster_name, MODE_UNENFORCED, detail, {})
         mounts = _mounts()
         failures: list[str] = []
         v2 = mounts.get("unified")

@@ -265,7 +265,8 @@ class LocalCluster:
         while not self._stopping.wait(MONITOR_INTERVAL_S):
             if not balancer_reported and self._balancer.poll() is not None:
                 balancer_reported = True
-                message = f"the load balancer exited with code {self._balancer.returncode}; no traffic reaches the tasks"
+                message = (f"the load balancer exited with code {self._balancer.returncode}; "
+                           "no traffic reaches the tasks")
                 log.error(message)
                 self._event("warning", message=message)
             with self._lock:

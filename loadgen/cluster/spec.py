@@ -90,12 +90,15 @@ def _check_command(command: Any, params: dict[str, Any]) -> dict[str, Any]:
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(command) if name is not None}
     except ValueError as exc:
-        raise InputError(f"command {command!r} is not a valid template ({exc}); write literal braces as {{{{ }}}}") from None
+        raise InputError(
+            f"command {command!r} is not a valid template ({exc}); write literal braces as {{{{ }}}}"
+        ) from None
     if "port" not in fields:
         raise InputError(f"command must contain {{port}} where the task's port goes, got {command!r}")
     missing = sorted(fields - {"port", "host"} - set(params))
     if missing:
-        raise InputError(f"command uses {', '.join('{' + m + '}' for m in missing)} but no such parameter was given")
+        names = ", ".join("{" + name + "}" for name in missing)
+        raise InputError(f"command uses {names} but no such parameter was given")
     try:
         argv = shlex.split(command.format(port=1, host="127.0.0.1", **{k: str(v) for k, v in params.items()}))
     except (ValueError, IndexError, KeyError) as exc:
