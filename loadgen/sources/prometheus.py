@@ -275,6 +275,7 @@ class PrometheusSource(MetricSource):
         self.timeout_s = float(config["timeout_s"])
         self.queries = queries_for(config)
         self.exporter = exporter
+        self.exporter_url = exporter.url if exporter is not None else None
         self._headers = dict(headers or {})
         self.api_calls = 0
         self.points = 0
@@ -322,7 +323,7 @@ class PrometheusSource(MetricSource):
             "kind": self.name, "url": self.url, "step_s": self.step_s, "settle_s": self.settle_s,
             "rate_window": self.config["rate_window"], "task_label": self.config["task_label"],
             "auth": auth, "queries": {q.metric: q.promql for q in self.queries},
-            "exporter": self.exporter.url if self.exporter is not None else None,
+            "exporter": self.exporter_url,
             "api_calls": self.api_calls, "rows": self.points,
         }
 

@@ -1,0 +1,109 @@
+"""A full ``scalefinder run`` + ``analyze`` through a real Prometheus server gives the local answer.
+
+One run measures the same load with both sources (so no run-to-run noise blurs the comparison);
+its run directory is then split in two, each keeping one source's metric rows, and each half is
+analysed on its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadgen.cluster.process import free_port
+from tests.prometheus_server import PrometheusServer
+
+PROFILE = """
+name = "prometheus-run"
+[target]
+kind = "local"
+archetype = "cpu"
+cpu_units = 256
+memory_mib = 256
+[target.params]
+cpu_ms = 10
+[workload]
+requests = [{{ name = "work", path = "/work" }}]
+max_in_flight = 100
+timeout_s = 5
+[slo]
+percentile = 95
+latency_ms = 250
+[ramp]
+start_rps = 3
+step_factor = 1.6
+hold_s = 5
+min_hold_s = 4
+warmup_s = 1
+max_rps = 60
+max_duration_s = 200
+refine = false
+replay_steps = 4
+beyond = false
+[capacity]
+controller = "local"
+tasks = 1
+[sources.local]
+interval_s = 1
+[sources.prometheus]
+url = "{url}"
+exporter_port = {exporter_port}
+selector = 'job="scalefinder-exporter"'
+step_s = 1
+rate_window = "3s"
+settle_s = 2
+"""
+
+
+def scalefinder(*args: str, timeout_s: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scalefinder.cli", *args], capture_output=True, text=True,
+                          timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def keep_source(run: Path, source: str, destination: Path) -> Path:
+    shutil.copytree(run, destination)
+    with (run / "metrics.csv").open(newline="") as original:
+        reader = csv.DictReader(original)
+        rows = [row for row in reader if row["source"] == source]
+        fields = reader.fieldnames
+    with (destination / "metrics.csv").open("w", newline="") as kept:
+        writer = csv.DictWriter(kept, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    assert rows, f"the run has no {source} rows"
+    return destination
+
+
+@pytest.mark.prometheus
+@pytest.mark.load
+def test_run_and_analysis_through_prometheus_match_the_local_source(tmp_path):
+    exporter_port = free_port()
+    with PrometheusServer(tmp_path, exporter_port) as server:
+        profile = tmp_path / "profile.toml"
+        profile.write_text(PROFILE.format(url=server.url, exporter_port=exporter_port))
+        run = tmp_path / "run"
+        result = scalefinder("run", str(profile), "--out", str(run), "--no-progress", timeout_s=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    described = manifest["sources"]["prometheus"]
+    assert described["rows"] > 0 and described["exporter"] == f"http://127.0.0.1:{exporter_port}"
+    assert not [w for w in manifest["warnings"] if "prometheus" in w]
+
+    findings = {}
+    for source in ("local", "prometheus"):
+        half = keep_source(run, source, tmp_path / source)
+        analysed = scalefinder("analyze", str(half), timeout_s=120)
+        assert analysed.returncode == 0, analysed.stdout + analysed.stderr
+        findings[source] = json.loads((half / "findings.json").read_text())
+    local, prometheus = findings["local"]["recommendation"], findings["prometheus"]["recommendation"]
+    assert prometheus["metric"] == local["metric"] == "cpu_utilization"
+    assert findings["prometheus"]["verdict"] == findings["local"]["verdict"]
+    assert findings["prometheus"]["bottleneck"]["metric"] == findings["local"]["bottleneck"]["metric"]
+    assert abs(prometheus["aws_target_value"] - local["aws_target_value"]) <= 0.05 * local["aws_target_value"]
