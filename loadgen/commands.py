@@ -81,8 +81,11 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
                          master_bind_host=master_bind_host, master_port=master_port)
     with ProgressDisplay(enabled=not no_progress and sys.stderr.isatty()) as display:
         result = run_experiment(loaded, options, on_progress=display.update)
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if result.capacity_rps is not None:
-        click.echo(f"Capacity at {loaded.capacity.tasks} tasks: {result.capacity_rps:g} req/s "
+        tasks = loaded.capacity.tasks
+        click.echo(f"Capacity at {tasks} task{'s' if tasks != 1 else ''}: {result.capacity_rps:g} req/s "
                    f"(p{loaded.slo.percentile:g} <= {loaded.slo.latency_ms:g} ms)")
     invalid = sum(1 for step in result.steps if not step["valid"])
     if invalid:

@@ -93,6 +93,7 @@ class RunResult:
     reason: str | None
     capacity_rps: float | None
     steps: tuple[dict[str, Any], ...]
+    warnings: tuple[str, ...]
 
 
 class _Stopped(BaseException):
@@ -190,7 +191,8 @@ class Experiment:
             raise error
         if error is not None:
             raise InfrastructureError(f"the run failed ({reason}); the partial run is in {self._path_text()}")
-        return RunResult(self.writer.path, status, reason, self.capacity_rps, tuple(self.steps))
+        return RunResult(self.writer.path, status, reason, self.capacity_rps, tuple(self.steps),
+                         tuple(self.writer.manifest.get("warnings", [])))
 
     @contextlib.contextmanager
     def _signals_stop_the_run(self) -> Iterator[None]:

@@ -46,6 +46,7 @@ def describe(progress: Any) -> str:
     latency = "-" if progress.p95_ms is None else f"{progress.p95_ms:.0f} ms"
     left = max(progress.max_duration_s - progress.elapsed_s, 0.0)
     capacity = "" if progress.capacity_rps is None else f" | capacity {progress.capacity_rps:g} req/s"
-    return (f"{progress.phase} step {progress.step_id} | {progress.tasks} tasks | offered "
-            f"{progress.offered_rps:g} req/s, achieved {progress.achieved_rps:.0f} | p95 {latency} (SLO {slo}) "
-            f"| errors {progress.errors} | {progress.elapsed_s:.0f} s elapsed, at most {left:.0f} s left{capacity}")
+    return (f"{progress.phase} step {progress.step_id} | {progress.tasks} tasks | {progress.elapsed_s:.0f} s elapsed, "
+            f"at most {left:.0f} s left{capacity}\n"
+            f"  offered {progress.offered_rps:g} req/s, achieved {progress.achieved_rps:.0f} | p95 {latency} "
+            f"(SLO {slo}) | errors {progress.errors}")
