@@ -212,13 +212,13 @@ class LocalCluster:
             for task in tasks:
                 self._supervisor.stop(task)
             raise InfrastructureError(errors[0])
+        with self._lock:  # from here on stop() knows them, even before they take traffic
+            self._tasks.update((task.task_id, task) for task in tasks)
         return tasks
 
     def _admit(self, tasks: list[TaskProcess]) -> None:
         """Put healthy tasks in rotation."""
         for task in tasks:
-            with self._lock:
-                self._tasks[task.task_id] = task
             self._register(task)
             self._event("task_start", task=task.task_id, pid=task.process.pid, port=task.port)
 
