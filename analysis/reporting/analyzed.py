@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from scalefinder.errors import InputError
 from scalefinder.rundir import RunDirectory
 
+from analysis.findings import load_findings
 from analysis.reporting.figures import RunFigures, extract_figures
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,6 @@ def open_analyzed_run(path: str | Path, *, require_complete: bool = False) -> An
 
 
 def read_findings(path: Path) -> Mapping[str, Any]:
-    from analysis.findings import load_findings
-
     return load_findings(path)
 
 

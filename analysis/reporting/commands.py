@@ -45,7 +45,7 @@ def report_command(run_dir: Path) -> None:
 
 @click.command("gate")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--baseline", type=click.Path(path_type=Path), help="findings.json or run directory to compare with.")
+@click.option("--baseline", type=click.Path(path_type=Path), help="A findings.json or run directory to compare with.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="JUnit XML to write [RUN_DIR/junit.xml].")
 @click.option("--slo-rate-rps", type=float, help="Rate (req/s) at which the SLO must have been met.")
 @click.option("--capacity-tolerance-pct", type=float, help="Allowed drop of capacity per task vs the baseline [10].")
