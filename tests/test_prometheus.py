@@ -130,11 +130,11 @@ def test_prometheus_agrees_with_the_local_source(scraped):
     local.start(collector)
     try:
         started = time.time()
-        with ConstantLoad(cluster.url, rate_rps=24, duration_s=15):
-            time.sleep(15)
+        with ConstantLoad(cluster.url, rate_rps=24, duration_s=12):
+            time.sleep(12)
     finally:
         local.stop()
-    window = (started + 6, started + 14)
+    window = (started + 5, started + 11)
     source = build(config(server.url), SimpleNamespace(cluster=None))
     rows = source.fetch(*window)
     assert source.settle_s == 2 and {row["source"] for row in rows} == {"prometheus"}
@@ -145,14 +145,12 @@ def test_prometheus_agrees_with_the_local_source(scraped):
         assert values, f"no {metric} rows for task {task!r}"
         return statistics.fmean(values)
 
-    for metric in (catalog.CPU_UTILIZATION, catalog.MEMORY_UTILIZATION):
-        measured, expected = mean(rows, metric), mean(collector.rows, metric)
-        assert abs(measured - expected) <= 0.05 * expected, (metric, measured, expected)
-        for task in cluster.running_tasks():
-            assert mean(rows, metric, task) > 0
+    for metric in (catalog.CPU_UTILIZATION, catalog.MEMORY_UTILIZATION, "network_rx_bytes_per_s"):
+        for task in ["", *cluster.running_tasks()]:
+            measured, expected = mean(rows, metric, task), mean(collector.rows, metric, task)
+            assert abs(measured - expected) <= 0.05 * expected, (metric, task, measured, expected)
     assert 20 < mean(collector.rows, catalog.CPU_UTILIZATION) < 95  # the load was really measured
-    assert mean(rows, catalog.RUNNING_TASK_COUNT) == 2
-    assert mean(rows, "network_rx_bytes_per_s") > 0 and mean(rows, "memory_used_mib") > 0
+    assert mean(rows, catalog.RUNNING_TASK_COUNT) == 2 and mean(rows, "memory_used_mib") > 0
     assert source.describe()["api_calls"] == 2 * len(prometheus.TEMPLATES)  # the check, then one range each
 
 
