@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from loadgen.aws.options import aws_options
 from loadgen.engine.protocol import DEFAULT_MASTER_PORT
 from loadgen.plan import plan_profile
 from loadgen.profile import is_loopback, load_profile
@@ -62,8 +63,10 @@ def plan_command(profile: Path) -> None:
               help="Address the Locust master listens on for workers.")
 @click.option("--master-port", type=click.IntRange(1, 65535), default=DEFAULT_MASTER_PORT, show_default=True)
 @click.option("--no-progress", is_flag=True, help="No live display (progress goes to the log).")
+@aws_options
 def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect_workers: int,
-                master_bind_host: str, master_port: int, no_progress: bool) -> None:
+                master_bind_host: str, master_port: int, no_progress: bool, aws_region: str | None,
+                aws_profile: str | None) -> None:
     """Run PROFILE's staged-ramp experiment and write a run directory.
 
     Ctrl-C or SIGTERM stops the load, restores the original task count and keeps the partial
@@ -78,7 +81,8 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
     if not loaded.target.is_local:
         _confirm_remote(loaded, yes)
     options = RunOptions(out=out, workers=workers, expect_workers=expect_workers,
-                         master_bind_host=master_bind_host, master_port=master_port)
+                         master_bind_host=master_bind_host, master_port=master_port,
+                         context_options={"aws_region": aws_region, "aws_profile": aws_profile})
     with ProgressDisplay(enabled=not no_progress and sys.stderr.isatty()) as display:
         result = run_experiment(loaded, options, on_progress=display.update)
     for warning in result.warnings:

@@ -314,9 +314,6 @@ class Experiment:
                                         "lower ramp.start_rps")
                 return
             self.capacity_rps = self._refine(n, max(good), first_bad, good)
-            if first_bad is None:
-                self.writer.add_warning(f"the SLO held up to max_rps ({self.profile.ramp.max_rps:g} req/s); "
-                                        "capacity is at least that: raise ramp.max_rps to find it")
             self.writer.update_manifest(capacity_result={"capacity_rps": self.capacity_rps})
             self._scale(controller, 2 * n)
             self._replay(2 * n, good)
@@ -326,21 +323,25 @@ class Experiment:
             self.writer.add_warning(str(exc))
 
     def _ramp(self, tasks: int) -> tuple[list[float], float | None]:
+        """The rates that met the SLO and the first that did not (None if the ramp never broke)."""
         self._begin_phase("ramp", tasks)
         good: list[float] = []
         for rate in plan.ramp_rates(self.profile.ramp):
             crashes_before = self._crashes
             row = self._step("ramp", tasks, rate)
             if self._crashes > crashes_before:
-                self._event("warning", message=f"tasks crashed at {rate:g} req/s: the ramp stops there")
+                self.writer.add_warning(f"tasks crashed at {rate:g} req/s: the ramp stopped there")
                 return good, rate
             if not row["valid"]:
                 self.writer.add_warning(f"step {row['step_id']} at {rate:g} req/s is invalid "
-                                        f"({row['invalid_reason']}); the ramp stops there")
+                                        f"({row['invalid_reason']}); the ramp stopped there, so the capacity "
+                                        "found is only a lower bound")
                 return good, None
             if not row["slo_met"]:
                 return good, rate
             good.append(rate)
+        self.writer.add_warning(f"the SLO held up to max_rps ({self.profile.ramp.max_rps:g} req/s); the capacity "
+                                "is at least that: raise ramp.max_rps to find it")
         return good, None
 
     def _refine(self, tasks: int, good_rps: float, bad_rps: float | None, good: list[float]) -> float:
@@ -396,20 +397,21 @@ class Experiment:
         self.recorder.begin_step(StepInfo(step_id, phase, tasks, rate_rps))
         self._event("step_start", step_id=step_id, phase=phase, tasks=tasks, offered_rps=rate_rps)
         start = time.time()
+        end: float | None = None  # set when the hold is over; a stop before that ends the step now
         self.engine.set_rate(step_id, rate_rps)
         try:
             end_reason = self._hold(step_id, start)
+            end = time.time()
+            self.engine.pause()
+            self._wait_drained(step_id)
         except _Aborted:
-            self._record_step(step_id, start, time.time(), "abort")
+            self._record_step(step_id, start, end or time.time(), "abort")
             raise
         except _Stopped:
-            end = time.time()
+            end = end or time.time()
             self._stop_load()
             self._record_step(step_id, start, end, "interrupted")
             raise
-        end = time.time()
-        self.engine.pause()
-        self._wait_drained(step_id)
         return self._record_step(step_id, start, end, end_reason)
 
     def _record_step(self, step_id: int, start: float, end: float, end_reason: str) -> dict[str, Any]:

@@ -208,6 +208,7 @@ def run_worker(master_host: str, master_port: int, parent_pid: int | None) -> No
         gevent.spawn(_exit_with_parent, runner, parent_pid)
     runner.greenlet.join()
     if "generator" in state:
+        state["generator"].emit = lambda message: None  # the master is gone; nobody is listening
         state["generator"].close()
 
 

@@ -128,10 +128,10 @@ class Generator:
     def _run_arrival(self, step_id: int, due: float, delay_s: float) -> None:
         me = gevent.getcurrent()
         error: str | None = None
-        cls = self.pool.pick_class()
-        user = self.pool.acquire(cls)
+        user = None
         try:
             with gevent.Timeout(self.task_timeout_s):
+                user = self.pool.acquire(self.pool.pick_class())
                 one_task(user)()
         except gevent.Timeout:
             error = "timeout"
@@ -144,8 +144,8 @@ class Generator:
         finally:
             latency_ms = (time.time() - due) * 1000.0
             error = self._errors.pop(me, None) or error
-            if error != "aborted":
-                self.pool.release(user)
+            if user is not None and error is None:
+                self.pool.release(user)  # a user whose task failed may hold a broken connection
             self._done.append([step_id, round(due, 6), round(delay_s * 1000.0, 3), round(latency_ms, 3), error])
             del self._in_flight[me]
             self._in_flight_by_step[step_id] -= 1
