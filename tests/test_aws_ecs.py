@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -275,3 +276,18 @@ def test_region_and_profile_follow_the_aws_cli(aws, monkeypatch, tmp_path):
         AwsClients(profile="nosuch")
     with pytest.raises(InputError, match="no AWS region"):
         AwsClients()
+
+
+def test_credentials_never_reach_the_logs_even_at_debug_level(aws, monkeypatch, caplog):
+    secrets = {"AWS_ACCESS_KEY_ID": "AKIASFTESTKEYID0001", "AWS_SECRET_ACCESS_KEY": "sfSecretValue/0001+x",
+               "AWS_SESSION_TOKEN": "sfSessionToken0001"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    seed_world()
+    caplog.set_level(logging.DEBUG)
+    controller = _controller()
+    controller.snapshot()
+    text = caplog.text
+    assert "CanonicalRequest" in text and "Sending http request" in text  # the debug logs were there
+    for value in secrets.values():
+        assert value not in text

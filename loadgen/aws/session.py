@@ -9,6 +9,8 @@ itself. Nothing here logs or stores a credential.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +83,41 @@ class ApiUsage:
         }
 
 
+class CredentialRedactor(logging.Filter):
+    """Blanks credentials out of the AWS SDK's debug logs (signed requests, headers, STS answers).
+
+    Only the command line decides where logs go and at which level, but at debug level botocore
+    would write access key ids, session tokens and assumed-role secrets into them.
+    """
+
+    PATTERNS = [
+        (re.compile(r"(Credential=)[^/\s,]+"), r"\1<redacted>"),
+        (re.compile(r"(x-amz-security-token['\"]?\s*[:=]\s*b?['\"]?)[^'\"\s,}]+", re.I), r"\1<redacted>"),
+        (re.compile(r"(<(SecretAccessKey|SessionToken|AccessKeyId)>)[^<]*", re.I), r"\1<redacted>"),
+        (re.compile(r"((SecretAccessKey|SessionToken|AccessKeyId|aws_secret_access_key|aws_session_token|"
+                    r"aws_access_key_id)['\"]?\s*[:=]\s*b?['\"]?)[^'\"\s,}]+", re.I), r"\1<redacted>"),
+    ]
+    SDK_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = message
+        for pattern, replacement in self.PATTERNS:
+            redacted = pattern.sub(replacement, redacted)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+    @classmethod
+    def guard_sdk_loggers(cls) -> None:
+        """Attach the filter to every SDK logger that exists now (they are created as modules load)."""
+        for name in list(logging.Logger.manager.loggerDict):
+            if name.split(".")[0] in cls.SDK_LOGGERS:
+                logger = logging.getLogger(name)
+                if not any(isinstance(f, cls) for f in logger.filters):
+                    logger.addFilter(cls())
+
+
 class AwsClients:
     """One boto3 session and its clients, with retries set to adaptive and usage counted."""
 
@@ -105,6 +142,7 @@ class AwsClients:
             events.register("after-call-error.*.*", self._after_call_error)
             events.register("response-received.*.*", self._response_received)
             self._clients[service] = client
+            CredentialRedactor.guard_sdk_loggers()
         return self._clients[service]
 
     def _after_call(self, model: Any, **_: Any) -> None:
