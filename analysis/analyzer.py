@@ -80,7 +80,7 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
     first = steps[(steps["tasks"] == initial) & steps["valid"]]
     second_tasks = _second_tasks(steps, initial)
     second = steps[(steps["tasks"] == second_tasks) & steps["valid"]] if second_tasks else steps.iloc[0:0]
-    knee = knees.find_knee(first, initial) if len(first) else None
+    knee = _knee(steps, first, initial, warnings)
     knee2 = knees.find_knee(second, second_tasks) if len(second) else None
     doubling = knees.doubling(knee, knee2, second) if knee else {"tested": False, "verdict": "inconclusive",
                                                                    "detail": "no valid step at the initial task count"}
@@ -180,6 +180,27 @@ def _second_tasks(steps: pd.DataFrame, initial: int) -> int | None:
     return int(others.mode().iloc[0]) if len(others) else None
 
 
+def _knee(steps: pd.DataFrame, first: pd.DataFrame, initial: int, warnings: list[str]):
+    """The knee among valid steps; failing that, an invalid step that broke the SLO above the
+    last good rate is taken as the breach, so the capacity is a lower bound and says so."""
+    knee = knees.find_knee(first, initial) if len(first) else None
+    if knee is None or knee.breached or knee.last_good_rps is None:
+        return knee
+    above = steps[(steps["tasks"] == initial) & ~steps["valid"] & ~steps["slo_ok"]
+                  & (steps["offered_rps"] > knee.last_good_rps)]
+    if above.empty:
+        return knee
+    breach = above.sort_values("offered_rps").iloc[[0]]
+    warnings.append(f"the step at {float(breach['offered_rps'].iloc[0]):g} req/s broke the SLO but is invalid "
+                    f"({_first_reason(breach)}); it is taken as the breach, so the capacity is a lower bound")
+    return knees.find_knee(pd.concat([first, breach]), initial)
+
+
+def _first_reason(steps: pd.DataFrame) -> str:
+    reasons = steps["invalid_reason"].dropna()
+    return str(reasons.iloc[0]) if len(reasons) else "no reason recorded"
+
+
 def _check_steps(steps, first, second, knee, initial, gaps) -> None:
     if steps.empty:
         gaps.append(("no step finished in this run", "run the experiment to the end of at least the ramp phase"))
@@ -187,9 +208,8 @@ def _check_steps(steps, first, second, knee, initial, gaps) -> None:
     invalid = steps[~steps["valid"]]
     if knee is None or not knee.breached:
         if len(invalid) and (knee is None or invalid["offered_rps"].min() <= steps["offered_rps"].max()):
-            reason = str(invalid["invalid_reason"].dropna().iloc[0]) if invalid["invalid_reason"].notna().any() else ""
             gaps.append((f"the load generator limited the run before the service saturated ({len(invalid)} invalid "
-                         f"steps{': ' + reason if reason else ''})",
+                         f"steps: {_first_reason(invalid)})",
                          "give the load generator more CPU: run with --workers N or from a larger machine"))
         else:
             gaps.append(("the SLO was never broken, so the capacity is unknown",
@@ -198,9 +218,13 @@ def _check_steps(steps, first, second, knee, initial, gaps) -> None:
     if knee is not None and knee.last_good_rps is not None:
         good = good[good["offered_rps"] <= knee.last_good_rps]
     if len(good) < props.MIN_DEMAND_STEPS:
-        gaps.append((f"only {len(good)} valid steps below saturation at {initial} tasks; "
-                     f"{props.MIN_DEMAND_STEPS} are needed for an exact rank test",
-                     "use a smaller ramp.step_rps (or a lower start_rps) so at least 6 steps fall below capacity"))
+        ceiling = knee.slo_breach_rps if knee is not None and knee.slo_breach_rps else float("inf")
+        lost = invalid[(invalid["tasks"] == initial) & (invalid["offered_rps"] < ceiling)]
+        why = f"; {len(lost)} more were invalid ({_first_reason(lost)})" if len(lost) else ""
+        fix = ("give the load generator more CPU (--workers N, a larger machine) and " if len(lost) else "") + \
+            "use a smaller ramp.step_rps (or a lower start_rps) so at least 6 steps fall below capacity"
+        gaps.append((f"only {len(good)} valid steps below saturation at {initial} tasks{why}; "
+                     f"{props.MIN_DEMAND_STEPS} are needed for an exact rank test", fix))
     if second.empty:
         gaps.append((f"only one task count ({initial}) was run, so proportionality to capacity cannot be tested",
                      "enable the replay phase (ramp.replay_steps >= 4) so the rates are replayed at twice the tasks"))

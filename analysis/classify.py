@@ -123,10 +123,12 @@ def _exhausted(metric_data, results, candidates, knee) -> list[tuple[str, float,
             continue
         if sat.verdict != PASS:
             continue
-        level = sat.extra.get("plateau_value") or sat.extra.get("peak") or 0.0
-        if sat.extra.get("kind") == "plateau" and level < HIGH_LEVEL * info.limit:
+        plateau = sat.extra.get("kind") == "plateau"
+        level = (sat.extra.get("plateau_value") if plateau else sat.extra.get("peak")) or 0.0
+        if plateau and level < HIGH_LEVEL * info.limit:
             continue
-        rate = sat.extra.get("breakpoint_rps") or knee_rate
+        rate = sat.extra.get("breakpoint_rps") if plateau else sat.extra.get("limit_reached_rps")
+        rate = rate or knee_rate
         if rate is None:
             continue
         how = (f"flattened at {level:.3g} of {info.limit:g}" if sat.extra.get("kind") == "plateau"

@@ -172,7 +172,9 @@ def saturation(rate_rps: Sequence[float], values: Sequence[float], *, limit: flo
     if fit is None:
         if at_limit:
             return TestResult("saturation", method, inputs, None, None, None, threshold, PASS,
-                              f"reaches {peak:.1f} of a limit of {limit:g}", {"kind": "at_limit", "peak": peak})
+                              f"reaches {peak:.1f} of a limit of {limit:g}",
+                              {"kind": "at_limit", "peak": peak,
+                               "limit_reached_rps": _r(float(x[np.argmax(y >= AT_LIMIT * limit)]))})
         return TestResult("saturation", method, inputs, None, None, None, threshold, INCONCLUSIVE,
                           "too few steps on either side of a breakpoint to fit a hinge", {"peak": peak})
     pre, post, post_se, dof, c, interval = fit
@@ -191,6 +193,7 @@ def saturation(rate_rps: Sequence[float], values: Sequence[float], *, limit: flo
         verdict = PASS
     elif at_limit:
         extra["kind"] = "at_limit"
+        extra["limit_reached_rps"] = _r(float(x[np.argmax(y >= AT_LIMIT * limit)]))
         detail = f"reaches {peak:.1f}, at least {AT_LIMIT:.0%} of its limit {limit:g}"
         verdict = PASS
     else:

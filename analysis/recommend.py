@@ -66,6 +66,7 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
     ceiling = min(v for v in (good_value, saturation_value / TRACKING_TOLERANCE if saturation_value else None)
                   if v is not None) if (good_value or saturation_value) else None
     capped = ceiling is not None and point > ceiling
+    fitted = {"target": round(point, 3), "interval": [round(low, 3), round(high, 3)]}
     if ceiling is not None:
         point, low, high = min(point, ceiling), min(low, ceiling), min(high, ceiling)
     baseline = tests["proportionality"].extra.get("baseline") or float(np.min(below["value"]))
@@ -83,6 +84,7 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
         "saturation_value": round(saturation_value, digits) if saturation_value else None,
         "value_at_capacity": round(good_value, digits) if good_value is not None else None,
         "capped": capped,
+        "fitted": fitted,  # the line's own value and interval, before the caps
         "method": (f"fitted line of {_lower(label(metric))} against rate per task over {len(below)} steps below "
                    f"saturation, at {options.headroom:g} x {capacity_per_task:.3g} req/s per task; 95% interval "
                    f"of the fitted mean; kept below the value at capacity and below saturation / {TRACKING_TOLERANCE}"),
@@ -107,7 +109,8 @@ def _saturation_value(data, tests) -> float | None:
     if crash.verdict == PASS and data.info.limit:
         return float(data.info.limit)
     if sat.verdict == PASS:
-        return float(sat.extra.get("plateau_value") or sat.extra.get("peak") or 0.0) or None
+        key = "plateau_value" if sat.extra.get("kind") == "plateau" else "peak"
+        return float(sat.extra.get(key) or 0.0) or None
     return float(data.info.limit) if data.info.limit else None
 
 
