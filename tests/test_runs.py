@@ -26,8 +26,9 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     root = tmp_path_factory.mktemp("reports")
-    older = write_synthetic_run(root / "ci" / "older", "cpu", metrics=METRICS, seed=5)
-    newer = write_synthetic_run(root / "ci" / "newer", "cpu", metrics=METRICS, seed=6,
+    # Short holds: the index needs capacities, not a confident choice of metric.
+    older = write_synthetic_run(root / "ci" / "older", "cpu", metrics=METRICS, seed=5, hold_s=12, warmup_s=3)
+    newer = write_synthetic_run(root / "ci" / "newer", "cpu", metrics=METRICS, seed=6, hold_s=12, warmup_s=3,
                                 capacity_per_task_rps=20.0, start_unix_s=DEFAULT_START_UNIX_S + DAY_S)
     for run in (older, newer):
         manifest = json.loads((run / "manifest.json").read_text())
@@ -36,7 +37,7 @@ def reports(tmp_path_factory):
     assert invoke("analyze", older).exit_code == 0
     assert invoke("report", newer).exit_code == 0
     assert invoke("gate", newer, "--baseline", older).exit_code == 1
-    write_synthetic_run(root / "killed", "cpu", metrics=METRICS, seed=7, partial=True,
+    write_synthetic_run(root / "killed", "cpu", metrics=METRICS, seed=7, partial=True, hold_s=12, warmup_s=3,
                         start_unix_s=DEFAULT_START_UNIX_S + 2 * DAY_S)
     (root / "broken").mkdir()
     (root / "broken" / "manifest.json").write_text("{not json")
@@ -51,8 +52,8 @@ def test_runs_lists_every_run_newest_first(reports):
     assert lines[0].split()[:3] == ["date", "profile", "status"]
     body = lines[1:-1]
     assert "not analyzed" in body[0] and "running" in body[0]
-    assert "2026-11-19" in body[1] and "cpu_utilization" in body[1] and "gate failed" in body[1]
-    assert "2026-11-18" in body[2] and "cpu_utilization" in body[2]
+    assert "2026-11-19" in body[1] and "20 req/s" in body[1] and "gate failed" in body[1]
+    assert "2026-11-18" in body[2] and "25 req/s" in body[2]
     assert "unreadable" in body[3]
     assert lines[-1] == f"Index:   {reports / 'index.html'}"
 
