@@ -191,7 +191,10 @@ def _local_copy(run_dir: Path, local_rows: list[dict], destination: Path) -> Pat
 
 
 @pytest.mark.load
-def test_run_and_analyze_through_moto_match_the_local_path(aws, tmp_path):
+def test_run_and_analyze_through_moto_match_the_local_path(aws, tmp_path, monkeypatch):
+    secrets = {"AWS_ACCESS_KEY_ID": "AKIASFE2EKEYID0002", "AWS_SECRET_ACCESS_KEY": "sfE2eSecret/0002+y"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
     world = seed_world(desired=2, min_capacity=1, max_capacity=3)
     found = service_state()
     spec = ClusterSpec(archetype="cpu", command=None, params={"cpu_ms": 10}, tasks=2, cpu_units=CPU_UNITS,
@@ -224,6 +227,10 @@ def test_run_and_analyze_through_moto_match_the_local_path(aws, tmp_path):
     assert set(metrics["source"]) == {"cloudwatch"}
     assert {"cpu_utilization", "running_task_count", "requests_per_task"} <= set(metrics["metric"])
     assert {e["kind"] for e in run.events()} >= {"scale", "restore"}
+
+    for written in run_dir.iterdir():
+        text = written.read_text(encoding="utf-8")
+        assert not any(value in text for value in secrets.values()), f"a credential leaked into {written.name}"
 
     local_dir = _local_copy(run_dir, insights.rows, tmp_path / "local-run")
     findings = {}
