@@ -177,7 +177,7 @@ def _key_figures(findings: Mapping[str, Any], figures: RunFigures) -> str:
     if doubling.get("tested"):
         ratio = as_float(doubling.get("ratio"))
         cells.append(_figure("Doubling tasks", f"×{esc(format_number(ratio))} capacity",
-                             f'<span class="badge {esc(doubling.get("verdict"))}">{esc(doubling.get("verdict"))}</span>'))
+                             f'<span class="badge {esc(doubling.get("verdict"))}">{esc(str(doubling.get("verdict")).replace("_", " "))}</span>'))
     peak = capacity.get("tasks_for_peak") or {}
     if peak.get("tasks") is not None:
         cells.append(_figure("Tasks for peak", esc(peak.get("tasks")),

@@ -58,6 +58,7 @@ def summary_markdown(figures: RunFigures, findings: Mapping[str, Any]) -> str:
     ]
     for label, value in _rows(figures):
         lines.append(f"| {label} | {value} |")
+    lines.extend(_evidence_lines(findings))
     lines.extend(_warning_lines(figures))
     lines.extend(_inconclusive_lines(findings))
     lines.extend(_policy_lines(findings))
@@ -83,6 +84,18 @@ def _rows(figures: RunFigures) -> list[tuple[str, str]]:
         rows.append(("Pattern", md(figures.pattern_label or figures.pattern)))
     rows.append(("Run", f"`{code(figures.run_id)}` · {md(figures.status)} · {format_duration(figures.duration_s)}"))
     return rows
+
+
+def _evidence_lines(findings: Mapping[str, Any]) -> list[str]:
+    """Without a metric to scale on, the evidence is the finding itself (a shared bottleneck)."""
+    if findings.get("verdict") != "no_task_level_metric":
+        return []
+    evidence = list((findings.get("pattern") or {}).get("evidence") or [])
+    doubling = ((findings.get("capacity") or {}).get("doubling") or {}).get("detail")
+    evidence += [doubling] if doubling else []
+    if not evidence:
+        return []
+    return ["", "**Evidence**", ""] + [f"- {md(e)}" for e in dict.fromkeys(evidence)]
 
 
 def _warning_lines(figures: RunFigures) -> list[str]:
