@@ -76,6 +76,9 @@ def demand_correlation(rate_rps: Sequence[float], values: Sequence[float], *, al
     if len(x) < min_steps:
         return TestResult("demand_correlation", method, inputs, None, None, None, threshold, INCONCLUSIVE,
                           f"only {len(x)} steps below saturation; {min_steps} are needed for an exact test")
+    if np.ptp(y) == 0:
+        return TestResult("demand_correlation", method, inputs, 0.0, 1.0, None, threshold, FAIL,
+                          f"constant at {y[0]:.3g}: does not track load", {"sign": "none", "change": 0.0, "p_raw": 1.0})
     tau, p_greater, p_less = _kendall(x, y)
     order = np.argsort(x)
     low, high = y[order[0]], y[order[-1]]
@@ -89,7 +92,7 @@ def demand_correlation(rate_rps: Sequence[float], values: Sequence[float], *, al
 
 def adjust_demand(result: TestResult, p_adjusted: float, alpha: float = ALPHA) -> TestResult:
     """Re-judge a demand test with a p-value adjusted for the number of metrics tested."""
-    if result.verdict == INCONCLUSIVE or result.p_value is None:
+    if result.verdict == INCONCLUSIVE or result.p_value is None or result.extra.get("sign") == "none":
         return result
     extra = dict(result.extra, p_adjusted_by="Benjamini-Hochberg across metrics")
     updated = TestResult(result.name, result.method, result.inputs, result.statistic, p_adjusted, None,
@@ -272,6 +275,9 @@ def proportionality(rate_a: Sequence[float], values_a: Sequence[float], rate_b: 
                           f"needs at least 3 steps below saturation in each phase (have {len(xa)} and {len(xb)})")
     x = np.concatenate([xa, xb])
     y = np.concatenate([ya, yb])
+    if np.ptp(y) == 0:
+        return TestResult("proportionality", method, inputs, None, None, None, threshold, INCONCLUSIVE,
+                          f"constant at {y[0]:.3g} in both phases: nothing to compare")
     phase = np.concatenate([np.zeros(len(xa)), np.ones(len(xb))])
     fit = sm.OLS(y, np.column_stack([np.ones_like(x), x, phase])).fit()
     baseline, slope, gap = (float(v) for v in fit.params)
