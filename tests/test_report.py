@@ -162,3 +162,5 @@ def test_report_without_recommendation_or_with_doubts(tmp_path, kind, options, e
     if findings["verdict"] != "recommended":
         assert summary["metric"] is None and summary["target_tracking_policy"] is None
         assert 'id="policy-target_tracking"' not in page
+    if findings["verdict"] == "no_task_level_metric":
+        assert "**Evidence**" in (run / "summary.md").read_text()
