@@ -22,7 +22,7 @@ from gevent.lock import Semaphore
 from loadgen.engine.protocol import DEFAULT_MASTER_PORT
 
 logger = logging.getLogger("loadgen.engine")
-# A niceness change relative to the orchestrator (negative is more favoured; needs privilege).
+# The niceness the generator asks for (negative is more favoured; needs privilege).
 GENERATOR_NICENESS = -5
 _write_lock = Semaphore()
 
@@ -75,7 +75,9 @@ def _raise_priority() -> None:
     busy machine. Without the privilege the engine runs as it is and late arrivals are counted.
     """
     try:
-        os.nice(GENERATOR_NICENESS)
+        current = os.nice(0)
+        if current > GENERATOR_NICENESS:
+            os.nice(GENERATOR_NICENESS - current)
     except OSError:
         logger.debug("cannot raise the generator's priority; running at normal priority")
 
