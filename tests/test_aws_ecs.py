@@ -184,6 +184,10 @@ def test_refuses_more_than_max_tasks(aws):
     seed_world()
     with pytest.raises(InfrastructureError, match="max_tasks = 5"):
         _controller(max_tasks=5).scale_to(6, timeout_s=5)
+    from scalefinder.errors import InputError
+
+    with pytest.raises(InputError, match="replay phase needs 4 tasks"):
+        _controller(max_tasks=3)
 
 
 HARD_KILLED_RUN = textwrap.dedent("""

@@ -18,7 +18,7 @@ from loadgen.aws import discovery
 from loadgen.aws.session import AwsClients, call
 from loadgen.capacity.base import CapacityController
 from loadgen.context import RunContext
-from scalefinder.errors import InfrastructureError, ProfileError
+from scalefinder.errors import InfrastructureError, InputError, ProfileError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ def build(config: dict, context: RunContext) -> "EcsCapacityController":
                          profile=context.options.get("aws_profile"))
     capacity = getattr(context.profile, "capacity", None)
     planned = 2 * int(capacity.tasks) if getattr(capacity, "tasks", None) else None
+    if planned is not None and planned > config["max_tasks"]:
+        raise InputError(f"the replay phase needs {planned} tasks (twice capacity.tasks) but "
+                         f"[capacity.ecs] max_tasks is {config['max_tasks']}; raise it or lower capacity.tasks")
     return EcsCapacityController(
         clients, config["cluster"], config["service"], poll_s=float(config["poll_s"]),
         max_tasks=int(config["max_tasks"]), planned_max_tasks=planned,
