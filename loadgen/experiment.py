@@ -140,78 +140,94 @@ class Experiment:
 
     # -- the run as a whole ---------------------------------------------------------------------
     def run(self) -> RunResult:
-        status, reason = STATUS_COMPLETE, None
-        error: BaseException | None = None
         sources: dict[str, Any] = {}
-        with self._signals_stop_the_run(), contextlib.ExitStack() as stack:
+        with self._signals_stop_the_run():
+            stack = contextlib.ExitStack()
             try:
-                cluster = stack.enter_context(self._open_target())
-                context = RunContext(profile=self.profile, cluster=cluster, on_event=self._on_event,
-                                     options=dict(self.options.context_options))
-                controller = _build("controller", CONTROLLER_KINDS, self.profile.capacity.controller,
-                                    self.profile.capacity.config, context)
-                sources.update({kind: _build("source", SOURCE_KINDS, kind, config, context)
-                                for kind, config in self.profile.sources.items()})
-                snapshot = controller.snapshot()
-                self._create_writer(cluster, snapshot, sources)
-                stack.callback(self._restore, controller, snapshot)
-                controller.prepare()
-                if controller.current() != self.profile.capacity.tasks:
-                    self._scale(controller, self.profile.capacity.tasks)
-                self._start_sources(sources, stack)
-                self.engine = stack.enter_context(EngineProcess(self._engine_config(cluster)))
-                stack.callback(self._stop_load)
-                self._run_phases(controller)
-            except _Aborted as exc:
-                status, reason = STATUS_ABORTED, str(exc)
-                self._event("abort", reason=reason)
-            except _Stopped as exc:
-                status, reason = STATUS_INTERRUPTED, f"stopped by {exc.signal_name}"
-                self._event("interrupt", signal=exc.signal_name)
-                error = Interrupted(f"the run was stopped by {exc.signal_name}; "
-                                    f"the partial run is in {self._path_text()}")
-            except ScalefinderError as exc:
-                status, reason, error = STATUS_FAILED, str(exc), exc
-            except Exception as exc:
-                status, reason, error = STATUS_FAILED, f"{type(exc).__name__}: {exc}", exc
-                logger.exception("the run failed")
+                self._set_up_and_run(stack, sources)
+                status, reason, error = STATUS_COMPLETE, None, None
+            except (_Aborted, _Stopped, Exception) as exc:
+                status, reason, error = self._outcome(exc)
             finally:
+                self._defer_signals()  # nothing may cut the restore short
                 try:
                     stack.close()
-                except ScalefinderError as exc:  # restoring failed: the most important thing to say
-                    status, reason, error = STATUS_FAILED, f"restoring the task count failed: {exc}", exc
+                except Exception as exc:  # restoring failed: the most important thing to say
+                    status, reason = STATUS_FAILED, f"restoring the task count failed: {exc}"
+                    error = exc if isinstance(exc, ScalefinderError) else InfrastructureError(reason)
+                self._resume_signals()
             if status == STATUS_COMPLETE:
-                self._fetch_retrospective(sources)
+                try:
+                    self._fetch_retrospective(sources)
+                except _Stopped as exc:
+                    status, reason, error = self._outcome(exc)
             if self.writer is not None:
                 self.writer.update_manifest(capacity_result={"capacity_rps": self.capacity_rps})
                 self.writer.finish(status, reason)
-        if error is not None and self.writer is None:
-            raise error
-        if isinstance(error, (Interrupted, ScalefinderError)):
-            raise error
         if error is not None:
-            raise InfrastructureError(f"the run failed ({reason}); the partial run is in {self._path_text()}")
+            raise error
         return RunResult(self.writer.path, status, reason, self.capacity_rps, tuple(self.steps),
                          tuple(self.writer.manifest.get("warnings", [])))
 
+    def _set_up_and_run(self, stack: contextlib.ExitStack, sources: dict[str, Any]) -> None:
+        """Start everything, each with its undo on ``stack``, then run the phases."""
+        cluster = stack.enter_context(self._open_target())
+        context = RunContext(profile=self.profile, cluster=cluster, on_event=self._on_event,
+                             options=dict(self.options.context_options))
+        controller = _build(CONTROLLER_KINDS, self.profile.capacity.controller, self.profile.capacity.config,
+                            context)
+        sources.update({kind: _build(SOURCE_KINDS, kind, config, context)
+                        for kind, config in self.profile.sources.items()})
+        snapshot = controller.snapshot()
+        self._create_writer(cluster, snapshot, sources)
+        stack.callback(self._restore, controller, snapshot)
+        controller.prepare()
+        if controller.current() != self.profile.capacity.tasks:
+            self._scale(controller, self.profile.capacity.tasks)
+        self._start_sources(sources, stack)
+        self.engine = stack.enter_context(EngineProcess(self._engine_config(cluster)))
+        stack.callback(self._stop_load)
+        self._run_phases(controller)
+
+    def _outcome(self, exc: BaseException) -> tuple[str, str, ScalefinderError | None]:
+        """The run's final status, reason and the error to raise, for what ended it."""
+        if isinstance(exc, _Aborted):
+            self._event("abort", reason=str(exc))
+            return STATUS_ABORTED, str(exc), None
+        if isinstance(exc, _Stopped):
+            self._event("interrupt", signal=exc.signal_name)
+            return STATUS_INTERRUPTED, f"stopped by {exc.signal_name}", Interrupted(
+                f"the run was stopped by {exc.signal_name}; the partial run is in {self._path_text()}")
+        if isinstance(exc, ScalefinderError):
+            return STATUS_FAILED, str(exc), exc
+        logger.exception("the run failed")
+        reason = f"{type(exc).__name__}: {exc}"
+        return STATUS_FAILED, reason, InfrastructureError(
+            f"the run failed ({reason}); the partial run is in {self._path_text()}")
+
     @contextlib.contextmanager
     def _signals_stop_the_run(self) -> Iterator[None]:
-        """SIGINT and SIGTERM end the run cleanly; while cleaning up, further signals wait."""
+        """SIGINT and SIGTERM end the run cleanly (see ``_Stopped``)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-
-        def stop(signum: int, frame: Any) -> None:
-            signal.signal(signal.SIGINT, _ignore_during_cleanup)
-            signal.signal(signal.SIGTERM, _ignore_during_cleanup)
-            raise _Stopped(signal.Signals(signum).name)
-
-        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._resume_signals()
         try:
             yield
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def _resume_signals(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, _stop_on_signal)
+
+    def _defer_signals(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, _ignore_during_cleanup)
 
     @contextlib.contextmanager
     def _open_target(self) -> Iterator[Any]:
@@ -524,6 +540,12 @@ class Experiment:
         return str(self.writer.path) if self.writer is not None else "(no run directory was created)"
 
 
+def _stop_on_signal(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGINT, _ignore_during_cleanup)
+    signal.signal(signal.SIGTERM, _ignore_during_cleanup)
+    raise _Stopped(signal.Signals(signum).name)
+
+
 def _ignore_during_cleanup(signum: int, frame: Any) -> None:
     logger.warning("%s received while restoring; finishing the clean-up first", signal.Signals(signum).name)
 
@@ -534,7 +556,7 @@ def _halves_agree(values: list[float], share: float, floor: float) -> bool:
     return abs(second - first) <= max(share * abs(first), floor)
 
 
-def _build(role: str, registry: dict[str, str], kind: str, config: dict[str, Any], context: RunContext) -> Any:
+def _build(registry: dict[str, str], kind: str, config: dict[str, Any], context: RunContext) -> Any:
     module = importlib.import_module(registry[kind])
     return module.build(config, context)
 
