@@ -4,7 +4,6 @@ partial run directory stays readable. Real runs of ``scalefinder run`` on the lo
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

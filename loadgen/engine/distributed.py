@@ -11,6 +11,7 @@ a single generator would emit, so the orchestrator cannot tell the modes apart.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -101,6 +102,8 @@ class Coordinator:
         if config.get("locustfile_path"):
             # Like Locust itself, ship the locustfile so a remote worker needs only scalefinder.
             shared["locustfile_source"] = Path(config["locustfile_path"]).read_text(encoding="utf-8")
+        # the cap on requests in flight is the run's, so each worker holds its share of it
+        shared["max_in_flight"] = max(1, math.ceil(config["max_in_flight"] / len(self._ids)))
         for index, client_id in enumerate(self._ids):
             self.runner.send_message("sf_setup", {**shared, "index": index, "count": len(self._ids)},
                                      client_id=client_id)
