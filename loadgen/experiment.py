@@ -304,7 +304,7 @@ class Experiment:
             engine.stop()
             deadline = time.monotonic() + 2.0
             for message in engine.messages(deadline):
-                self._feed(message)
+                self._feed(message, check_abort=False)  # the load is already being stopped
                 if self.recorder.stopped:
                     break
         except ScalefinderError as exc:
@@ -460,12 +460,14 @@ class Experiment:
         for message in self.engine.messages(until_monotonic):
             self._feed(message)
 
-    def _feed(self, message: dict[str, Any]) -> None:
+    def _feed(self, message: dict[str, Any], check_abort: bool = True) -> None:
         row = self.recorder.feed(message)
         if row is None:
             return
         self.writer.append_load(row)
         self._report_progress(row)
+        if not check_abort:
+            return
         reason = self.recorder.abort_reason(self.profile.ramp.abort_error_pct, self.profile.ramp.abort_latency_ms)
         if reason is not None:
             self._stop_load()
@@ -520,7 +522,8 @@ class Experiment:
     def _report_progress(self, load_row: dict[str, Any]) -> None:
         self.on_progress(Progress(
             phase=self._phase, step_id=load_row["step_id"], tasks=self._tasks,
-            offered_rps=load_row["offered_rps"] or 0.0, achieved_rps=float(load_row["completed"]),
+            offered_rps=load_row["offered_rps"] or 0.0,
+            achieved_rps=float(load_row["completed"] - load_row["failures"]),
             p95_ms=load_row["p95_ms"], slo_percentile=self.profile.slo.percentile,
             slo_latency_ms=self.profile.slo.latency_ms, errors=load_row["failures"] + load_row["dropped"],
             elapsed_s=time.monotonic() - self._started_monotonic,
