@@ -70,7 +70,7 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class Progress:
-    """What the live display shows, sent once a second and at every phase or step change."""
+    """What the live display shows: sent every second during steps, and as a note between them."""
 
     phase: str
     step_id: int | None
