@@ -307,8 +307,9 @@ def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_
     below_second = at_second[at_second["slo_ok"]]
     if capacity_per_task is not None:
         below_second = below_second[below_second["per_task_rps"] <= capacity_per_task * 1.001]
-    tests["proportionality"] = props.proportionality(below["offered_rps"], below["value"], below_second["offered_rps"],
-                                                     below_second["value"], tasks_a=initial,
+    same_a, same_b = _common_range(below, below_second)
+    tests["proportionality"] = props.proportionality(same_a["offered_rps"], same_a["value"], same_b["offered_rps"],
+                                                     same_b["value"], tasks_a=initial,
                                                      tasks_b=second_tasks or 2 * initial)
     baseline = tests["proportionality"].extra.get("baseline")
     tests["capacity_ratio"] = props.capacity_ratio(_matched(below, at_second), baseline=baseline, tasks_a=initial,
@@ -318,6 +319,16 @@ def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_
     tests["time_trend"] = props.time_trend(holds)
     tests["flat_near_limit"] = props.flat_near_limit(below["per_task_rps"], below["value"], limit=data.info.limit)
     return tests
+
+
+def _common_range(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The steps of each phase within the range of rates per task the other phase covered (+5%):
+    the phases are compared at the same load per task, so a knee that only one phase reached
+    does not bend the common line."""
+    if a.empty or b.empty:
+        return a, b
+    top = min(a["per_task_rps"].max(), b["per_task_rps"].max()) * 1.05
+    return a[a["per_task_rps"] <= top], b[b["per_task_rps"] <= top]
 
 
 def _below_capacity(at_first: pd.DataFrame, knee) -> pd.DataFrame:

@@ -190,12 +190,14 @@ def _shared(results, candidates, doubling) -> Decision:
 def _outside_the_task(metric_data, results, verdicts, candidates, knee, first_steps) -> Decision:
     knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
     note = "nothing with a known limit (CPU, memory) ran out at the knee: the limit is outside those resources"
-    for name, pattern in ((catalog.QUEUE_BACKLOG_PER_TASK, "job_processor"),
-                          (catalog.CONCURRENCY_PER_TASK, None),
-                          (catalog.REQUESTS_PER_TASK, "unknown")):
+    # Concurrency sees a worker or connection pool directly; the request rate per task is the
+    # guide's alternative for the same patterns (requests per target).
+    for name in (catalog.QUEUE_BACKLOG_PER_TASK, catalog.CONCURRENCY_PER_TASK, catalog.REQUESTS_PER_TASK):
         if name not in candidates:
             continue
-        if pattern is None:
+        if name == catalog.QUEUE_BACKLOG_PER_TASK:
+            pattern = "job_processor"
+        else:
             pattern = "worker_based" if _rejects_at_breach(first_steps, knee) else "waiting"
         evidence = [note] + _utilization_at_knee(metric_data, knee) + [
             f"{label(name)} tracks demand and is proportional to the task count"]

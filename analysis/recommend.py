@@ -56,6 +56,10 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
     capacity_per_task = min(knee.last_good_achieved_rps or knee.last_good_rps, knee.last_good_rps) / tasks
     below = data.steps[data.steps["valid"] & data.steps["slo_ok"]
                        & (data.steps["per_task_rps"] <= capacity_per_task * 1.001 + 1e-9)]
+    # The knee bends some metrics (concurrency rises steeply just below capacity); the line is
+    # fitted below 95% of capacity when that leaves enough steps.
+    linear = below[below["per_task_rps"] <= 0.95 * capacity_per_task]
+    below = linear if len(linear) >= 3 else below
     if len(below) < 3:
         return None
     at = options.headroom * capacity_per_task
