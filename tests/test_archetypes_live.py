@@ -67,3 +67,15 @@ def test_shared_downstream_limits_the_whole_service():
     assert 0.75 <= seconds < 2.5, seconds
     assert truth["capacity_rps_service"] == pytest.approx(10.0)
     assert truth["expected_verdict"] == "no_task_level_metric"
+
+
+def test_a_full_queue_refuses_new_jobs():
+    # one consumer busy for a second per job, room for 5 waiting jobs: of 12 at once about 6 fit
+    with cluster("queue", jobs_at_once=1, job_ms=1000, max_backlog=5) as running:
+        statuses, _ = burst(running.url, 12)
+        backlog = running.metric_source()
+        rows = backlog.sample()
+    assert 5 <= statuses.count(202) <= 7 and statuses.count(503) == 12 - statuses.count(202), statuses
+    depth = [row["value"] for row in rows if row["metric"] == "queue_backlog"]
+    assert depth and 4 <= depth[0] <= 5, rows
+

@@ -150,7 +150,7 @@ def test_workers_answer_503_when_the_backlog_overflows():
 def test_queue_backlog_grows_at_the_rate_beyond_capacity():
     rate, jobs_at_once, job_ms = 60.0, 2, 100.0
     capacity_per_task = jobs_at_once * 1000 / job_ms  # 20 jobs/s
-    with start("queue", jobs_at_once=jobs_at_once, job_ms=job_ms) as cluster:
+    with start("queue", jobs_at_once=jobs_at_once, job_ms=job_ms, max_backlog=10_000) as cluster:
         collector = Collector()
         source = cluster.metric_source(interval_s=1.0)
         source.start(collector)

@@ -246,13 +246,15 @@ ARCHETYPES: dict[str, Archetype] = {
         ),
         Archetype(
             "queue", "job_processor",
-            "each request enqueues a job in a queue shared by all tasks and returns 202; each task "
-            "processes jobs_at_once jobs at a time, job_ms each",
+            "each request enqueues a job in a queue shared by all tasks and returns 202 (503 when the "
+            "queue holds max_backlog jobs); each task processes jobs_at_once jobs at a time, job_ms each",
             (
                 Param("jobs_at_once", int, 2, 1, "jobs a task processes concurrently", maximum=1000),
                 Param("job_ms", float, 100.0, 0.0, "time to process one job (ms)",
                       exclusive_minimum=True, maximum=600_000),
                 _cpu_param(1.0),
+                Param("max_backlog", int, 100, 1, "jobs the shared queue holds; a full queue refuses new jobs (503)",
+                      maximum=10_000_000),
             ),
             "queue", "queue_backlog_per_task", _queue_limits, helper="broker",
         ),

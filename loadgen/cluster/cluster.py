@@ -344,9 +344,9 @@ class LocalCluster:
         assert self._spawner is not None and self._workdir is not None
         port = free_port(self.spec.host)
         argv = [sys.executable, "-m", "loadgen.cluster.task", role, "--port", str(port)]
-        if role == "downstream":
-            for name in ("downstream_capacity", "downstream_ms"):
-                argv += ["--param", f"{name}={self.spec.params[name]}"]
+        shared_params = {"downstream": ("downstream_capacity", "downstream_ms"), "broker": ("max_backlog",)}
+        for name in shared_params[role]:
+            argv += ["--param", f"{name}={self.spec.params[name]}"]
         log_path = self._workdir / f"{role}.log"
         self._helper = self._spawner.spawn(argv, log_path, self._shared_procs())
         url = f"http://{self.spec.host}:{port}"

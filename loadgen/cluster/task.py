@@ -267,7 +267,7 @@ def queue_handler(params: dict, gauges: Gauges, context: dict) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         async with request.app["session"].post(f"{broker}/enqueue") as reply:
             if reply.status != 200:
-                return _ok("queue unavailable\n", status=503)
+                return _ok("queue full or unavailable\n", status=503)
         return _ok("queued\n", status=202)
 
     return handle
@@ -343,13 +343,19 @@ async def health(request: web.Request) -> web.Response:
     return _ok()
 
 
-def broker_app() -> web.Application:
-    """A FIFO job queue over HTTP; ``/dequeue`` waits up to a second for a job."""
+def broker_app(max_backlog: int) -> web.Application:
+    """A bounded FIFO job queue over HTTP; ``/dequeue`` waits up to a second for a job.
+
+    Like a broker with a maximum queue length that rejects publishing, a full queue refuses new
+    jobs (503), so producers learn that the consumers have fallen behind.
+    """
     jobs: collections.deque[int] = collections.deque()
     ready = asyncio.Condition()
     counter = {"enqueued": 0}
 
     async def enqueue(request: web.Request) -> web.Response:
+        if len(jobs) >= max_backlog:
+            return _ok("queue full\n", status=503)
         async with ready:
             counter["enqueued"] += 1
             jobs.append(counter["enqueued"])
@@ -458,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.role == "serve":
         app = task_app(args.archetype, params, args.memory_mib, args.helper_url)
     elif args.role == "broker":
-        app = broker_app()
+        app = broker_app(int(archetypes.get("queue").resolve(params)["max_backlog"]))
     else:
         resolved = archetypes.get("shared").resolve(params)
         app = downstream_app(int(resolved["downstream_capacity"]), float(resolved["downstream_ms"]))
