@@ -82,9 +82,12 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
     second = steps[(steps["tasks"] == second_tasks) & steps["valid"]] if second_tasks else steps.iloc[0:0]
     knee = _knee(steps, first, initial, warnings)
     knee2 = knees.find_knee(second, second_tasks) if len(second) else None
-    doubling = knees.doubling(knee, knee2, second) if knee else {"tested": False, "verdict": "inconclusive",
+    doubling = knees.doubling(knee, knee2, second, _invalid_beyond(steps, second_tasks, knee)) if knee else {"tested": False, "verdict": "inconclusive",
                                                                    "detail": "no valid step at the initial task count"}
     _check_steps(steps, first, second, knee, initial, gaps)
+    if not doubling.get("tested"):
+        warnings.append(f"capacity doubling was not checked ({doubling['detail']}): a limit shared by all tasks "
+                        "would go unnoticed; run the 'beyond' phase to rule it out")
 
     crash_steps = _crash_steps(run, steps)
     metric_data = _metric_data(run, steps, crash_steps)
@@ -194,6 +197,13 @@ def _knee(steps: pd.DataFrame, first: pd.DataFrame, initial: int, warnings: list
     warnings.append(f"the step at {float(breach['offered_rps'].iloc[0]):g} req/s broke the SLO but is invalid "
                     f"({_first_reason(breach)}); it is taken as the breach, so the capacity is a lower bound")
     return knees.find_knee(pd.concat([first, breach]), initial)
+
+
+def _invalid_beyond(steps: pd.DataFrame, tasks: int | None, knee) -> int:
+    if tasks is None or knee is None or knee.last_good_rps is None:
+        return 0
+    above = steps[(steps["tasks"] == tasks) & ~steps["valid"] & (steps["offered_rps"] > knee.last_good_rps * 1.05)]
+    return len(above)
 
 
 def _first_reason(steps: pd.DataFrame) -> str:

@@ -83,13 +83,15 @@ def _kneedle(steps: pd.DataFrame) -> float | None:
     return float(locator.knee) if locator.knee is not None else None
 
 
-def doubling(first: Knee, second: Knee | None, second_steps: pd.DataFrame) -> dict[str, Any]:
-    """Did capacity roughly double with twice the tasks? Needs the ``beyond`` phase's steps."""
+def doubling(first: Knee, second: Knee | None, second_steps: pd.DataFrame, invalid_beyond: int = 0) -> dict[str, Any]:
+    """Did capacity roughly double with twice the tasks? Needs the ``beyond`` phase's valid steps;
+    ``invalid_beyond`` counts steps past the first capacity that the run side marked invalid."""
     if second is None or first.last_good_rps is None or second_steps.empty or \
             second_steps["offered_rps"].max() <= first.last_good_rps * 1.05:
+        detail = ("the run did not go past the first capacity with more tasks (no 'beyond' phase)" if not invalid_beyond
+                  else f"the {invalid_beyond} step(s) past the first capacity with more tasks were invalid")
         return {"tested": False, "tasks": second.tasks if second else None, "service_rps": None, "ratio": None,
-                "verdict": "inconclusive",
-                "detail": "the run did not go past the first capacity with more tasks (no 'beyond' phase)"}
+                "verdict": "inconclusive", "detail": detail}
     base = first.last_good_achieved_rps or first.last_good_rps
     good = second.last_good_achieved_rps or second.last_good_rps or 0.0
     ratio = good / base if base else None
