@@ -140,13 +140,18 @@ def test_a_locustfile_is_resolved_next_to_the_profile(tmp_path):
     assert "no such file" in problem(tmp_path, text.replace("lf.py", "missing.py"))
 
 
-def test_the_cli_turns_a_bad_profile_into_one_line_and_exit_2(tmp_path):
-    path = write(tmp_path, GOOD.replace("step_rps = 5", "step_rsp = 5"))
+@pytest.mark.parametrize("change, message", [
+    (("step_rps = 5", "step_rsp = 5"), "[ramp.step_rsp] unknown key (did you mean 'step_rps'?)"),
+    (("tasks = 2", "tasks = 2.5"), "[capacity.tasks] expected a whole number, got 2.5 (a number)"),
+    (("[slo]\npercentile = 95\nlatency_ms = 250\n", ""), "[slo] missing the [slo] table"),
+], ids=["typo", "wrong-type", "missing-slo"])
+def test_the_cli_turns_a_bad_profile_into_one_line_and_exit_2(tmp_path, change, message):
+    path = write(tmp_path, GOOD.replace(*change))
     for command in ("plan", "run"):
         result = CliRunner().invoke(cli, [command, str(path)])
         assert result.exit_code == 2, result.output
         lines = [line for line in result.output.splitlines() if line.strip()]
-        assert lines == [f"Error: {path}: [ramp.step_rsp] unknown key (did you mean 'step_rps'?)"]
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: {message}"), lines
 
 
 def test_loopback_detection():
