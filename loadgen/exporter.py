@@ -7,7 +7,9 @@ It serves on 127.0.0.1:
   ``container_memory_working_set_bytes``, ``container_spec_memory_limit_bytes``,
   ``container_network_receive_bytes_total``, ``container_network_transmit_bytes_total``), labelled
   ``pod`` and ``task`` with the task id, so the Prometheus source's built-in queries work on the
-  local cluster exactly as on a Kubernetes cluster;
+  local cluster exactly as on a Kubernetes cluster; and, as a load balancer would report them,
+  each task's requests and requests in flight (integrated over time: its rate is the average
+  concurrency);
 * ``/targets`` - the running tasks in Prometheus's HTTP service discovery format
   (``http_sd_configs``), so a server can also scrape each task's own gauges, labelled the same way.
 
@@ -43,6 +45,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "container_spec_memory_limit_bytes": ("gauge", "Memory limit of the task in bytes."),
     "container_network_receive_bytes_total": ("counter", "Bytes the load balancer sent to the task."),
     "container_network_transmit_bytes_total": ("counter", "Bytes the task answered through the load balancer."),
+    # Not cAdvisor's: what a load balancer or ingress reports per target, for request-based metrics.
+    "scalefinder_balancer_requests_total": ("counter", "Requests the load balancer sent to the task."),
+    "scalefinder_balancer_in_flight_seconds_total": (
+        "counter", "Requests in flight at the task integrated over time; its rate is the average concurrency."),
 }
 
 
@@ -68,6 +74,8 @@ def render_metrics(cluster: Any) -> str:
             "container_spec_memory_limit_bytes": limit_bytes,
             "container_network_receive_bytes_total": balancer.get("bytes_in_total", 0),
             "container_network_transmit_bytes_total": balancer.get("bytes_out_total", 0),
+            "scalefinder_balancer_requests_total": balancer.get("requests_total", 0),
+            "scalefinder_balancer_in_flight_seconds_total": balancer.get("in_flight_area_s", 0.0),
         }
         for name, value in values.items():
             samples[name].append(f"{name}{{{labels}}} {float(value)!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from pathlib import Path
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ import pytest
 from loadgen.cluster import ClusterSpec, LocalCluster
 from loadgen.cluster.process import free_port
 from loadgen.exporter import FAMILIES, ClusterExporter
+from loadgen.profile import load_profile
 from loadgen.sources import prometheus
 from loadgen.sources.prometheus import PrometheusSource, auth_headers, build, chunks, queries_for, rows_from, validate_config
 from scalefinder import catalog
@@ -29,6 +31,12 @@ S3CRET_BCRYPT = "$2b$04$jGRJugt2KOfG.vOYj.sPhOgpOUybjL1oylizxI11mysdXX9np86z2"
 def config(url: str, **extra) -> dict:
     return validate_config({"url": url, "step_s": 1, "settle_s": 2, "rate_window": "3s",
                             "selector": 'job="scalefinder-exporter"', **extra}, WHERE)
+
+
+def local_profile_queries() -> dict:
+    """The request-based queries of profiles/prometheus-local.toml."""
+    profile = load_profile(Path(__file__).resolve().parents[1] / "profiles" / "prometheus-local.toml")
+    return profile.sources["prometheus"]["queries"]
 
 
 # -- configuration and row shaping (no server) -------------------------------------------------
@@ -135,7 +143,7 @@ def test_prometheus_agrees_with_the_local_source(scraped):
     finally:
         local.stop()
     window = (started + 5, started + 11)
-    source = build(config(server.url), SimpleNamespace(cluster=None))
+    source = build(config(server.url, queries=local_profile_queries()), SimpleNamespace(cluster=None))
     rows = source.fetch(*window)
     assert source.settle_s == 2 and {row["source"] for row in rows} == {"prometheus"}
 
@@ -145,13 +153,14 @@ def test_prometheus_agrees_with_the_local_source(scraped):
         assert values, f"no {metric} rows for task {task!r}"
         return statistics.fmean(values)
 
-    for metric in (catalog.CPU_UTILIZATION, catalog.MEMORY_UTILIZATION, "network_rx_bytes_per_s"):
+    for metric in (catalog.CPU_UTILIZATION, catalog.MEMORY_UTILIZATION, "network_rx_bytes_per_s",
+                   catalog.REQUESTS_PER_TASK, catalog.CONCURRENCY_PER_TASK):
         for task in ["", *cluster.running_tasks()]:
             measured, expected = mean(rows, metric, task), mean(collector.rows, metric, task)
             assert abs(measured - expected) <= 0.05 * expected, (metric, task, measured, expected)
     assert 20 < mean(collector.rows, catalog.CPU_UTILIZATION) < 95  # the load was really measured
     assert mean(rows, catalog.RUNNING_TASK_COUNT) == 2 and mean(rows, "memory_used_mib") > 0
-    assert source.describe()["api_calls"] == 2 * len(prometheus.TEMPLATES)  # the check, then one range each
+    assert source.describe()["api_calls"] == 2 * (len(prometheus.TEMPLATES) + 2)  # the check, then one range each
 
 
 @pytest.mark.prometheus
