@@ -233,7 +233,7 @@ def _check_steps(steps, first, second, knee, initial, gaps) -> None:
         why = f"; {len(lost)} more were invalid ({_first_reason(lost)})" if len(lost) else ""
         fix = ("give the load generator more CPU (--workers N, a larger machine) and " if len(lost) else "") + \
             "use a smaller ramp.step_rps (or a lower start_rps) so at least 6 steps fall below capacity"
-        gaps.append((f"only {len(good)} valid steps below saturation at {initial} tasks{why}; "
+        gaps.append((f"only {len(good)} valid step(s) below saturation at {initial} tasks{why}; "
                      f"{props.MIN_DEMAND_STEPS} are needed for an exact rank test", fix))
     if second.empty:
         gaps.append((f"only one task count ({initial}) was run, so proportionality to capacity cannot be tested",

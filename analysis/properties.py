@@ -75,7 +75,7 @@ def demand_correlation(rate_rps: Sequence[float], values: Sequence[float], *, al
     threshold = f"p < {alpha} and change >= {MIN_CHANGE:.0%} of the level, over >= {min_steps} steps"
     if len(x) < min_steps:
         return TestResult("demand_correlation", method, inputs, None, None, None, threshold, INCONCLUSIVE,
-                          f"only {len(x)} steps below saturation; {min_steps} are needed for an exact test")
+                          f"only {len(x)} step(s) below saturation; {min_steps} are needed for an exact test")
     if np.ptp(y) == 0:
         return TestResult("demand_correlation", method, inputs, 0.0, 1.0, None, threshold, FAIL,
                           f"constant at {y[0]:.3g}: does not track load", {"sign": "none", "change": 0.0, "p_raw": 1.0})
