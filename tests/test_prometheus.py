@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 import urllib.error
@@ -217,3 +219,18 @@ def test_basic_auth_from_the_environment(tmp_path, monkeypatch):
         monkeypatch.setenv("PROM_PASSWORD", "wrong")
         with pytest.raises(InfrastructureError, match="refused the credentials"):
             build(table, SimpleNamespace(cluster=None))
+
+
+def test_run_with_an_unreachable_server_exits_3_before_any_load(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "profiles" / "prometheus-local.toml").read_text()
+    dead = free_port()
+    text = text.replace('url = "http://127.0.0.1:9090"', f'url = "http://127.0.0.1:{dead}"')
+    text = text.replace("exporter_port = 9101", f"exporter_port = {free_port()}")
+    profile = tmp_path / "profile.toml"
+    profile.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "scalefinder.cli", "run", str(profile), "--out",
+                             str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"the Prometheus server at http://127.0.0.1:{dead} does not answer" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
