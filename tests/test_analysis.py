@@ -182,3 +182,15 @@ def test_policy_validation_rejects_a_wrong_shape():
             "PolicyName": "p", "ServiceNamespace": "ecs", "ResourceId": "service/c/s",
             "ScalableDimension": "ecs:service:DesiredCount", "PolicyType": "TargetTrackingScaling",
             "TargetTrackingScalingPolicyConfiguration": {"TargetValue": "sixty"}})
+
+
+def test_metric_samples_skip_a_line_cut_by_a_hard_kill(tmp_path):
+    from scalefinder.rundir import RunDirectory
+
+    run = write_synthetic_run(tmp_path / "run", "cpu", replay=False, beyond=False)
+    rows = RunDirectory.open(run).metric_samples()
+    with open(run / "metrics.csv", "a", encoding="utf-8") as handle:
+        handle.write("1795009999.0,local,cpu_utilization,task-1,4")  # cut short: no unit, no newline
+    samples = RunDirectory.open(run).metric_samples()
+    assert len(samples) == len(rows)
+    assert str(samples["metric"].dtype) == "category" and samples["value"].dtype == float
