@@ -113,7 +113,8 @@ def test_run_and_analysis_through_prometheus_match_the_local_source(tmp_path):
         if value["step_id"] not in settled:
             continue  # an overloaded step has no steady level for two samplings to agree on
         expected = local_steps[value["step_id"]]
-        assert abs(value["value"] - expected) <= max(0.05 * expected, 1.0), (value, expected)
+        # three seconds of data a step: a few samples' jitter is worth a couple of points
+        assert abs(value["value"] - expected) <= max(0.05 * expected, 2.5), (value, expected)
     if findings["local"]["verdict"] != "recommended":
         pytest.skip(f"both halves agree, but this machine was too busy for a conclusive run: "
                     f"{findings['local']['headline']}")
