@@ -156,7 +156,7 @@ class Experiment:
                     status, reason = STATUS_FAILED, f"restoring the task count failed: {exc}"
                     error = exc if isinstance(exc, ScalefinderError) else InfrastructureError(reason)
                 self._resume_signals()
-            if status == STATUS_COMPLETE:
+            if status in (STATUS_COMPLETE, STATUS_ABORTED):  # an abort leaves valid steps to measure
                 try:
                     self._fetch_retrospective(sources)
                 except _Stopped as exc:
@@ -281,16 +281,18 @@ class Experiment:
         for source in sources.values():
             if source.live:
                 source.start(self._on_metrics)
-                stack.callback(source.stop)
+            # Retrospective sources may hold resources too (the local Prometheus exporter);
+            # they are fetched from their servers after the run, so stopping them here is safe.
+            stack.callback(source.stop)
 
     def _fetch_retrospective(self, sources: dict[str, Any]) -> None:
-        started = self.steps[0]["start_unix_s"] if self.steps else None
+        windows = [(step["start_unix_s"], step["end_unix_s"]) for step in self.steps]
         for kind, source in sources.items():
-            if source.live or started is None:
+            if source.live or not windows:
                 continue
             self._progress_note(f"fetching {kind} metrics (waiting {source.settle_s:g} s for them to settle)")
             try:
-                self.writer.append_metrics(source.fetch(started, time.time()))
+                self.writer.append_metrics(source.fetch_windows(windows))
                 self.writer.update_manifest(sources={k: s.describe() for k, s in sources.items()})
             except ScalefinderError as exc:
                 self.writer.add_warning(f"{kind} metrics could not be fetched: {exc}")

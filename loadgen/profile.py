@@ -524,7 +524,7 @@ def _parse_analysis(table: _Table) -> Analysis:
 def _check_holds_cover_datapoints(profile: Profile) -> None:
     """A metric sampled once a period needs several datapoints inside the shortest hold."""
     for kind, config in profile.sources.items():
-        period_s = config.get("period_s") or config.get("interval_s")
+        period_s = config.get("period_s") or config.get("interval_s") or config.get("step_s")
         if isinstance(period_s, (int, float)) and not isinstance(period_s, bool):
             needed = MIN_DATAPOINTS_PER_HOLD * period_s + profile.ramp.warmup_s
             if profile.ramp.min_hold_s < needed:

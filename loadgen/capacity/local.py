@@ -18,13 +18,13 @@ class LocalCapacityController(CapacityController):
         self.timeout_s = timeout_s
 
     def current(self) -> int:
-        return len(self.cluster.running_tasks())
+        return len(self._running_cluster().running_tasks())
 
     def snapshot(self) -> dict[str, Any]:
         return {"kind": self.kind, "tasks": self.current()}
 
     def scale_to(self, count: int, timeout_s: float | None = None) -> None:
-        self.cluster.scale_to(count, timeout_s=timeout_s if timeout_s is not None else self.timeout_s)
+        self._running_cluster().scale_to(count, timeout_s=timeout_s if timeout_s is not None else self.timeout_s)
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Back to the recorded count while the cluster runs; a stopped cluster has nothing to undo
@@ -36,6 +36,11 @@ class LocalCapacityController(CapacityController):
             return
         if self.current() != tasks:
             self.scale_to(tasks)
+
+    def _running_cluster(self) -> Any:
+        if self.cluster is None:
+            raise InputError("the local cluster of this run is not running; there is nothing to scale")
+        return self.cluster
 
 
 def validate_config(table: dict, where: str) -> dict:
@@ -53,6 +58,6 @@ def validate_config(table: dict, where: str) -> dict:
 
 
 def build(config: dict, context: Any) -> CapacityController:
-    if context.cluster is None:
-        raise InputError("the local capacity controller needs a local target (target.kind = \"local\")")
+    # Without a cluster (``scalefinder restore`` after the run's process died) the controller
+    # can only restore, and a stopped local cluster has nothing left to restore.
     return LocalCapacityController(context.cluster, timeout_s=config.get("timeout_s", DEFAULT_TIMEOUT_S))

@@ -38,6 +38,16 @@ class MetricSource(ABC):
         """Return the samples of a finished window (retrospective sources)."""
         return []
 
+    def fetch_windows(self, windows: list[tuple[float, float]]) -> list[MetricRow]:
+        """Return the samples of several finished windows (the steps of a run).
+
+        By default one fetch spans them all; a source whose datapoints cover whole periods
+        (CloudWatch) overrides this so no period mixes two load levels.
+        """
+        if not windows:
+            return []
+        return self.fetch(min(start for start, _ in windows), max(end for _, end in windows))
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable facts for the manifest (kind, interval, what it reads, cost counters)."""
