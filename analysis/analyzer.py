@@ -166,6 +166,7 @@ def _steps(run: RunDirectory, slo: dict[str, Any]) -> pd.DataFrame:
     steps["warmup_s"] = steps["warmup_s"].fillna(0)
     steps["slo_ok"] = knees.slo_flags(steps, slo)
     steps["per_task_rps"] = steps["offered_rps"] / steps["tasks"]
+    steps["mid_unix_s"] = (steps["start_unix_s"] + steps["end_unix_s"]) / 2
     return steps
 
 
@@ -255,7 +256,8 @@ def _metric_data(run: RunDirectory, steps: pd.DataFrame, crash_steps: list[int])
     out = {}
     service_values = windows.values
     service_kept = windows.samples
-    step_columns = ["step_id", "phase", "tasks", "offered_rps", "achieved_rps", "per_task_rps", "valid", "slo_ok"]
+    step_columns = ["step_id", "phase", "tasks", "offered_rps", "achieved_rps", "per_task_rps", "valid", "slo_ok",
+                    "mid_unix_s"]
     for name, table in service_values.groupby("metric", sort=True, observed=True):
         joined = table.merge(steps[step_columns], on="step_id", how="inner").sort_values("step_id")
         kept = service_kept[service_kept["metric"] == name].merge(steps[["step_id", "per_task_rps"]], on="step_id")
@@ -326,7 +328,9 @@ def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_
                                                    tasks_b=second_tasks or 2 * initial)
     holds = [(int(step_id), group["time_unix_s"].to_numpy(float), group["value"].to_numpy(float))
              for step_id, group in data.samples[data.samples["step_id"].isin(valid["step_id"])].groupby("step_id")]
-    tests["time_trend"] = props.time_trend(holds)
+    settled = valid[valid["slo_ok"]]
+    tests["time_trend"] = props.time_trend(holds, (settled["per_task_rps"], settled["value"],
+                                                   settled["mid_unix_s"] / 3600.0))
     tests["flat_near_limit"] = props.flat_near_limit(below["per_task_rps"], below["value"], limit=data.info.limit)
     return tests
 

@@ -30,6 +30,7 @@ AT_LIMIT = 0.90  # share of a metric's limit that counts as having reached it
 PROPORTIONAL_MARGIN = 0.10  # the phase effect must lie within 10% of the predicted value
 TREND_MIN_GROWTH = 0.02  # growth within a hold, as a share of its level, that matters
 TREND_MIN_HOLDS = 2  # consecutive growing holds that make a metric follow time
+TREND_MIN_RUN_GROWTH = 0.10  # growth with time over the whole run, as a share of the level, that matters
 
 
 @dataclass(frozen=True)
@@ -352,15 +353,59 @@ def capacity_ratio(pairs: Sequence[tuple[float, float, float]], *, baseline: flo
 
 
 # -- time trend ----------------------------------------------------------------------------------
-def time_trend(holds: Sequence[tuple[int, np.ndarray, np.ndarray]], *, alpha: float = ALPHA) -> TestResult:
-    """HAC OLS slope of the metric on time inside each constant-load hold (per hour). Growth in
-    at least two consecutive holds, significant after Holm's correction and at least 2% of the
-    level within the hold, means the metric follows time (a leak, a cache), not load."""
+def time_trend(holds: Sequence[tuple[int, np.ndarray, np.ndarray]],
+               steps: tuple[Sequence[float], Sequence[float], Sequence[float]] | None = None, *,
+               alpha: float = ALPHA) -> TestResult:
+    """Does the metric follow time rather than load? Two views, either of which decides:
+
+    * inside each constant-load hold, the HAC OLS slope on time (per hour): growth in at least
+      two consecutive holds, significant after Holm's correction and at least 2% of the level
+      within the hold;
+    * across steps, ``m = b + k*(rate per task) + c*hours``: once the load falls (the replay at
+      twice the tasks halves the load per task) time and load separate, and a significant ``c``
+      adding up to at least 10% of the level over the run means memory that is never freed.
+      Short holds (seconds) are too short for the first view to see a slow leak.
+
+    ``steps`` is (rate per task, step value, step mid-time in hours) over the steps below
+    saturation of every task count."""
     import statsmodels.api as sm
 
-    method = "OLS slope on time within each hold, HAC (Newey-West) errors, Holm across holds"
-    threshold = (f">= {TREND_MIN_HOLDS} consecutive holds with a positive slope, Holm-adjusted p < {alpha}, "
-                 f"growth >= {TREND_MIN_GROWTH:.0%} of the level within the hold")
+    method = ("OLS slope on time within each hold (HAC, Holm across holds); OLS of step values on load per "
+              "task and time across steps")
+    threshold = (f">= {TREND_MIN_HOLDS} consecutive holds growing (Holm p < {alpha}, >= {TREND_MIN_GROWTH:.0%} "
+                 f"of the level within the hold), or a time effect across steps with p < {alpha} adding up to "
+                 f">= {TREND_MIN_RUN_GROWTH:.0%} of the level over the run")
+    rows = _hold_slopes(holds, sm)
+    across = _time_across_steps(steps, sm) if steps is not None else None
+    inputs = {"holds": len(rows), "steps": len(steps[0]) if steps is not None else 0}
+    extra: dict[str, Any] = {"holds": rows, "across_steps": across}
+    run = count = 0
+    if len(rows) >= TREND_MIN_HOLDS:
+        adjusted = holm([r["p"] for r in rows])
+        growing = []
+        for row, p in zip(rows, adjusted):
+            row["p_adjusted"] = _r(float(p))
+            growing.append(p < alpha and row["growth"] >= TREND_MIN_GROWTH)
+        run, count = _longest_run(growing), int(sum(growing))
+        extra.update(growing_holds=count, longest_run=run)
+    median_slope = _r(float(np.median([r["slope_per_hour"] for r in rows]))) if rows else None
+    if run >= TREND_MIN_HOLDS:
+        return TestResult("time_trend", method, inputs, median_slope, None, None, threshold, FAIL,
+                          f"grows with time at constant load in {count} of {len(rows)} holds "
+                          f"({run} in a row; median {median_slope:+.3g} per hour)", extra)
+    if across is not None and across["p"] < alpha and across["growth_over_run"] >= TREND_MIN_RUN_GROWTH:
+        return TestResult("time_trend", method, inputs, across["per_hour"], across["p"], None, threshold, FAIL,
+                          f"grows with time whatever the load: {across['per_hour']:+.3g} per hour at equal load "
+                          f"(p={_fmt(across['p'])}), {across['growth_over_run']:+.0%} of its level over the run", extra)
+    if len(rows) < TREND_MIN_HOLDS and across is None:
+        return TestResult("time_trend", method, inputs, None, None, None, threshold, INCONCLUSIVE,
+                          "holds too short and too few steps to separate time from load", extra)
+    return TestResult("time_trend", method, inputs, median_slope, across["p"] if across else None, None, threshold,
+                      PASS, f"no sustained growth with time at constant load ({count} of {len(rows)} holds grew)",
+                      extra)
+
+
+def _hold_slopes(holds, sm) -> list[dict[str, Any]]:
     rows = []
     for step_id, times, values in holds:
         if len(times) < 8 or np.ptp(times) <= 0:
@@ -372,25 +417,19 @@ def time_trend(holds: Sequence[tuple[int, np.ndarray, np.ndarray]], *, alpha: fl
         p_one = float(fit.pvalues[1]) / 2 if slope_s > 0 else 1.0
         growth = slope_s * float(np.ptp(times)) / max(abs(float(np.mean(values))), 1e-9)
         rows.append({"step_id": int(step_id), "slope_per_hour": _r(slope_s * 3600), "p": p_one, "growth": _r(growth)})
-    inputs = {"holds": len(rows)}
-    if len(rows) < TREND_MIN_HOLDS:
-        return TestResult("time_trend", method, inputs, None, None, None, threshold, INCONCLUSIVE,
-                          "fewer than two holds long enough to fit a trend")
-    adjusted = holm([r["p"] for r in rows])
-    growing = []
-    for row, p in zip(rows, adjusted):
-        row["p_adjusted"] = _r(float(p))
-        growing.append(p < alpha and row["growth"] >= TREND_MIN_GROWTH)
-    run = _longest_run(growing)
-    count = int(sum(growing))
-    median_slope = float(np.median([r["slope_per_hour"] for r in rows]))
-    extra = {"holds": rows, "growing_holds": count, "longest_run": run}
-    if run >= TREND_MIN_HOLDS:
-        return TestResult("time_trend", method, inputs, _r(median_slope), None, None, threshold, FAIL,
-                          f"grows with time at constant load in {count} of {len(rows)} holds "
-                          f"({run} in a row; median {median_slope:+.3g} per hour)", extra)
-    return TestResult("time_trend", method, inputs, _r(median_slope), None, None, threshold, PASS,
-                      f"no sustained growth at constant load ({count} of {len(rows)} holds grew)", extra)
+    return rows
+
+
+def _time_across_steps(steps, sm) -> dict[str, Any] | None:
+    rate, values, hours = (np.asarray(a, float) for a in steps)
+    # Time and load must vary apart (a load that falls while time goes on) to be told apart.
+    if len(rate) < 6 or np.ptp(hours) <= 0 or np.ptp(rate) <= 0 or abs(np.corrcoef(rate, hours)[0, 1]) > 0.9:
+        return None
+    fit = sm.OLS(values, np.column_stack([np.ones_like(rate), rate, hours - hours.min()])).fit()
+    per_hour = float(fit.params[2])
+    p_one = float(fit.pvalues[2]) / 2 if per_hour > 0 else 1.0
+    growth = per_hour * float(np.ptp(hours)) / max(abs(float(np.mean(values))), 1e-9)
+    return {"per_hour": _r(per_hour), "p": _r(p_one), "growth_over_run": _r(growth), "steps": len(rate)}
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -35,7 +35,7 @@ def test_demand_flat_noisy_and_negative_metrics_fail():
 def test_demand_with_too_few_steps_is_inconclusive():
     result = props.demand_correlation(RATES[:4], RATES[:4])
     assert result.verdict == props.INCONCLUSIVE
-    assert "4 steps" in result.detail
+    assert "only 4 step(s)" in result.detail
 
 
 def test_demand_slope_hac_interval():
@@ -163,3 +163,13 @@ def test_tasks_for_peak_with_the_zone_factor():
     assert result["tasks"] == 87  # 58 x 3/2
     assert tasks_for_peak(1000, 25.0, 0.7, 2)["tasks"] == 116
     assert tasks_for_peak(1000, 25.0, 0.7, 1)["tasks"] == 58
+
+
+def test_time_trend_across_steps_separates_time_from_load():
+    # Load rises, then falls (twice the tasks) while memory keeps growing with time.
+    rate = np.array([5.0, 10, 15, 20, 2.5, 5, 7.5, 10])
+    hours = np.arange(8) / 60.0
+    leak = props.time_trend([], (rate, 20 + 0.2 * rate + 60 * hours, hours))
+    assert leak.verdict == props.FAIL and "whatever the load" in leak.detail
+    follows_load = props.time_trend([], (rate, 20 + 2 * rate + np.sin(np.arange(8)) * 0.05, hours))
+    assert follows_load.verdict == props.PASS
