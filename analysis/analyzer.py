@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import classify, knee as knees, properties as props, recommend
+from analysis.findings import KIND, SCHEMA_VERSION
 from analysis.steady import build_windows, service_samples
 from scalefinder import catalog
 from scalefinder.errors import InputError, RunDirectoryError
@@ -24,9 +25,7 @@ from scalefinder.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
 
-FINDINGS_SCHEMA_VERSION = 1
 RAMP_PHASES = ("ramp", "refine")
-SCALED_PHASES = ("replay", "beyond")
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,8 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
 
     crash_steps = _crash_steps(run, steps)
     metric_data = _metric_data(run, steps, crash_steps)
+    log.debug("%s: %d steps (%d valid), %d metrics, crashes in steps %s", run.path, len(steps),
+              int(steps["valid"].sum()), len(metric_data), crash_steps)
     if not metric_data:
         gaps.append(("no utilization metric was recorded",
                      "check the metric sources in the profile; at least CPU and memory are needed"))
@@ -121,8 +122,8 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
         for name in metric_data
     ]
     findings = {
-        "schema_version": FINDINGS_SCHEMA_VERSION,
-        "kind": "scalefinder-findings",
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND,
         "tool_version": _tool_version(),
         "run": _run_block(manifest, run),
         "verdict": verdict,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
@@ -11,7 +10,6 @@ from analysis.analyzer import analyze_run, options_from_manifest
 from analysis.findings import write_findings
 from scalefinder.rundir import RunDirectory
 
-log = logging.getLogger(__name__)
 
 
 def analyze(run_path: str | Path, *, headroom: float | None = None, peak_rps: float | None = None,

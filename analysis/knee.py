@@ -9,14 +9,12 @@ uncertainty, so it corroborates and never decides.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger(__name__)
 
 SCALES_RATIO = 1.7  # capacity with 2n tasks at least 1.7x: it doubled, within the +-15% of a noisy run
 DOES_NOT_SCALE_RATIO = 1.3  # at most 1.3x: the bottleneck is not in the tasks

@@ -21,13 +21,11 @@ sums for MSER), so tens of millions of samples take seconds.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger(__name__)
 
 MSER_BATCH = 5
 MSER_MIN_SAMPLES_FOR_BATCHES = 30
