@@ -100,6 +100,8 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
     verdicts = {name: classify.metric_verdict(tests) for name, tests in results.items()}
 
     capacity = recommend.capacity(knee, initial, slo, doubling, options)
+    capacity["lower_bound"] = bool(knee is not None and knee.slo_breach_step is not None
+                                   and not steps.loc[steps["step_id"] == knee.slo_breach_step, "valid"].all())
     decision = classify.decide(metric_data, results, verdicts, knee, doubling, capacity, first, manifest)
     recommendation = None
     if decision.verdict == "recommended" and not gaps:
