@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import shutil
 import sys
 import tempfile
@@ -99,7 +100,8 @@ def judge(archetype: str, manifest: dict[str, Any], findings: dict[str, Any] | N
     if findings is None:
         return {"metric_ok": False, "capacity_ok": False, "target_ok": False, "truth": truth,
                 "verdict": None, "metric": None, "capacity_rps": None, "expected_capacity_rps": None,
-                "target": None, "saturation_value": None, "target_share": None, "headline": None}
+                "target": None, "saturation_value": None, "saturation_source": None, "target_share": None,
+                "headline": None}
     recommendation = findings.get("recommendation") or {}
     capacity = findings.get("capacity") or {}
     shared = truth.get("expected_verdict") == "no_task_level_metric"
@@ -113,17 +115,40 @@ def judge(archetype: str, manifest: dict[str, Any], findings: dict[str, Any] | N
         measured = capacity.get("per_task_rps")
         expected = truth.get("capacity_rps_per_task")
     capacity_ok = bool(measured and expected) and abs(measured / expected - 1) <= CAPACITY_TOLERANCE
-    target, saturation = recommendation.get("target"), recommendation.get("saturation_value")
+    target = recommendation.get("target")
+    saturation, saturation_source = saturation_level(findings)
     share = target / saturation if target is not None and saturation else None
     low, high = TARGET_SHARE_RANGE
     target_ok = True if shared else share is not None and low <= share <= high
     return {"metric_ok": metric_ok, "capacity_ok": capacity_ok, "target_ok": target_ok,
             "verdict": findings["verdict"], "metric": recommendation.get("metric"),
             "capacity_rps": measured, "expected_capacity_rps": expected,
-            "target": target, "saturation_value": saturation, "target_share": share,
+            "target": target, "saturation_value": saturation, "saturation_source": saturation_source,
+            "target_share": share,
             "pattern": (findings.get("pattern") or {}).get("name"), "headline": findings.get("headline"),
             "truth": {key: truth.get(key) for key in ("bottleneck", "expected_metric", "capacity_rps_per_task",
                                                        "capacity_rps_service", "params", "idle_mib")}}
+
+
+def saturation_level(findings: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The recommended metric's level at saturation, as the analysis measured it.
+
+    A metric with a plateau or a crash limit (CPU, memory) has ``saturation_value``. A metric
+    that keeps growing past the knee (requests queue up inside the task, so concurrency and
+    backlog have no plateau) has none; its level at saturation is then its fitted line at the
+    measured capacity, the rate where the SLO broke.
+    """
+    recommendation = findings.get("recommendation") or {}
+    if recommendation.get("saturation_value"):
+        return recommendation["saturation_value"], "saturation_value"
+    metric = next((m for m in findings.get("metrics") or [] if m.get("name") == recommendation.get("metric")), {})
+    fit = metric.get("fit") or {}
+    capacity = (findings.get("capacity") or {}).get("per_task_rps")
+    if capacity and fit.get("slope_per_task_rps") is not None and fit.get("baseline") is not None:
+        return fit["baseline"] + fit["slope_per_task_rps"] * capacity, "fitted line at capacity"
+    if recommendation.get("value_at_capacity"):
+        return recommendation["value_at_capacity"], "value_at_capacity"
+    return None, None
 
 
 def run_case(case: Case, work: Path) -> dict[str, Any]:
@@ -158,6 +183,29 @@ def plan_settings(names: list[str], settings: list[int]) -> int:
                       f"{'plan ok' if code == 0 else 'plan FAILED: ' + str(error)}")
                 failures += code != 0
     return 1 if failures else 0
+
+
+def table_from(path: Path) -> int:
+    """The table and verdict of a JSON-lines file written earlier, judged again where the run is kept."""
+    if not path.is_file():
+        raise SystemExit(f"no file {path}")
+    records = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if record.get("kind") != "accuracy_run":
+            continue
+        run_dir = Path(record["run_dir"])
+        if (run_dir / "manifest.json").is_file():
+            findings = run_dir / "findings.json"
+            record.update(judge(record["archetype"], json.loads((run_dir / "manifest.json").read_text()),
+                                json.loads(findings.read_text()) if findings.is_file() else None))
+        records.append(record)
+    if not records:
+        print(f"no accuracy runs in {path}")
+        return 1
+    print_table(records)
+    stable = stability(records)
+    return 0 if all(passed(r, stable[(r["archetype"], r["setting"])]) for r in records) else 1
 
 
 def stability(records: list[dict[str, Any]]) -> dict[tuple[str, int], bool]:
@@ -203,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "accuracy.jsonl",
                         help="JSON-lines file the results are appended to")
     parser.add_argument("--keep-runs", type=Path, default=None, help="keep the run directories here")
+    parser.add_argument("--table-from", type=Path, default=None,
+                        help="print the table of an earlier JSON-lines file instead of running; runs whose "
+                             "directories were kept are judged again from their files")
     parser.add_argument("--plan-only", action="store_true",
                         help="write each setting's profile and check it with `scalefinder plan`; send no load")
     args = parser.parse_args(argv)
@@ -213,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"archetypes are {', '.join(ARCHETYPES)}; settings 1 and/or 2; repeats at least 1")
     if args.plan_only:
         return plan_settings(names, settings)
+    if args.table_from is not None:
+        return table_from(args.table_from)
     cases = [Case(name, setting, repeat) for name in names for setting in settings
              for repeat in range(1, args.repeats + 1)]
     work = args.keep_runs or Path(tempfile.mkdtemp(prefix="scalefinder-accuracy-"))
