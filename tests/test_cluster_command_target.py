@@ -63,5 +63,9 @@ def test_source_and_controller_configs_are_checked():
         local_capacity.validate_config({"timeout_s": "soon"}, "capacity.local")
     with pytest.raises(InputError, match="needs a local target"):
         local_source.build({"interval_s": 1.0}, RunContext(profile=None))
-    with pytest.raises(InputError, match="needs a local target"):
-        local_capacity.build({}, RunContext(profile=None))
+    # Without a running cluster (restoring a dead run) the controller can only restore, and a
+    # stopped local cluster has nothing left to restore; anything else is a clear error.
+    detached = local_capacity.build({}, RunContext(profile=None))
+    detached.restore({"kind": "local", "tasks": 2})
+    with pytest.raises(InputError, match="not running"):
+        detached.scale_to(3)

@@ -21,9 +21,11 @@ logger = logging.getLogger(__name__)
 
 # A step is invalid when the generator's busiest process used this much of one core ...
 GENERATOR_CPU_LIMIT_PCT = 90.0
-# ... or achieved less than this share of the offered rate while the target kept its SLO ...
+# ... or fell short of the offered rate (below this share of it), or broke the SLO, with more
+# than LATE_SHARE_MAX of its arrivals sent late: then the generator's own delay explains the step.
+# A shortfall with arrivals sent on time is not the generator's: a target that falls behind
+# shows it in latency, which is measured from each arrival's due time and judged by the SLO.
 ACHIEVED_SHARE_MIN = 0.98
-# ... or broke the SLO with more than this share of its arrivals sent late.
 LATE_SHARE_MAX = 0.10
 # The abort rule on errors looks at this many seconds and needs this many outcomes in them.
 ABORT_WINDOW_S = 2
@@ -186,7 +188,8 @@ class LoadRecorder:
         slo_value = _percentile(latencies, self.slo.percentile)
         slo_met = bool(outcomes) and error_pct <= self.slo.error_budget_pct and (
             slo_value is not None and slo_value <= self.slo.latency_ms)
-        invalid = _invalid_reason(offered, achieved, generator_cpu, late, len(sent), slo_met)
+        kept_up = offered <= 0 or achieved >= ACHIEVED_SHARE_MIN * offered
+        invalid = _invalid_reason(offered, achieved, generator_cpu, late, len(sent), slo_met, kept_up)
         return {
             "step_id": step_id,
             "phase": step.phase if step else None,
@@ -229,16 +232,17 @@ def _achieved_rps(successes: list[Outcome], window_s: float) -> float:
 
 
 def _invalid_reason(offered: float, achieved: float, cpu_pct: float, late: int, sent: int,
-                    slo_met: bool) -> str | None:
+                    slo_met: bool, kept_up: bool) -> str | None:
     if cpu_pct >= GENERATOR_CPU_LIMIT_PCT:
         return f"load generator CPU at {cpu_pct:.0f}% of a core: the generator, not the target, was the limit"
-    if not slo_met and sent and late / sent > LATE_SHARE_MAX:
+    running_late = bool(sent) and late / sent > LATE_SHARE_MAX
+    if not slo_met and running_late:
         # latency counts from the schedule, so a generator running late can cause the breach itself
         return (f"{100.0 * late / sent:.0f}% of arrivals were sent late: the SLO breach may be the "
                 "generator's own delay")
-    if slo_met and offered > 0 and achieved < ACHIEVED_SHARE_MIN * offered:
-        return (f"achieved {achieved:.1f} of {offered:g} req/s while the target met its SLO: "
-                "the shortfall is the generator's")
+    if not kept_up and running_late:
+        return (f"achieved {achieved:.1f} of {offered:g} req/s with {100.0 * late / sent:.0f}% of arrivals "
+                "sent late: the shortfall is the generator's")
     return None
 
 
