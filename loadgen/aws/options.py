@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import click
+
+from scalefinder.errors import ProfileError
 
 
 def aws_options(command: Callable) -> Callable:
@@ -13,3 +15,20 @@ def aws_options(command: Callable) -> Callable:
                            help="AWS named profile, as in the AWS CLI (default: AWS_PROFILE).")(command)
     return click.option("--region", "aws_region", default=None, metavar="REGION",
                         help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the AWS profile's).")(command)
+
+
+def service_table(table: dict, where: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Check the keys every ECS-facing profile table shares and fill in ``defaults``.
+
+    ``[sources.cloudwatch]`` and ``[capacity.ecs]`` both name the ECS cluster and service; each
+    then checks its own keys on the returned copy.
+    """
+    known = {"cluster", "service", *defaults}
+    for key in table:
+        if key not in known:
+            raise ProfileError(f"unknown key; expected one of {', '.join(sorted(known))}", key=f"{where}.{key}")
+    config = {**defaults, **table}
+    for key in ("cluster", "service"):
+        if not isinstance(config.get(key), str) or not config[key]:
+            raise ProfileError("required: the ECS name as a string", key=f"{where}.{key}")
+    return config

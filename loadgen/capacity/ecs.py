@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from loadgen.aws import discovery
+from loadgen.aws.options import service_table
 from loadgen.aws.session import AwsClients, call
 from loadgen.capacity.base import CapacityController
 from loadgen.context import RunContext
@@ -27,14 +28,7 @@ DEFAULTS: dict[str, Any] = {"region": None, "poll_s": 15.0, "max_tasks": 50, "wa
 
 def validate_config(table: dict, where: str) -> dict:
     """Check ``[capacity.ecs]``: cluster and service are required."""
-    known = {"cluster", "service", *DEFAULTS}
-    for key in table:
-        if key not in known:
-            raise ProfileError(f"unknown key; expected one of {', '.join(sorted(known))}", key=f"{where}.{key}")
-    config = {**DEFAULTS, **table}
-    for key in ("cluster", "service"):
-        if not isinstance(config.get(key), str) or not config[key]:
-            raise ProfileError("required: the ECS name as a string", key=f"{where}.{key}")
+    config = service_table(table, where, DEFAULTS)
     if config["region"] is not None and not isinstance(config["region"], str):
         raise ProfileError("expected a region name such as \"eu-west-1\"", key=f"{where}.region")
     if isinstance(config["poll_s"], bool) or not isinstance(config["poll_s"], (int, float)) or not 0 < config["poll_s"] <= 300:

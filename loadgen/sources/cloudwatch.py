@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from loadgen.aws.options import service_table
 from loadgen.context import RunContext
 from loadgen.sources.base import MetricRow, MetricSource
 from scalefinder import catalog
@@ -67,14 +68,7 @@ _HIGH_RESOLUTION_PERIODS = (1, 5, 10, 20, 30)
 
 def validate_config(table: dict, where: str) -> dict:
     """Check ``[sources.cloudwatch]`` and fill in defaults."""
-    known = {"cluster", "service", *DEFAULTS}
-    for key in table:
-        if key not in known:
-            raise ProfileError(f"unknown key; expected one of {', '.join(sorted(known))}", key=f"{where}.{key}")
-    config = {**DEFAULTS, **table}
-    for key in ("cluster", "service"):
-        if not isinstance(config.get(key), str) or not config[key]:
-            raise ProfileError("required: the ECS name as a string", key=f"{where}.{key}")
+    config = service_table(table, where, DEFAULTS)
     for key in ("region", "queue_name"):
         if config[key] is not None and (not isinstance(config[key], str) or not config[key]):
             raise ProfileError("expected a non-empty string", key=f"{where}.{key}")
