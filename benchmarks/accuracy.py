@@ -152,18 +152,18 @@ def saturation_level(findings: dict[str, Any]) -> tuple[float | None, str | None
 
 
 def run_case(case: Case, work: Path) -> dict[str, Any]:
-    profile = write_profile(setting_profile(case.archetype, case.setting), work / f"{case.label.replace('/', '-')}.toml")
     run_dir = work / case.label.replace("/", "-")
+    profile = write_profile(setting_profile(case.archetype, case.setting), run_dir.with_suffix(".toml"))
     load_before = load_average()
     outcome = run_and_analyze(profile, run_dir)
     result = judge(case.archetype, outcome.manifest(), outcome.findings())
-    steps = outcome.manifest().get("phases") or []
+    phases = outcome.manifest().get("phases") or []
     return {"archetype": case.archetype, "setting": case.setting, "repeat": case.repeat,
             "finished_utc": utc_now(), "load_average_before": load_before, "load_average_after": load_average(),
             "run_exit_code": outcome.run_exit_code, "analyze_exit_code": outcome.analyze_exit_code,
             "error": outcome.error_line, "run_wall_s": round(outcome.run_wall_s, 1),
             "analyze_wall_s": outcome.analyze_wall_s and round(outcome.analyze_wall_s, 1),
-            "status": outcome.manifest().get("status"), "phases": [phase.get("name") for phase in steps],
+            "status": outcome.manifest().get("status"), "phases": [phase.get("name") for phase in phases],
             "params": (outcome.manifest().get("target") or {}).get("params"),
             "run_dir": str(run_dir), **result}
 

@@ -7,7 +7,6 @@ exactly what a user gets, and a crash in one run cannot take the whole benchmark
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -19,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from scalefinder.errors import InputError
-
-logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "profiles"
