@@ -108,7 +108,7 @@ def judge(archetype: str, manifest: dict[str, Any], findings: dict[str, Any] | N
     if shared:
         metric_ok = findings["verdict"] == "no_task_level_metric"
         measured = capacity.get("service_rps")
-        expected = truth.get("capacity_rps_service")
+        expected = truth.get("capacity_rps_service") or _service_capacity(truth)
     else:
         right = {truth.get("expected_metric")} | ALSO_RIGHT.get(archetype, set())
         metric_ok = findings["verdict"] == "recommended" and recommendation.get("metric") in right
@@ -128,6 +128,11 @@ def judge(archetype: str, manifest: dict[str, Any], findings: dict[str, Any] | N
             "pattern": (findings.get("pattern") or {}).get("name"), "headline": findings.get("headline"),
             "truth": {key: truth.get(key) for key in ("bottleneck", "expected_metric", "capacity_rps_per_task",
                                                        "capacity_rps_service", "params", "idle_mib")}}
+
+
+def _service_capacity(truth: dict[str, Any]) -> float | None:
+    per_task, tasks = truth.get("capacity_rps_per_task"), truth.get("tasks")
+    return per_task * tasks if per_task and tasks else None
 
 
 def saturation_level(findings: dict[str, Any]) -> tuple[float | None, str | None]:
