@@ -51,6 +51,8 @@ STEADY_LATENCY_FLOOR_MS = 5.0
 STEADY_METRIC_SHARE = 0.1
 STEADY_METRIC_FLOOR = {"percent": 2.0, "requests": 1.0, "requests/s": 1.0, "jobs": 1.0}
 STEADY_MIN_SECONDS = 4
+# end_reason of a failed step that is repeated at once at the same rate (ramp.confirm_breach).
+END_RETRIED = "retried"
 # Extra time allowed for a step's last requests to finish, beyond the request timeout.
 DRAIN_SLACK_S = 2.0
 LIBRARIES = ("locust", "gevent", "geventhttpclient", "pandas", "numpy", "scipy", "statsmodels",
@@ -346,7 +348,7 @@ class Experiment:
         good: list[float] = []
         for rate in plan.ramp_rates(self.profile.ramp):
             crashes_before = self._crashes
-            row = self._step("ramp", tasks, rate)
+            row = self._confirmed_step("ramp", tasks, rate)
             if self._crashes > crashes_before:
                 self.writer.add_warning(f"tasks crashed at {rate:g} req/s: the ramp stopped there")
                 return good, rate
@@ -370,7 +372,7 @@ class Experiment:
         if rate is not None:
             self._begin_phase("refine", tasks)
         while rate is not None:
-            row = self._step("refine", tasks, rate)
+            row = self._confirmed_step("refine", tasks, rate)
             if row["valid"] and row["slo_met"]:
                 good_rps = rate
                 good.append(rate)
@@ -404,7 +406,24 @@ class Experiment:
             self._event("scale", previous_tasks=before, tasks=tasks)
 
     # -- one step ---------------------------------------------------------------------------------
-    def _step(self, phase: str, tasks: int, rate_rps: float) -> dict[str, Any]:
+    def _confirmed_step(self, phase: str, tasks: int, rate_rps: float) -> dict[str, Any]:
+        """A step whose failure ends the ramp (or bounds the refinement): with ``confirm_breach``
+        a first failure is repeated once at the same rate and the repeat decides.
+
+        A busy host can stall for a fraction of a second; that alone can break one step's SLO
+        or make its arrivals late far below the real capacity. A crash is never repeated: it is
+        the target's own limit, not a transient.
+        """
+        crashes_before = self._crashes
+        row = self._step(phase, tasks, rate_rps, confirm=self.profile.ramp.confirm_breach)
+        if row["end_reason"] != END_RETRIED or self._crashes > crashes_before:
+            return row
+        repeat = self._step(phase, tasks, rate_rps)
+        self._event("breach_check", step_id=row["step_id"], repeat_step_id=repeat["step_id"],
+                    offered_rps=rate_rps, confirmed=not (repeat["valid"] and repeat["slo_met"]))
+        return repeat
+
+    def _step(self, phase: str, tasks: int, rate_rps: float, confirm: bool = False) -> dict[str, Any]:
         ramp = self.profile.ramp
         elapsed = time.monotonic() - self._started_monotonic
         if elapsed + ramp.min_hold_s > ramp.max_duration_s:
@@ -412,6 +431,7 @@ class Experiment:
                              "the remaining steps were skipped")
         step_id = self._step_id
         self._step_id += 1
+        crashes_before = self._crashes
         self.recorder.begin_step(StepInfo(step_id, phase, tasks, rate_rps))
         self._event("step_start", step_id=step_id, phase=phase, tasks=tasks, offered_rps=rate_rps)
         start = time.time()
@@ -430,13 +450,17 @@ class Experiment:
             self._stop_load()
             self._record_step(step_id, start, end, "interrupted")
             raise
-        return self._record_step(step_id, start, end, end_reason)
+        return self._record_step(step_id, start, end, end_reason,
+                                 repeat_failure=confirm and self._crashes == crashes_before)
 
-    def _record_step(self, step_id: int, start: float, end: float, end_reason: str) -> dict[str, Any]:
+    def _record_step(self, step_id: int, start: float, end: float, end_reason: str,
+                     repeat_failure: bool = False) -> dict[str, Any]:
         row = self.recorder.summarize(step_id, start, end, self.profile.ramp.warmup_s, end_reason)
         self.recorder.forget(step_id)
         if not row["slo_met"] and end_reason in ("held", "steady"):
             row["end_reason"] = "slo_breach"
+        if repeat_failure and not (row["valid"] and row["slo_met"]):
+            row = _marked_for_repeat(row)
         self.writer.append_step(row)
         self.steps.append(row)
         self._event("step_end", step_id=step_id, phase=row["phase"], tasks=row["tasks"],
@@ -553,6 +577,14 @@ def _stop_on_signal(signum: int, frame: Any) -> None:
 
 def _ignore_during_cleanup(signum: int, frame: Any) -> None:
     logger.warning("%s received while restoring; finishing the clean-up first", signal.Signals(signum).name)
+
+
+def _marked_for_repeat(row: dict[str, Any]) -> dict[str, Any]:
+    """A failed first attempt that the next step repeats: kept as measured, but invalid, so the
+    analysis counts the rate once, from the repeat, and never takes this attempt as the breach."""
+    failure = row["invalid_reason"] or "SLO breach"
+    return {**row, "valid": False, "end_reason": END_RETRIED,
+            "invalid_reason": f"repeated at the same rate before ending the ramp (first attempt: {failure})"}
 
 
 def _halves_agree(values: list[float], share: float, floor: float) -> bool:

@@ -34,15 +34,17 @@ class PlannedStep:
 
 @dataclass(frozen=True)
 class Plan:
-    """The longest run a profile allows: the ramp never breaks the SLO below ``max_rps``."""
+    """The longest run a profile allows: the ramp never breaks the SLO below ``max_rps``, and,
+    with ``confirm_breach``, any ramp step may still fail once and be repeated (``repeats``)."""
 
     profile_name: str
     steps: tuple[PlannedStep, ...]
     max_duration_s: float
+    repeats: tuple[PlannedStep, ...] = ()
 
     @property
     def duration_s(self) -> float:
-        total = sum(step.hold_s for step in self.steps) + 2 * SCALE_ESTIMATE_S
+        total = sum(step.hold_s for step in self.steps + self.repeats) + 2 * SCALE_ESTIMATE_S
         return min(total, self.max_duration_s)
 
     @property
@@ -51,7 +53,7 @@ class Plan:
 
     @property
     def request_count(self) -> int:
-        return sum(step.requests for step in self.steps)
+        return sum(step.requests for step in self.steps + self.repeats)
 
 
 def round_rate(rate_rps: float) -> float:
@@ -109,7 +111,8 @@ def beyond_rates(capacity_rps: float, ramp: Ramp) -> list[float]:
 
 
 def plan_profile(profile: Profile) -> Plan:
-    """The worst case: every ramp step held fully, then the replay and beyond phases at 2n tasks."""
+    """The worst case: every ramp step held fully (and repeated once, if failures are confirmed),
+    then the replay and beyond phases at 2n tasks."""
     ramp = profile.ramp
     tasks = profile.capacity.tasks
     ramp_steps = [PlannedStep("ramp", tasks, rate, ramp.hold_s) for rate in ramp_rates(ramp)]
@@ -118,4 +121,5 @@ def plan_profile(profile: Profile) -> Plan:
               for rate in replay_rates(rates, rates[-1], ramp.replay_steps)]
     beyond = [PlannedStep("beyond", 2 * tasks, rate, ramp.hold_s)
               for rate in (beyond_rates(rates[-1], ramp) if ramp.beyond else [])]
-    return Plan(profile.name, tuple(ramp_steps + replay + beyond), ramp.max_duration_s)
+    repeats = tuple(ramp_steps) if ramp.confirm_breach else ()
+    return Plan(profile.name, tuple(ramp_steps + replay + beyond), ramp.max_duration_s, repeats)

@@ -28,7 +28,7 @@ HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 BALANCERS = {"least_outstanding", "round_robin"}
 RAMP_KEYS = ("start_rps", "step_rps", "step_factor", "hold_s", "min_hold_s", "warmup_s", "max_rps",
              "max_duration_s", "refine", "refine_tolerance_pct", "replay_steps", "beyond", "beyond_factor",
-             "abort_error_pct", "abort_latency_ms", "scale_timeout_s")
+             "abort_error_pct", "abort_latency_ms", "scale_timeout_s", "confirm_breach")
 # Retrospective sources deliver one datapoint per period; a hold must span several of them.
 MIN_DATAPOINTS_PER_HOLD = 3
 
@@ -98,6 +98,7 @@ class Ramp:
     abort_error_pct: float = 50.0
     abort_latency_ms: float = 10000.0
     scale_timeout_s: float = 120.0
+    confirm_breach: bool = True
 
 
 @dataclass(frozen=True)
@@ -460,6 +461,7 @@ def _parse_ramp(table: _Table, target: Target) -> Ramp:
         abort_error_pct=table.number("abort_error_pct", 50.0, low=0, low_open=True, high=100),
         abort_latency_ms=table.number("abort_latency_ms", 10000.0, low=0, low_open=True),
         scale_timeout_s=table.number("scale_timeout_s", 120.0, low=1),
+        confirm_breach=table.boolean("confirm_breach", True),
     )
     return ramp
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from loadgen.experiment import Experiment, RunOptions
+from loadgen.profile import load_profile
 from scalefinder.rundir import RunDirectory
 
 pytestmark = pytest.mark.load
@@ -159,3 +161,94 @@ def test_errors_above_the_abort_threshold_stop_the_load_within_two_seconds(tmp_p
     after = load[load["time_unix_s"] > abort["time_unix_s"] + 2.0]
     assert after["sent"].sum() == 0
     assert list(run.steps()["end_reason"]) == ["abort"]
+
+
+# A target with a real capacity of 10 req/s (one request at a time, 100 ms each) that stalls
+# once for 0.8 s, like a busy host, when its STALL_AT-th request arrives.
+STALLING_TARGET = '''
+import asyncio, sys
+from aiohttp import web
+
+STALL_AT = int(sys.argv[2])
+state = {"count": 0}
+
+async def work(request):
+    state["count"] += 1
+    number = state["count"]
+    async with request.app["serial"]:
+        await asyncio.sleep(0.8 if number == STALL_AT else 0.1)
+    return web.Response(text="ok")
+
+async def ok(request):
+    return web.Response(text="")
+
+async def make_app():
+    app = web.Application()
+    app["serial"] = asyncio.Lock()
+    app.router.add_get("/work", work)
+    app.router.add_get("/health", ok)
+    app.router.add_get("/metrics", ok)
+    return app
+
+web.run_app(make_app(), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+'''
+
+CONFIRM_PROFILE = """
+name = "confirm"
+[target]
+kind = "local"
+cpu_units = 256
+memory_mib = 128
+command = "{python} {script} {{port}} 18"
+[workload]
+requests = [{{ path = "/work" }}]
+max_in_flight = 50
+timeout_s = 3
+[slo]
+percentile = 95
+latency_ms = 300
+[ramp]
+start_rps = 4
+step_rps = 4
+max_rps = 16
+hold_s = 3
+min_hold_s = 3
+warmup_s = 0.5
+refine = false
+beyond = false
+max_duration_s = 120
+[capacity]
+controller = "local"
+tasks = 1
+[sources.local]
+interval_s = 0.5
+"""
+
+
+class _RampOnly(Experiment):
+    """The real ramp on the real local cluster, without the replay at 2n that this test does not need."""
+
+    def _run_phases(self, controller):
+        good, first_bad = self._ramp(self.profile.capacity.tasks)
+        self.capacity_rps = max(good) if good else None
+
+
+def test_a_single_stall_is_repeated_and_a_real_breach_is_confirmed(tmp_path):
+    script = tmp_path / "stalling_target.py"
+    script.write_text(STALLING_TARGET)
+    profile_path = tmp_path / "confirm.toml"
+    profile_path.write_text(CONFIRM_PROFILE.format(python=sys.executable, script=script))
+    result = _RampOnly(load_profile(profile_path), RunOptions(out=tmp_path / "run"), None).run()
+    steps = [(s["offered_rps"], s["end_reason"], s["valid"], s["slo_met"]) for s in result.steps]
+    # 8 req/s: the stall broke the first attempt, the repeat met the SLO, so the ramp went on;
+    # 12 req/s is above the real capacity: both attempts broke the SLO and the ramp ended there.
+    assert [s[0] for s in steps] == [4, 8, 8, 12, 12], steps
+    assert steps[1][1] == "retried" and not steps[1][2] and not steps[1][3]
+    assert steps[2][2] and steps[2][3]
+    assert steps[3][1] == "retried" and not steps[3][2]
+    assert not (steps[4][2] and steps[4][3]) and steps[4][1] != "retried"
+    assert result.capacity_rps == 8
+    run = RunDirectory.open(tmp_path / "run")
+    checks = [e for e in run.events() if e["kind"] == "breach_check"]
+    assert [(c["offered_rps"], c["confirmed"]) for c in checks] == [(8, False), (12, True)]
+    assert "repeated at the same rate" in run.steps()["invalid_reason"].iloc[1]
