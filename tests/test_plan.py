@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -46,7 +47,7 @@ def test_demo_plan_has_enough_steps_below_capacity():
     ramp = [s for s in plan.steps if s.phase == "ramp"]
     assert len(ramp) >= 8 and all(s.tasks == 2 for s in ramp)
     assert {s.tasks for s in plan.steps if s.phase in ("replay", "beyond")} == {4}
-    assert plan.request_count == sum(s.requests for s in plan.steps)
+    assert plan.request_count == sum(s.requests for s in plan.steps + plan.repeats)
 
 
 def test_plan_command_prints_steps_duration_peak_and_requests():
@@ -55,3 +56,14 @@ def test_plan_command_prints_steps_duration_peak_and_requests():
     for text in ("ramp", "replay", "Expected duration: at most", "Peak rate:", "Requests: at most",
                  "local cluster (archetype cpu)"):
         assert text in result.output
+
+
+def test_the_worst_case_includes_a_repeat_of_every_ramp_step_unless_confirmation_is_off():
+    profile = load_profile(DEMO)
+    confirming = plan_profile(profile)
+    ramp = [s for s in confirming.steps if s.phase == "ramp"]
+    assert confirming.repeats == tuple(ramp)
+    assert confirming.request_count == sum(s.requests for s in confirming.steps + confirming.repeats)
+    unconfirmed = plan_profile(replace(profile, ramp=replace(profile.ramp, confirm_breach=False)))
+    assert unconfirmed.repeats == () and unconfirmed.steps == confirming.steps
+    assert unconfirmed.request_count == confirming.request_count - sum(s.requests for s in ramp)

@@ -157,3 +157,11 @@ def test_the_cli_turns_a_bad_profile_into_one_line_and_exit_2(tmp_path, change, 
 def test_loopback_detection():
     assert is_loopback("http://127.0.0.1:8080") and is_loopback("http://127.9.9.9/") and is_loopback("http://localhost")
     assert not is_loopback("https://staging.example.com") and not is_loopback("http://10.0.0.1")
+
+
+def test_confirm_breach_defaults_on_and_must_be_a_boolean(tmp_path):
+    assert load_profile(write(tmp_path, GOOD)).ramp.confirm_breach is True
+    off = GOOD.replace("max_rps = 50", "max_rps = 50\nconfirm_breach = false")
+    assert load_profile(write(tmp_path, off, "off.toml")).ramp.confirm_breach is False
+    message = problem(tmp_path, GOOD.replace("max_rps = 50", 'max_rps = 50\nconfirm_breach = "yes"'))
+    assert "[ramp.confirm_breach]" in message
