@@ -75,7 +75,7 @@ STEP_COLUMNS = [
     "valid",  # false when the generator, not the target, limited the step
     "invalid_reason",
     "slo_met",
-    "end_reason",  # held | steady | slo_breach | abort | interrupted
+    "end_reason",  # held | steady | slo_breach | abort | interrupted | retried
 ]
 
 LOAD_COLUMNS = [
