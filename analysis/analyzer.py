@@ -105,8 +105,12 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
     decision = classify.decide(metric_data, results, verdicts, knee, doubling, capacity, first, manifest)
     recommendation = None
     if decision.verdict == "recommended" and not gaps:
-        recommendation = recommend.recommendation(decision.metric, metric_data[decision.metric], results[decision.metric],
-                                                  knee, initial, options, decision)
+        if decision.pattern["name"] == "job_processor":
+            recommendation = recommend.backlog_recommendation(decision.metric, metric_data[decision.metric], knee,
+                                                              initial, options, decision, slo)
+        else:
+            recommendation = recommend.recommendation(decision.metric, metric_data[decision.metric],
+                                                      results[decision.metric], knee, initial, options, decision)
         if recommendation is None:
             gaps.append((f"no safe target for {decision.metric}: the fitted relation leaves no room below saturation",
                          "re-run with smaller ramp steps below capacity"))
@@ -335,7 +339,19 @@ def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_
     tests["time_trend"] = props.time_trend(holds, (settled["per_task_rps"], settled["value"],
                                                    settled["mid_unix_s"] / 3600.0))
     tests["flat_near_limit"] = props.flat_near_limit(below["per_task_rps"], below["value"], limit=data.info.limit)
+    if classify.is_queue_backlog(data.name):
+        breach = (knee.slo_breach_rps / initial) if knee and knee.slo_breach_rps else None
+        tests["backlog_growth"] = props.backlog_growth(_holds(at_first, data.samples), breach_per_task_rps=breach)
     return tests
+
+
+def _holds(steps: pd.DataFrame, samples: pd.DataFrame) -> list[props.Hold]:
+    by_step = {int(k): g.sort_values("time_unix_s") for k, g in samples.groupby("step_id")}
+    empty = samples.iloc[0:0]
+    return [props.Hold(int(r.step_id), float(r.per_task_rps), float(r.value),
+                       by_step.get(int(r.step_id), empty)["time_unix_s"].to_numpy(float),
+                       by_step.get(int(r.step_id), empty)["value"].to_numpy(float))
+            for r in steps.itertuples()]
 
 
 def _common_range(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

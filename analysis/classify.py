@@ -8,6 +8,8 @@ so is the bottleneck. When nothing with a known limit runs out at the knee, the 
 outside the measured resources (a worker pool, a downstream connection pool, a lock), and
 request concurrency, a queue's backlog or the request rate per task is the metric that sees it.
 When capacity does not grow with the task count, no task-level metric can scale the service.
+A queue's backlog that is empty below capacity and grows past it (``backlog_growth``) makes the
+service a job processor, scaled on backlog per task whatever else ran out.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from analysis.properties import FAIL, INCONCLUSIVE, PASS, TestResult
 from scalefinder import catalog
 
 HIGH_LEVEL = 0.6  # a plateau below 60% of the limit is not a resource running out
+QUEUE_BACKLOGS = (catalog.QUEUE_BACKLOG, catalog.QUEUE_BACKLOG_PER_TASK)
 
 LABELS = {
     "cpu_utilization": "Average CPU utilization",
@@ -62,9 +65,18 @@ def label(name: str) -> str:
     return LABELS.get(name, name.replace("_", " ").capitalize())
 
 
+def is_queue_backlog(name: str) -> bool:
+    return name in QUEUE_BACKLOGS
+
+
 def metric_verdict(tests: dict[str, TestResult]) -> tuple[str, list[str]]:
     """(verdict, plain-language reasons) of one metric from its tests."""
     demand, prop, ratio = tests["demand_correlation"], tests["proportionality"], tests["capacity_ratio"]
+    backlog = tests.get("backlog_growth")
+    if backlog is not None and backlog.verdict == PASS:
+        # A queue near zero below capacity and unbounded past it defeats the rank and equivalence
+        # tests (a flat zero, then a jump), yet it is the clearest saturation signal there is.
+        return "candidate", [backlog.detail, demand.detail, prop.detail]
     trend, flat = tests["time_trend"], tests["flat_near_limit"]
     proportional = prop.verdict == PASS or (prop.verdict == INCONCLUSIVE and ratio.verdict == PASS)
     not_proportional = prop.verdict == FAIL or (prop.verdict == INCONCLUSIVE and ratio.verdict == FAIL)
@@ -97,6 +109,8 @@ def decide(metric_data, results, verdicts, knee, doubling, capacity, first_steps
     candidates = [name for name, (verdict, _) in verdicts.items() if verdict == "candidate"]
     if doubling.get("verdict") == "does_not_scale":
         return _shared(results, candidates, doubling)
+    if catalog.QUEUE_BACKLOG_PER_TASK in candidates and _backlog_passed(results, catalog.QUEUE_BACKLOG_PER_TASK):
+        return _job_processor(metric_data, results, knee)
     exhausted = _exhausted(metric_data, results, candidates, knee)
     if exhausted:
         name, rate, kind = exhausted[0]
@@ -106,6 +120,25 @@ def decide(metric_data, results, verdicts, knee, doubling, capacity, first_steps
         return Decision("recommended", name, {"name": pattern, "label": PATTERNS[pattern], "evidence": evidence},
                         bottleneck, evidence=tuple(evidence))
     return _outside_the_task(metric_data, results, verdicts, candidates, knee, first_steps)
+
+
+def _backlog_passed(results, name: str) -> bool:
+    growth = results[name].get("backlog_growth")
+    return growth is not None and growth.verdict == PASS
+
+
+def _job_processor(metric_data, results, knee) -> Decision:
+    """The guide's job processor: the queue's depth per task is the scaling metric."""
+    name = catalog.QUEUE_BACKLOG_PER_TASK
+    growth = results[name]["backlog_growth"]
+    onset = growth.extra.get("onset_per_task_rps")
+    evidence = [f"{label(name)}: {growth.detail}",
+                "a growing queue means the backlog exceeds processing capacity; an empty one means spare capacity"]
+    evidence += _utilization_at_knee(metric_data, knee)
+    note = f"the queue starts to grow at {onset:.3g} req/s per task" if onset else growth.detail
+    return Decision("recommended", name, {"name": "job_processor", "label": PATTERNS["job_processor"],
+                                          "evidence": evidence},
+                    _bottleneck(name, onset, knee, note), evidence=tuple(evidence))
 
 
 def _exhausted(metric_data, results, candidates, knee) -> list[tuple[str, float, str]]:
@@ -192,13 +225,10 @@ def _outside_the_task(metric_data, results, verdicts, candidates, knee, first_st
     note = "nothing with a known limit (CPU, memory) ran out at the knee: the limit is outside those resources"
     # Concurrency sees a worker or connection pool directly; the request rate per task is the
     # guide's alternative for the same patterns (requests per target).
-    for name in (catalog.QUEUE_BACKLOG_PER_TASK, catalog.CONCURRENCY_PER_TASK, catalog.REQUESTS_PER_TASK):
+    for name in (catalog.CONCURRENCY_PER_TASK, catalog.REQUESTS_PER_TASK):
         if name not in candidates:
             continue
-        if name == catalog.QUEUE_BACKLOG_PER_TASK:
-            pattern = "job_processor"
-        else:
-            pattern = "worker_based" if _rejects_at_breach(first_steps, knee) else "waiting"
+        pattern = "worker_based" if _rejects_at_breach(first_steps, knee) else "waiting"
         evidence = [note] + _utilization_at_knee(metric_data, knee) + [
             f"{label(name)} tracks demand and is proportional to the task count"]
         evidence += _worker_precondition(first_steps) if pattern == "worker_based" else []

@@ -9,7 +9,8 @@ practical size, not only significance) or ``inconclusive`` (the data cannot tell
 The methods follow ``docs/analysis.md``: Kendall's tau with the exact test for demand
 correlation, Newey-West (HAC) OLS slopes, hinge regression with a two-one-sided-tests plateau
 rule for saturation, an equivalence test on a phase indicator for proportionality, HAC slopes
-on time within constant-load holds for memory that follows time.
+on time within constant-load holds for memory that follows time, and a Mann-Kendall trend test
+within holds for a queue's backlog that is empty below capacity and grows past it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ PROPORTIONAL_MARGIN = 0.10  # the phase effect must lie within 10% of the predic
 TREND_MIN_GROWTH = 0.02  # growth within a hold, as a share of its level, that matters
 TREND_MIN_HOLDS = 2  # consecutive growing holds that make a metric follow time
 TREND_MIN_RUN_GROWTH = 0.10  # growth with time over the whole run, as a share of the level, that matters
+EMPTY_BACKLOG_JOBS = 1.0  # a queue holding at most one job (or 5% of its peak) is empty
+EMPTY_BACKLOG_SHARE = 0.05
+FULL_BACKLOG_SHARE = 0.5  # a queue at half its peak or more has filled (it may sit at its bound)
+MIN_BACKLOG_RISE_JOBS = 1.0  # growth within a hold must add at least one job to count
+MIN_EMPTY_STEPS = 3  # empty steps below the onset needed before growth means saturation
+MIN_HOLD_SAMPLES = 4
 
 
 @dataclass(frozen=True)
@@ -483,6 +490,96 @@ def flat_near_limit(rate_rps: Sequence[float], values: Sequence[float], *, limit
                           extra)
     return TestResult("flat_near_limit", method, inputs, _r(first), None, None, threshold, PASS,
                       f"starts at {first:.3g} of {limit:g} and spreads {spread:.1%}", extra)
+
+
+# -- backlog growth -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hold:
+    """One constant-load step of a queue metric: its rate per task, level and kept samples."""
+
+    step_id: int
+    per_task_rps: float
+    level: float
+    times_s: np.ndarray
+    values: np.ndarray
+
+
+def backlog_growth(holds: Sequence[Hold], *, breach_per_task_rps: float | None, alpha: float = ALPHA) -> TestResult:
+    """A queue that saturates: empty on the steps below some rate and growing (or full) within
+    every hold from that rate up, with growth starting no later than the SLO breach.
+
+    Growth within a hold is a Mann-Kendall test (Kendall's tau of the samples against time,
+    one-sided, Holm across holds) with Sen's slope in jobs per second, and must add at least one
+    job over the hold. ``holds`` are the valid steps at one task count."""
+    ordered = sorted(holds, key=lambda h: h.per_task_rps)
+    method = ("Mann-Kendall trend within each hold (Kendall tau on time, one-sided, Holm across holds), "
+              "Sen's slope per second; step level against an empty threshold")
+    threshold = (f"at least {MIN_EMPTY_STEPS} steps empty (level <= max({EMPTY_BACKLOG_JOBS:g} job, "
+                 f"{EMPTY_BACKLOG_SHARE:.0%} of the peak), not growing), then every step growing (Holm p < {alpha}, "
+                 f">= {MIN_BACKLOG_RISE_JOBS:g} job over the hold) or full (>= {FULL_BACKLOG_SHARE:.0%} of the peak), "
+                 "growth starting no later than the SLO breach")
+    rows = [_backlog_row(h) for h in ordered]
+    tested = [r for r in rows if r["p"] is not None]
+    # A hold that never changes cannot grow; only the holds that move share the Holm correction.
+    moving = [r for r in tested if r["tau"] != 0.0]
+    for row, p in zip(moving, holm([r["p"] for r in moving]) if moving else []):
+        row["p_adjusted"] = _r(float(p))
+    peak = max((h.level for h in ordered), default=0.0)
+    empty_below = max(EMPTY_BACKLOG_JOBS, EMPTY_BACKLOG_SHARE * peak)
+    for row in rows:
+        row["growing"] = bool(row.get("p_adjusted", 1.0) < alpha and row["rise"] >= MIN_BACKLOG_RISE_JOBS)
+        row["empty"] = bool(row["level"] <= empty_below and not row["growing"])
+        row["full"] = bool(peak > empty_below and row["level"] >= FULL_BACKLOG_SHARE * peak)
+    inputs = {"steps": len(rows), "breach_per_task_rps": breach_per_task_rps, "empty_below": _r(empty_below),
+              "alpha": alpha}
+    extra: dict[str, Any] = {"holds": rows, "peak": _r(peak)}
+    if len(tested) < MIN_EMPTY_STEPS + 1:
+        return TestResult("backlog_growth", method, inputs, None, None, None, threshold, INCONCLUSIVE,
+                          f"only {len(tested)} hold(s) with {MIN_HOLD_SAMPLES}+ samples", extra)
+    onset = next((i for i, r in enumerate(rows) if r["growing"]), None)
+    if onset is None:
+        return TestResult("backlog_growth", method, inputs, None, None, None, threshold, FAIL,
+                          f"the backlog never grows within a hold (peak level {peak:.3g})", extra)
+    start = rows[onset]
+    extra.update(onset_step=start["step_id"], onset_per_task_rps=start["per_task_rps"],
+                 slope_per_s_at_onset=start["slope_per_s"])
+    empty = [r for r in rows[:onset] if r["empty"]]
+    statistic, p_value = start["slope_per_s"], start["p_adjusted"]
+    if len(empty) < onset or onset < MIN_EMPTY_STEPS:
+        why = (f"only {onset} step(s) below the onset" if len(empty) == onset else
+               f"{onset - len(empty)} of the {onset} steps below the onset hold a backlog (> {empty_below:.3g})")
+        return TestResult("backlog_growth", method, inputs, statistic, p_value, None, threshold, FAIL,
+                          f"not empty below capacity: {why}; it grows from {start['per_task_rps']:.3g} req/s per task",
+                          extra)
+    stalled = [r["step_id"] for r in rows[onset:] if not (r["growing"] or r["full"])]
+    if stalled:
+        return TestResult("backlog_growth", method, inputs, statistic, p_value, None, threshold, FAIL,
+                          f"grows at {start['per_task_rps']:.3g} req/s per task but neither grows nor fills at higher "
+                          f"rates (steps {stalled})", extra)
+    if breach_per_task_rps is not None and start["per_task_rps"] > breach_per_task_rps * 1.001:
+        return TestResult("backlog_growth", method, inputs, statistic, p_value, None, threshold, FAIL,
+                          f"starts growing at {start['per_task_rps']:.3g} req/s per task, after the SLO broke at "
+                          f"{breach_per_task_rps:.3g}: not the saturation signal", extra)
+    return TestResult("backlog_growth", method, inputs, statistic, p_value, None, threshold, PASS,
+                      f"empty (<= {empty_below:.3g}) on {len(empty)} steps up to {rows[onset - 1]['per_task_rps']:.3g} "
+                      f"req/s per task; grows within every hold from {start['per_task_rps']:.3g} "
+                      f"({start['slope_per_s']:+.3g} jobs/s at onset)", extra)
+
+
+def _backlog_row(hold: Hold) -> dict[str, Any]:
+    times, values = np.asarray(hold.times_s, float), np.asarray(hold.values, float)
+    row: dict[str, Any] = {"step_id": hold.step_id, "per_task_rps": _r(hold.per_task_rps), "level": _r(hold.level),
+                           "samples": len(values), "tau": None, "p": None, "slope_per_s": None, "rise": 0.0}
+    if len(values) < MIN_HOLD_SAMPLES or np.ptp(times) <= 0:
+        return row
+    if np.ptp(values) == 0:
+        row.update(tau=0.0, p=1.0, slope_per_s=0.0)
+        return row
+    trend = stats.kendalltau(times, values, alternative="greater")
+    slope = float(stats.theilslopes(values, times).slope)
+    row.update(tau=_r(float(trend.statistic)), p=float(trend.pvalue) if np.isfinite(trend.pvalue) else 1.0,
+               slope_per_s=_r(slope), rise=_r(max(slope, 0.0) * float(np.ptp(times))))
+    return row
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -100,6 +100,43 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
     }
 
 
+def backlog_recommendation(metric: str, data, knee, tasks: int, options, decision,
+                           slo: dict[str, Any]) -> dict[str, Any] | None:
+    """Acceptable backlog per task, after AWS's guidance for scaling on an SQS queue: the jobs one
+    task can finish within the acceptable latency, capacity per task x (latency_ms / 1000),
+    times the headroom. The interval carries the capacity's own interval [last good, first bad]."""
+    if knee is None or knee.last_good_rps is None:
+        return None
+    capacity_per_task = min(knee.last_good_achieved_rps or knee.last_good_rps, knee.last_good_rps) / tasks
+    latency_s = slo["latency_ms"] / 1000.0
+    high_rate = (knee.slo_breach_rps / tasks) if knee.slo_breach_rps else capacity_per_task
+    target = round(capacity_per_task * latency_s * options.headroom, 2)
+    if target <= 0:
+        return None
+    interval = [target, round(high_rate * latency_s * options.headroom, 2)]
+    at_capacity = capacity_per_task * latency_s  # the backlog one task clears in exactly the acceptable latency
+    good_row = data.steps[data.steps["step_id"] == knee.last_good_step]
+    aws = policy.aws_metric(metric)
+    step = step_thresholds(target, at_capacity, 2)
+    return {
+        "metric": metric, "label": label(metric), "target": target, "target_interval": interval,
+        "unit": data.info.unit or "", "headroom": options.headroom,
+        "target_rate_per_task_rps": round(options.headroom * capacity_per_task, 3),
+        "saturation_value": round(at_capacity, 2),
+        "value_at_capacity": round(float(good_row["value"].iloc[0]), 2) if len(good_row) else None,
+        "capped": False,
+        "fitted": None,
+        "method": (f"acceptable backlog per task = capacity per task x acceptable latency x headroom = "
+                   f"{capacity_per_task:.3g} jobs/s x {latency_s:g} s x {options.headroom:g} = {target:g} jobs; "
+                   "interval from the capacity interval [last good, first bad]"),
+        "aws_metric": aws,
+        "aws_target_value": policy.aws_target(metric, target),
+        "step_scaling": step,
+        "policies": policy.render_all(metric, target, step, aws),
+        "pattern": decision.pattern["name"],
+    }
+
+
 def _predict(x: np.ndarray, y: np.ndarray, at: float) -> tuple[float, float, float]:
     import statsmodels.api as sm
 
