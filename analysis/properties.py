@@ -536,34 +536,44 @@ def backlog_growth(holds: Sequence[Hold], *, breach_per_task_rps: float | None, 
     if len(tested) < MIN_EMPTY_STEPS + 1:
         return TestResult("backlog_growth", method, inputs, None, None, None, threshold, INCONCLUSIVE,
                           f"only {len(tested)} hold(s) with {MIN_HOLD_SAMPLES}+ samples", extra)
-    onset = next((i for i, r in enumerate(rows) if r["growing"]), None)
-    if onset is None:
+    if not any(r["growing"] for r in rows):
         return TestResult("backlog_growth", method, inputs, None, None, None, threshold, FAIL,
                           f"the backlog never grows within a hold (peak level {peak:.3g})", extra)
+    onset = _overflow_start(rows)
+    if onset == len(rows) or not any(r["growing"] for r in rows[onset:]):
+        top = rows[-1]
+        return TestResult("backlog_growth", method, inputs, None, None, None, threshold, FAIL,
+                          f"grows at some rates but neither grows nor fills at the highest, "
+                          f"{top['per_task_rps']:.3g} req/s per task (level {top['level']:.3g})", extra)
     start = rows[onset]
+    growing = next(r for r in rows[onset:] if r["growing"])
     extra.update(onset_step=start["step_id"], onset_per_task_rps=start["per_task_rps"],
-                 slope_per_s_at_onset=start["slope_per_s"])
-    empty = [r for r in rows[:onset] if r["empty"]]
-    statistic, p_value = start["slope_per_s"], start["p_adjusted"]
-    if len(empty) < onset or onset < MIN_EMPTY_STEPS:
-        why = (f"only {onset} step(s) below the onset" if len(empty) == onset else
-               f"{onset - len(empty)} of the {onset} steps below the onset hold a backlog (> {empty_below:.3g})")
+                 slope_per_s_at_onset=growing["slope_per_s"])
+    statistic, p_value = growing["slope_per_s"], growing["p_adjusted"]
+    held = [r["step_id"] for r in rows[:onset] if not r["empty"]]
+    if held or onset < MIN_EMPTY_STEPS:
+        why = (f"steps {held} below it hold a backlog (> {empty_below:.3g})" if held else
+               f"only {onset} step(s) below it, {MIN_EMPTY_STEPS} needed")
         return TestResult("backlog_growth", method, inputs, statistic, p_value, None, threshold, FAIL,
-                          f"not empty below capacity: {why}; it grows from {start['per_task_rps']:.3g} req/s per task",
-                          extra)
-    stalled = [r["step_id"] for r in rows[onset:] if not (r["growing"] or r["full"])]
-    if stalled:
-        return TestResult("backlog_growth", method, inputs, statistic, p_value, None, threshold, FAIL,
-                          f"grows at {start['per_task_rps']:.3g} req/s per task but neither grows nor fills at higher "
-                          f"rates (steps {stalled})", extra)
+                          f"not empty below capacity: the queue overflows from {start['per_task_rps']:.3g} req/s per "
+                          f"task but {why}", extra)
     if breach_per_task_rps is not None and start["per_task_rps"] > breach_per_task_rps * 1.001:
         return TestResult("backlog_growth", method, inputs, statistic, p_value, None, threshold, FAIL,
                           f"starts growing at {start['per_task_rps']:.3g} req/s per task, after the SLO broke at "
                           f"{breach_per_task_rps:.3g}: not the saturation signal", extra)
     return TestResult("backlog_growth", method, inputs, statistic, p_value, None, threshold, PASS,
-                      f"empty (<= {empty_below:.3g}) on {len(empty)} steps up to {rows[onset - 1]['per_task_rps']:.3g} "
-                      f"req/s per task; grows within every hold from {start['per_task_rps']:.3g} "
-                      f"({start['slope_per_s']:+.3g} jobs/s at onset)", extra)
+                      f"empty (<= {empty_below:.3g}) on {onset} steps up to {rows[onset - 1]['per_task_rps']:.3g} "
+                      f"req/s per task; grows or stays full in every hold from {start['per_task_rps']:.3g} "
+                      f"({growing['slope_per_s']:+.3g} jobs/s in the first growing hold)", extra)
+
+
+def _overflow_start(rows: list[dict[str, Any]]) -> int:
+    """Index of the lowest rate from which every hold grows or is full (len(rows) if the top
+    one does neither). A hold at exactly capacity keeps the queue its predecessor filled."""
+    start = len(rows)
+    while start > 0 and (rows[start - 1]["growing"] or rows[start - 1]["full"]):
+        start -= 1
+    return start
 
 
 def _backlog_row(hold: Hold) -> dict[str, Any]:

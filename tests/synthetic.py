@@ -18,6 +18,11 @@ Kinds (after ``method.md`` section 7):
 * ``workers``   - W workers per task; concurrency per task reaches W at capacity; 503s beyond.
 * ``waiting``   - like ``workers`` with a downstream connection pool; little CPU.
 * ``shared``    - one downstream shared by all tasks: capacity does not grow with tasks.
+* ``queue``     - a job processor: requests enqueue jobs in one shared queue whose depth
+  (``queue_backlog``, a service total) is about zero below capacity and grows linearly with
+  time within each hold above it, up to a bound of 100 jobs; CPU light. ``backlog="flat"``
+  (a backlog that never drains nor grows) and ``backlog="growing"`` (growth at every rate)
+  are the shapes the analyzer must not take for a job processor.
 
 Everything is a pure function of the arguments (``seed`` included); no clock is read for the
 data, so two calls with the same arguments give the same tables.
@@ -35,7 +40,9 @@ import pandas as pd
 
 from scalefinder.rundir import RunWriter, iso_utc
 
-KINDS = ("cpu", "memory", "retaining", "jvm", "workers", "waiting", "shared")
+KINDS = ("cpu", "memory", "retaining", "jvm", "workers", "waiting", "shared", "queue")
+BACKLOG_SHAPES = ("saturating", "flat", "growing")
+MAX_BACKLOG_JOBS = 100.0
 
 # Ramp rates as fractions of the service capacity at the initial task count: six steps below
 # capacity (enough for an exact Kendall test), one at 0.95 and the first breach at 1.1.
@@ -69,6 +76,7 @@ EXPECTED = {
     "workers": ("concurrency_per_task", "worker_based", "concurrency"),
     "waiting": ("concurrency_per_task", "waiting", "concurrency"),
     "shared": (None, "shared_bottleneck", "shared_downstream"),
+    "queue": ("queue_backlog_per_task", "job_processor", "queue"),
 }
 
 
@@ -109,6 +117,7 @@ def write_synthetic_run(
     generator_bound_from: float | None = None,
     partial: bool = False,
     start_unix_s: float = DEFAULT_START_UNIX_S,
+    backlog: str = "saturating",
 ) -> Path:
     """Write a synthetic run directory at ``path`` and return its path.
 
@@ -118,11 +127,14 @@ def write_synthetic_run(
     of ``UNITS``). ``generator_bound_from`` marks every step from that fraction of capacity up
     as limited by the load generator (achieved rate short, ``valid=false``). ``partial`` leaves
     the run as a hard kill would: status ``running``, cut in the middle of the replay phase,
-    with the last line of ``metrics.csv`` cut short.
+    with the last line of ``metrics.csv`` cut short. ``backlog`` shapes the ``queue`` kind's
+    queue (``BACKLOG_SHAPES``).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown synthetic kind {kind!r}; expected one of {', '.join(KINDS)}")
-    model = _Model(kind, tasks, capacity_per_task_rps)
+    if backlog not in BACKLOG_SHAPES:
+        raise ValueError(f"unknown backlog shape {backlog!r}; expected one of {', '.join(BACKLOG_SHAPES)}")
+    model = _Model(kind, tasks, capacity_per_task_rps, backlog)
     rng = np.random.default_rng(seed)
     names = [m for m in (metrics or UNITS) if m in UNITS]
     plans = _plan(model, list(steps), hold_s, refine, replay, beyond, start_unix_s)
@@ -168,8 +180,9 @@ def write_synthetic_run(
 class _Model:
     """The steady-state behaviour of one archetype: what each metric settles at for a load."""
 
-    def __init__(self, kind: str, tasks: int, capacity_per_task_rps: float):
+    def __init__(self, kind: str, tasks: int, capacity_per_task_rps: float, backlog: str = "saturating"):
         self.kind = kind
+        self.backlog = backlog
         self.tasks = tasks
         self.capacity_per_task_rps = capacity_per_task_rps
         self.workers = 8
@@ -353,10 +366,14 @@ def _step(model: _Model, plan: StepPlan, warmup_s: int, state: _State, names: li
     if "running_task_count" in names:
         service = pd.concat([service, pd.DataFrame({"time_unix_s": times, "metric": "running_task_count",
                                                     "value": float(plan.tasks), "task": ""})])
+    if model.kind == "queue":
+        depth = _backlog(model, plan, state, seconds, rng)
+        service = pd.concat([service, pd.DataFrame({"time_unix_s": times, "metric": "queue_backlog",
+                                                    "value": depth, "task": ""})])
     metrics = pd.concat([per_task_frame, service], ignore_index=True)
     metrics = metrics.dropna(subset=["value"])
     metrics["source"] = "local"
-    metrics["unit"] = metrics["metric"].map(UNITS)
+    metrics["unit"] = metrics["metric"].map({**UNITS, "queue_backlog": "jobs"})
     metrics["value"] = metrics["value"].round(4)
     metrics = metrics.sort_values(["time_unix_s", "metric", "task"], kind="stable")[
         ["time_unix_s", "source", "metric", "task", "value", "unit"]]
@@ -400,6 +417,25 @@ def _series(model: _Model, metric: str, task: str, per_task: float, rho: float, 
         values = np.where(gap, np.nan, values)  # no samples from a dead task
     state.level[key] = float(target[-1])
     return values
+
+
+def _backlog(model: _Model, plan: StepPlan, state: _State, seconds: np.ndarray,
+             rng: np.random.Generator) -> np.ndarray:
+    """The shared queue's depth each second: it fills at the arrival rate and drains at the
+    service's capacity, from where the last hold left it, within [0, MAX_BACKLOG_JOBS]."""
+    key = ("", "queue_backlog")
+    start = state.level.get(key, 0.0)
+    if model.backlog == "flat":
+        depth = np.full(seconds.shape, 6.0 * model.tasks)
+    elif model.backlog == "growing":
+        depth = start + 0.05 * plan.offered_rps * (seconds + 1.0)  # a leak of jobs at every rate
+    else:
+        net = plan.offered_rps - model.service_capacity_rps(plan.tasks)
+        depth = np.clip(start + net * (seconds + 1.0), 0.0, MAX_BACKLOG_JOBS)
+    state.level[key] = float(depth[-1])
+    # Jobs arrive one by one: an empty queue shows a waiting job now and then.
+    jitter = np.where(depth > 0, rng.normal(0.0, 1.0, len(seconds)), (rng.random(len(seconds)) < 0.05) * 1.0)
+    return np.maximum(np.round(depth + jitter), 0.0)
 
 
 def _ar1(rng: np.random.Generator, length: int, sd: float, phi: float = 0.5) -> np.ndarray:

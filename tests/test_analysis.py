@@ -20,6 +20,7 @@ EXPECTED = {
     "jvm": ("recommended", "cpu_utilization", "gc_runtime"),
     "workers": ("recommended", "concurrency_per_task", "worker_based"),
     "shared": ("no_task_level_metric", None, "shared_bottleneck"),
+    "queue": ("recommended", "queue_backlog_per_task", "job_processor"),
 }
 
 
@@ -95,6 +96,32 @@ def test_worker_recommendation_uses_metric_math(analysed):
     queries = rec["policies"]["target_tracking"]["api_request"]["TargetTrackingScalingPolicyConfiguration"][
         "CustomizedMetricSpecification"]["Metrics"]
     assert sum(q["ReturnData"] for q in queries) == 1
+
+
+def test_job_processor_target_is_capacity_times_latency_times_headroom(analysed):
+    findings = analysed("queue")
+    rec = findings["recommendation"]
+    per_task = findings["capacity"]["per_task_rps"]
+    assert rec["target"] == pytest.approx(round(per_task * 0.250 * 0.7, 2))  # SLO 250 ms, headroom 0.7
+    assert "capacity per task x acceptable latency x headroom" in rec["method"]
+    growth = next(t for t in _metric(findings, "queue_backlog_per_task")["tests"] if t["name"] == "backlog_growth")
+    assert growth["verdict"] == "pass"
+    assert growth["extra"]["onset_per_task_rps"] == pytest.approx(25.0, rel=0.10)
+    math = rec["policies"]["target_tracking"]["api_request"]["TargetTrackingScalingPolicyConfiguration"]
+    expression = math["CustomizedMetricSpecification"]["Metrics"]
+    assert any(m.get("MetricStat", {}).get("Metric", {}).get("MetricName") == "ApproximateNumberOfMessagesVisible"
+               for m in expression)
+    assert math["TargetValue"] == rec["target"]
+    validate("application-autoscaling", "PutScalingPolicy", rec["policies"]["target_tracking"]["api_request"])
+
+
+@pytest.mark.parametrize("shape", ["flat", "growing"])
+def test_a_backlog_that_does_not_saturate_is_not_recommended(analysed, shape):
+    findings = analysed("queue", backlog=shape)
+    growth = next(t for t in _metric(findings, "queue_backlog_per_task")["tests"] if t["name"] == "backlog_growth")
+    assert growth["verdict"] == "fail"
+    assert findings["pattern"]["name"] != "job_processor"
+    assert (findings["recommendation"] or {}).get("metric") not in ("queue_backlog", "queue_backlog_per_task")
 
 
 def test_too_few_steps_is_inconclusive(analysed):

@@ -173,3 +173,38 @@ def test_time_trend_across_steps_separates_time_from_load():
     assert leak.verdict == props.FAIL and "whatever the load" in leak.detail
     follows_load = props.time_trend([], (rate, 20 + 2 * rate + np.sin(np.arange(8)) * 0.05, hours))
     assert follows_load.verdict == props.PASS
+
+
+def _queue_holds(depth_at, rates=(4, 8, 12, 16, 20, 24, 28), seconds=10):
+    """One hold per rate; ``depth_at(rate, t)`` is the backlog t seconds into the hold."""
+    times = np.arange(seconds, dtype=float)
+    holds = []
+    for step, rate in enumerate(rates):
+        values = np.array([depth_at(rate, t) for t in times])
+        holds.append(props.Hold(step, float(rate), float(values.mean()), times, values))
+    return holds
+
+
+def test_backlog_growth_passes_for_a_queue_empty_below_capacity_and_growing_past_it():
+    capacity = 20.0
+    result = props.backlog_growth(_queue_holds(lambda r, t: max(r - capacity, 0.0) * (t + 1)),
+                                  breach_per_task_rps=24.0)
+    assert result.verdict == props.PASS, result.detail
+    assert result.extra["onset_per_task_rps"] == 24.0
+    assert result.statistic == pytest.approx(4.0)  # Sen's slope, jobs per second
+    assert result.p_value < 0.05
+    assert "Mann-Kendall" in result.method
+
+
+def test_backlog_growth_fails_for_flat_and_always_growing_backlogs():
+    flat = props.backlog_growth(_queue_holds(lambda r, t: 7.0), breach_per_task_rps=24.0)
+    always = props.backlog_growth(_queue_holds(lambda r, t: 0.2 * r * (t + 1)), breach_per_task_rps=24.0)
+    assert flat.verdict == always.verdict == props.FAIL
+    assert "never grows" in flat.detail
+    assert "not empty below capacity" in always.detail
+
+
+def test_backlog_growth_after_the_slo_broke_is_not_the_saturation_signal():
+    late = props.backlog_growth(_queue_holds(lambda r, t: max(r - 26.0, 0.0) * (t + 1)), breach_per_task_rps=20.0)
+    assert late.verdict == props.FAIL
+    assert "after the SLO broke" in late.detail
