@@ -72,7 +72,7 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
     Ctrl-C or SIGTERM stops the load, restores the original task count and keeps the partial
     run directory (exit code 130).
     """
-    from loadgen.experiment import RunOptions, run_experiment
+    from loadgen.experiment import END_RETRIED, RunOptions, run_experiment
     from loadgen.progress import ProgressDisplay
 
     loaded = load_profile(profile)
@@ -91,7 +91,7 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
         tasks = loaded.capacity.tasks
         click.echo(f"Capacity at {tasks} task{'s' if tasks != 1 else ''}: {result.capacity_rps:g} req/s "
                    f"(p{loaded.slo.percentile:g} <= {loaded.slo.latency_ms:g} ms)")
-    invalid = sum(1 for step in result.steps if not step["valid"])
+    invalid = sum(1 for step in result.steps if not step["valid"] and step["end_reason"] != END_RETRIED)
     if invalid:
         click.echo(f"{invalid} step(s) were limited by the load generator and are marked invalid.", err=True)
     click.echo(f"Run directory: {result.path}")

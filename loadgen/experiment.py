@@ -411,12 +411,11 @@ class Experiment:
         a first failure is repeated once at the same rate and the repeat decides.
 
         A busy host can stall for a fraction of a second; that alone can break one step's SLO
-        or make its arrivals late far below the real capacity. A crash is never repeated: it is
-        the target's own limit, not a transient.
+        or make its arrivals late far below the real capacity. A step with a task crash is never
+        repeated (see ``_step``): a crash is the target's own limit, not a transient.
         """
-        crashes_before = self._crashes
         row = self._step(phase, tasks, rate_rps, confirm=self.profile.ramp.confirm_breach)
-        if row["end_reason"] != END_RETRIED or self._crashes > crashes_before:
+        if row["end_reason"] != END_RETRIED:
             return row
         repeat = self._step(phase, tasks, rate_rps)
         self._event("breach_check", step_id=row["step_id"], repeat_step_id=repeat["step_id"],
