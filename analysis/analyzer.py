@@ -223,7 +223,9 @@ def _check_steps(steps, first, second, knee, initial, gaps) -> None:
     if steps.empty:
         gaps.append(("no step finished in this run", "run the experiment to the end of at least the ramp phase"))
         return
-    invalid = steps[~steps["valid"]]
+    # A step the ramp repeated at the same rate ("retried") is invalid so it is not counted
+    # twice; the repeat decided, so the first attempt says nothing about the generator.
+    invalid = steps[~steps["valid"] & (steps["end_reason"] != "retried")]
     if knee is None or not knee.breached:
         if len(invalid) and (knee is None or invalid["offered_rps"].min() <= steps["offered_rps"].max()):
             gaps.append((f"the load generator limited the run before the service saturated ({len(invalid)} invalid "
