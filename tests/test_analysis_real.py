@@ -79,8 +79,8 @@ def test_cpu_archetype_scales_on_cpu(demo_run):
 
 
 def test_shared_archetype_has_no_task_level_metric(tmp_path):
-    findings = _run(tmp_path, "shared", {"start_rps": 4, "step_rps": 7, "hold_s": 6, "min_hold_s": 5,
-                                         "warmup_s": 2, "refine": False, "max_duration_s": 240})
+    findings = _run(tmp_path, "shared", {"start_rps": 4, "step_rps": 7, "hold_s": 5, "min_hold_s": 4.5,
+                                         "warmup_s": 1.5, "refine": False, "max_duration_s": 240})
     assert findings["verdict"] == "no_task_level_metric", findings["headline"]
     assert findings["capacity"]["doubling"]["verdict"] == "does_not_scale"
     assert findings["recommendation"] is None

@@ -148,11 +148,12 @@ error_budget_pct = 1.0
 [ramp]
 start_rps = 6
 step_rps = 6
-hold_s = 7
+hold_s = 5
 min_hold_s = 5
 warmup_s = 1.5
 max_rps = 90
 max_duration_s = 300
+refine = false
 replay_steps = 4
 beyond = false
 scale_timeout_s = 90

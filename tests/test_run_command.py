@@ -41,7 +41,7 @@ def test_demo_run_writes_a_complete_run_directory_with_both_phases(demo_run):
     assert len(replay) >= 4 and set(replay["tasks"]) == {4}
     capacity = manifest["capacity_result"]["capacity_rps"]
     assert capacity and replay["offered_rps"].max() == pytest.approx(capacity)
-    assert set(steps["end_reason"]) <= {"held", "steady", "slo_breach"}
+    assert set(steps["end_reason"]) <= {"held", "steady", "slo_breach", "retried"}
 
     load = run.load()
     assert len(load) >= 0.8 * (steps["end_unix_s"].max() - steps["start_unix_s"].min())
