@@ -354,9 +354,11 @@ def broker_app(max_backlog: int) -> web.Application:
     counter = {"enqueued": 0}
 
     async def enqueue(request: web.Request) -> web.Response:
-        if len(jobs) >= max_backlog:
-            return _ok("queue full\n", status=503)
+        # The bound is checked under the lock: checked before it, a burst of producers waiting
+        # for the lock would all pass the check and overfill the queue.
         async with ready:
+            if len(jobs) >= max_backlog:
+                return _ok("queue full\n", status=503)
             counter["enqueued"] += 1
             jobs.append(counter["enqueued"])
             ready.notify()
