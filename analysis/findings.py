@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scalefinder.errors import RunDirectoryError
-from scalefinder.rundir import write_json_atomic
+from scalefinder.rundir import check_schema_version, write_json_atomic
 
 FINDINGS = "findings.json"
 SCHEMA_VERSION = 1
@@ -52,14 +52,7 @@ def load_findings(path: str | Path) -> dict[str, Any]:
 def check(data: Any, *, source: str) -> None:
     if not isinstance(data, dict) or data.get("kind", KIND) != KIND:
         raise RunDirectoryError(f"{source} is not a scalefinder findings file")
-    version = data.get("schema_version")
-    if not isinstance(version, int):
-        raise RunDirectoryError(f"{source} has no integer schema_version")
-    if version > SCHEMA_VERSION:
-        raise RunDirectoryError(
-            f"{source} was written by a newer scalefinder (findings schema {version}; this version reads up to "
-            f"{SCHEMA_VERSION}). Upgrade scalefinder to read it."
-        )
+    check_schema_version(data.get("schema_version"), SCHEMA_VERSION, source=source, what="findings")
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if missing:
         raise RunDirectoryError(f"{source} lacks {', '.join(missing)}")

@@ -314,14 +314,7 @@ class RunDirectory:
             raise RunDirectoryError(f"{manifest_path} is not valid JSON ({exc})") from None
         if not isinstance(manifest, dict) or manifest.get("kind") != RUN_KIND:
             raise RunDirectoryError(f"{manifest_path} is not a scalefinder run manifest")
-        version = manifest.get("schema_version")
-        if not isinstance(version, int):
-            raise RunDirectoryError(f"{manifest_path} has no integer schema_version")
-        if version > SCHEMA_VERSION:
-            raise RunDirectoryError(
-                f"{path} was written by a newer scalefinder (run schema {version}; this version reads "
-                f"up to {SCHEMA_VERSION}). Upgrade scalefinder to read it."
-            )
+        check_schema_version(manifest.get("schema_version"), SCHEMA_VERSION, source=str(path), what="run")
         manifest = _upgrade(manifest)
         return cls(path=path, manifest=manifest)
 
@@ -466,6 +459,17 @@ def _read_metric_samples(path: Path):
     keep = whole & np.isfinite(frame["time_unix_s"].to_numpy()) & np.isfinite(frame["value"].to_numpy()) \
         & frame["metric"].notna().to_numpy()
     return frame[keep].reset_index(drop=True)
+
+
+def check_schema_version(version: Any, supported: int, *, source: str, what: str) -> None:
+    """Refuse a file without an integer schema version or written by a newer scalefinder."""
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RunDirectoryError(f"{source} has no integer schema_version")
+    if version > supported:
+        raise RunDirectoryError(
+            f"{source} was written by a newer scalefinder ({what} schema {version}; this version reads "
+            f"up to {supported}). Upgrade scalefinder to read it."
+        )
 
 
 def _upgrade(manifest: dict[str, Any]) -> dict[str, Any]:
