@@ -229,7 +229,8 @@ def print_table(records: list[dict[str, Any]]) -> None:
     stable = stability(records)
     print(f"{'run':<16} {'answer':<24} {'capacity':>9} {'truth':>7} {'err':>6} {'target':>7} "
           f"{'/sat':>5} {'stable':>6} {'run s':>6} {'load':>5}  result")
-    for record in records:
+    order = {name: index for index, name in enumerate(ARCHETYPES)}
+    for record in sorted(records, key=lambda r: (order.get(r["archetype"], 99), r["setting"], r["repeat"])):
         key = (record["archetype"], record["setting"])
         answer = record["metric"] or record["verdict"] or "(no findings)"
         capacity, truth = record["capacity_rps"], record["expected_capacity_rps"]
@@ -271,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         return plan_settings(names, settings)
     if args.table_from is not None:
         return table_from(args.table_from)
-    cases = [Case(name, setting, repeat) for name in names for setting in settings
-             for repeat in range(1, args.repeats + 1)]
+    # Repetition-major order: every archetype and setting once before any second repetition, so
+    # a matrix cut short still covers them all, and a slow patch of the host is spread across
+    # archetypes instead of falling on all repetitions of one.
+    cases = [Case(name, setting, repeat) for repeat in range(1, args.repeats + 1) for name in names
+             for setting in settings]
     work = args.keep_runs or Path(tempfile.mkdtemp(prefix="scalefinder-accuracy-"))
     append_jsonl(args.out, {"kind": "benchmark_start", "started_utc": utc_now(), "machine": machine(),
                             "load_average": load_average(), "cases": [case.label for case in cases]})
