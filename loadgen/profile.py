@@ -287,7 +287,7 @@ def _parse(data: dict[str, Any], path: Path) -> Profile:
     sources = _parse_sources(top.table("sources", required=True))
     analysis = _parse_analysis(top.table("analysis") or _Table({}, "analysis", shown))
     gate_table = top.table("gate")
-    gate = dict(gate_table.data) if gate_table else {}
+    gate = _parse_gate(gate_table) if gate_table else {}
     profile = Profile(name=name, description=description, path=str(path.resolve()), target=target,
                       workload=workload, slo=slo, ramp=ramp, capacity=capacity, sources=sources,
                       analysis=analysis, gate=gate)
@@ -521,6 +521,23 @@ def _parse_analysis(table: _Table) -> Analysis:
         peak_rps=table.number("peak_rps", low=0, low_open=True),
     )
     return analysis
+
+
+def _parse_gate(table: _Table) -> dict[str, Any]:
+    """Check the [gate] table when the profile loads, not only when `gate` runs after a long run.
+
+    The table is kept as written (the gate reads it back from the manifest and fills its own
+    defaults); the ranges are those `scalefinder gate` enforces.
+    """
+    table.expect("slo_rate_rps", "capacity_tolerance_pct", "target_tolerance_pct", "metric_unchanged")
+    table.number("slo_rate_rps", low=0, low_open=True)
+    for name in ("capacity_tolerance_pct", "target_tolerance_pct"):
+        value = table.number(name, low=0, high=100)
+        if value is not None and value >= 100:
+            raise table.error(f"expected a number from 0 to below 100, got {value:g}", name)
+    if table.has("metric_unchanged"):
+        table.boolean("metric_unchanged", True)
+    return dict(table.data)
 
 
 def _check_holds_cover_datapoints(profile: Profile) -> None:

@@ -165,3 +165,19 @@ def test_confirm_breach_defaults_on_and_must_be_a_boolean(tmp_path):
     assert load_profile(write(tmp_path, off, "off.toml")).ramp.confirm_breach is False
     message = problem(tmp_path, GOOD.replace("max_rps = 50", 'max_rps = 50\nconfirm_breach = "yes"'))
     assert "[ramp.confirm_breach]" in message
+
+
+@pytest.mark.parametrize("gate, expected", [
+    ("slo_rate_rps = 0", "[gate.slo_rate_rps] expected a number > 0, got 0"),
+    ("capacity_tolerance_pct = 100", "[gate.capacity_tolerance_pct] expected a number from 0 to below 100"),
+    ('target_tolerance_pct = "15%"', "[gate.target_tolerance_pct] expected a number, got '15%' (a string)"),
+    ('metric_unchanged = "yes"', "[gate.metric_unchanged] expected true or false"),
+    ("slo_rate = 40", "[gate.slo_rate] unknown key (did you mean 'slo_rate_rps'?)"),
+])
+def test_gate_table_is_checked_when_the_profile_loads(tmp_path, gate, expected):
+    assert expected in problem(tmp_path, GOOD + f"[gate]\n{gate}\n")
+
+
+def test_a_valid_gate_table_is_kept_as_written(tmp_path):
+    text = GOOD + "[gate]\nslo_rate_rps = 40\nmetric_unchanged = false\n"
+    assert load_profile(write(tmp_path, text)).gate == {"slo_rate_rps": 40, "metric_unchanged": False}
