@@ -295,6 +295,8 @@ class Experiment:
             self._progress_note(f"fetching {kind} metrics (waiting {source.settle_s:g} s for them to settle)")
             try:
                 self.writer.append_metrics(source.fetch_windows(windows))
+                for warning in source.warnings:
+                    self.writer.add_warning(f"{kind} metrics incomplete: {warning}")
                 self.writer.update_manifest(sources={k: s.describe() for k, s in sources.items()})
             except ScalefinderError as exc:
                 self.writer.add_warning(f"{kind} metrics could not be fetched: {exc}")

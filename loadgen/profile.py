@@ -292,6 +292,7 @@ def _parse(data: dict[str, Any], path: Path) -> Profile:
                       workload=workload, slo=slo, ramp=ramp, capacity=capacity, sources=sources,
                       analysis=analysis, gate=gate)
     _check_holds_cover_datapoints(profile)
+    _check_rate_window_within_warmup(profile)
     return profile
 
 
@@ -551,6 +552,20 @@ def _check_holds_cover_datapoints(profile: Profile) -> None:
                     f"must be at least {needed:g} s: warm-up plus {MIN_DATAPOINTS_PER_HOLD} datapoints "
                     f"of [sources.{kind}] (one every {period_s:g} s), got {profile.ramp.min_hold_s:g}",
                     path=profile.path, key="ramp.min_hold_s")
+
+
+def _check_rate_window_within_warmup(profile: Profile) -> None:
+    config = profile.sources.get("prometheus")
+    if not config:
+        return
+    from loadgen.sources.prometheus import rate_window_s
+
+    window_s = rate_window_s(config)
+    if window_s is not None and window_s > profile.ramp.warmup_s:
+        raise ProfileError(
+            f"must be no longer than ramp.warmup_s ({profile.ramp.warmup_s:g} s), got "
+            f"{config['rate_window']!r}: a rate over a longer window mixes the previous step's load "
+            f"into samples the analysis keeps", path=profile.path, key="sources.prometheus.rate_window")
 
 
 def is_loopback(url: str) -> bool:

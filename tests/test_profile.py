@@ -181,3 +181,13 @@ def test_gate_table_is_checked_when_the_profile_loads(tmp_path, gate, expected):
 def test_a_valid_gate_table_is_kept_as_written(tmp_path):
     text = GOOD + "[gate]\nslo_rate_rps = 40\nmetric_unchanged = false\n"
     assert load_profile(write(tmp_path, text)).gate == {"slo_rate_rps": 40, "metric_unchanged": False}
+
+
+def test_a_prometheus_rate_window_longer_than_the_warmup_is_refused(tmp_path):
+    prometheus = '[sources.prometheus]\nurl = "http://127.0.0.1:9090"\nstep_s = 1\n'
+    text = GOOD.replace("max_rps = 50", "max_rps = 50\nwarmup_s = 3") + prometheus
+    message = problem(tmp_path, text)  # the default window, "1m", reaches back 60 s
+    assert "[sources.prometheus.rate_window] must be no longer than ramp.warmup_s (3 s), got '1m'" in message
+    assert load_profile(write(tmp_path, text + 'rate_window = "3s"\n', "ok.toml")).sources["prometheus"]
+    no_rates = text + 'metrics = ["memory_utilization"]\n'
+    assert load_profile(write(tmp_path, no_rates, "no-rates.toml")).sources["prometheus"]["rate_window"] == "1m"

@@ -192,6 +192,16 @@ def test_an_empty_result_names_the_query(scraped):
         source.fetch(time.time() - 5, time.time())
 
 
+@pytest.mark.prometheus
+def test_one_metric_without_data_costs_only_that_metric(scraped):
+    source = PrometheusSource(config(scraped.server.url, metrics=["memory_used_mib"],
+                                     queries={"ghost": "no_such_metric_at_all"}))
+    scraped.server.wait_for_targets(3)
+    rows = source.fetch(time.time() - 8, time.time())
+    assert {row["metric"] for row in rows} == {"memory_used_mib"}
+    assert len(source.warnings) == 1 and "no data for ghost" in source.warnings[0]
+
+
 def test_the_exporter_serves_cadvisor_names_and_discovery(scraped):
     with urllib.request.urlopen(scraped.exporter.url + "/metrics", timeout=2) as reply:
         text = reply.read().decode()

@@ -27,6 +27,9 @@ class MetricSource(ABC):
     live: bool = True
     #: seconds to wait after a window ends before fetching it (retrospective sources)
     settle_s: float = 0.0
+    #: problems that cost part of the data but not all of it (e.g. one query without data);
+    #: the experiment copies them into the manifest's warnings after a fetch
+    warnings: tuple[str, ...] | list[str] = ()
 
     def start(self, sink: MetricSink) -> None:
         """Begin sampling into ``sink`` (live sources)."""

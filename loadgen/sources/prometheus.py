@@ -125,6 +125,21 @@ def validate_config(table: dict, where: str) -> dict:
     return config
 
 
+_DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def rate_window_s(config: dict) -> float | None:
+    """Seconds of ``rate_window`` when a chosen built-in query takes a rate over it, else None.
+
+    Each row is a rate over the window before its time, so a window longer than a step's
+    warm-up reaches back into the previous step's load in rows the analysis keeps.
+    """
+    if not any("$window" in TEMPLATES.get(name, "") for name in config["metrics"]):
+        return None
+    number, unit = re.match(r"^(\d+)(ms|s|m|h|d)$", config["rate_window"]).groups()
+    return int(number) * _DURATION_SECONDS[unit]
+
+
 def _seconds(value: Any, low: float, high: float, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ProfileError(f"expected seconds from {low:g} to {high:g}, got {value!r}", key=key)
@@ -279,6 +294,7 @@ class PrometheusSource(MetricSource):
         self._headers = dict(headers or {})
         self.api_calls = 0
         self.points = 0
+        self.warnings: list[str] = []
 
     def check(self) -> None:
         """Fail before any load is sent: the server must answer and accept every query."""
@@ -293,6 +309,7 @@ class PrometheusSource(MetricSource):
         self.stop()  # the run is over: nothing is left for Prometheus to scrape
         spans = chunks(start_unix_s, min(end_unix_s, time.time()), self.step_s)
         rows: list[MetricRow] = []
+        empty: list[str] = []
         for query in self.queries:
             series: list[dict[str, Any]] = []
             for first, last in spans:
@@ -300,10 +317,16 @@ class PrometheusSource(MetricSource):
                                                  "end": f"{last:.3f}", "step": f"{self.step_s:g}"}, query)
                 series += data.get("result", [])
             if not any(item.get("values") for item in series):
-                raise InfrastructureError(
-                    f"Prometheus has no data for {query.metric} between {start_unix_s:.0f} and {end_unix_s:.0f} "
-                    f"(unix s); check the scrape targets and the selector. Query: {query.promql}")
+                empty.append(f"Prometheus has no data for {query.metric} between {start_unix_s:.0f} and "
+                             f"{end_unix_s:.0f} (unix s); check the scrape targets and the selector. "
+                             f"Query: {query.promql}")
+                continue
             rows += rows_from(query, series, self.config["task_label"])
+        if not rows and empty:
+            raise InfrastructureError("; ".join(empty))
+        # One metric without data (a family this exporter does not have) costs that metric only;
+        # the run keeps the others and says which one is missing.
+        self.warnings += empty
         self.points += len(rows)
         log.info("prometheus: %d rows from %d queries", len(rows), len(self.queries))
         return rows
