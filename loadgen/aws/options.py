@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import click
 
+from loadgen.kind_config import with_defaults
 from scalefinder.errors import ProfileError
 
 
@@ -23,11 +24,7 @@ def service_table(table: dict, where: str, defaults: dict[str, Any]) -> dict[str
     ``[sources.cloudwatch]`` and ``[capacity.ecs]`` both name the ECS cluster and service; each
     then checks its own keys on the returned copy.
     """
-    known = {"cluster", "service", *defaults}
-    for key in table:
-        if key not in known:
-            raise ProfileError(f"unknown key; expected one of {', '.join(sorted(known))}", key=f"{where}.{key}")
-    config = {**defaults, **table}
+    config = with_defaults(table, where, defaults, required=("cluster", "service"))
     for key in ("cluster", "service"):
         if not isinstance(config.get(key), str) or not config[key]:
             raise ProfileError("required: the ECS name as a string", key=f"{where}.{key}")

@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from loadgen.capacity.base import CapacityController
+from loadgen.kind_config import seconds, whole_number, with_defaults
 from scalefinder.errors import InfrastructureError, InputError, ProfileError
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,7 @@ _COUNT = re.compile(r"^\s*(\d+)\s*$")
 
 def validate_config(table: dict, where: str) -> dict:
     """Check ``[capacity.command]`` and fill in defaults."""
-    if not isinstance(table, dict):
-        raise ProfileError("must be a table", key=where)
-    known = {"scale", "current", *DEFAULTS}
-    for key in table:
-        if key not in known:
-            raise ProfileError(f"unknown key; expected one of {', '.join(sorted(known))}", key=f"{where}.{key}")
-    config = {**DEFAULTS, **table}
+    config = with_defaults(table, where, DEFAULTS, required=("scale", "current"))
     for key in ("scale", "current", "ready"):
         if key == "ready" and config[key] is None:
             continue
@@ -59,13 +54,8 @@ def validate_config(table: dict, where: str) -> dict:
     if "{count}" not in config["scale"]:
         raise ProfileError("must contain {count} where the task count goes", key=f"{where}.scale")
     for key, low, high in (("timeout_s", 1, 7200), ("poll_s", 0.1, 300), ("command_timeout_s", 1, 3600)):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise ProfileError(f"expected seconds from {low:g} to {high:g}, got {value!r}", key=f"{where}.{key}")
-        config[key] = float(value)
-    cap = config["max_tasks"]
-    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-        raise ProfileError(f"expected a whole number of at least 1, got {cap!r}", key=f"{where}.max_tasks")
+        config[key] = seconds(config[key], low, high, f"{where}.{key}")
+    whole_number(config["max_tasks"], 1, f"{where}.max_tasks")
     return config
 
 

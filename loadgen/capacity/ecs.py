@@ -16,6 +16,7 @@ from typing import Any
 
 from loadgen.aws import discovery
 from loadgen.aws.options import service_table
+from loadgen.kind_config import flag, seconds, whole_number
 from loadgen.aws.session import AwsClients, call
 from loadgen.capacity.base import CapacityController
 from loadgen.context import RunContext
@@ -31,12 +32,9 @@ def validate_config(table: dict, where: str) -> dict:
     config = service_table(table, where, DEFAULTS)
     if config["region"] is not None and not isinstance(config["region"], str):
         raise ProfileError("expected a region name such as \"eu-west-1\"", key=f"{where}.region")
-    if isinstance(config["poll_s"], bool) or not isinstance(config["poll_s"], (int, float)) or not 0 < config["poll_s"] <= 300:
-        raise ProfileError("expected seconds between 0 and 300", key=f"{where}.poll_s")
-    if isinstance(config["max_tasks"], bool) or not isinstance(config["max_tasks"], int) or config["max_tasks"] < 1:
-        raise ProfileError("expected a positive whole number of tasks", key=f"{where}.max_tasks")
-    if not isinstance(config["wait_for_targets"], bool):
-        raise ProfileError("expected true or false", key=f"{where}.wait_for_targets")
+    config["poll_s"] = seconds(config["poll_s"], 0, 300, f"{where}.poll_s", low_open=True)
+    whole_number(config["max_tasks"], 1, f"{where}.max_tasks")
+    flag(config["wait_for_targets"], f"{where}.wait_for_targets")
     return config
 
 

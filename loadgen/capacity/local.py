@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from loadgen.capacity.base import CapacityController
-from scalefinder.errors import InputError, ProfileError
+from loadgen.kind_config import seconds, with_defaults
+from scalefinder.errors import InputError
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -45,16 +46,8 @@ class LocalCapacityController(CapacityController):
 
 def validate_config(table: dict, where: str) -> dict:
     """Check ``[capacity.local]``: only ``timeout_s`` (how long a scale may take, default 60)."""
-    if not isinstance(table, dict):
-        raise ProfileError("must be a table", key=where)
-    unknown = sorted(set(table) - {"timeout_s"})
-    if unknown:
-        raise ProfileError(f"unknown key {unknown[0]!r} (allowed: timeout_s)", key=where)
-    timeout = table.get("timeout_s", DEFAULT_TIMEOUT_S)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout <= 3600:
-        raise ProfileError(f"timeout_s must be a number of seconds from 1 to 3600, got {timeout!r}",
-                           key=f"{where}.timeout_s")
-    return {"timeout_s": float(timeout)}
+    config = with_defaults(table, where, {"timeout_s": DEFAULT_TIMEOUT_S})
+    return {"timeout_s": seconds(config["timeout_s"], 1, 3600, f"{where}.timeout_s")}
 
 
 def build(config: dict, context: Any) -> CapacityController:

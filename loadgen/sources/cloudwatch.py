@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from loadgen.aws.options import service_table
+from loadgen.kind_config import flag, seconds, with_defaults
 from loadgen.context import RunContext
 from loadgen.sources.base import MetricRow, MetricSource
 from scalefinder import catalog
@@ -77,17 +78,13 @@ def validate_config(table: dict, where: str) -> dict:
             period in _HIGH_RESOLUTION_PERIODS or (period >= 60 and period % 60 == 0)):
         raise ProfileError("expected 60 or a multiple of 60 (or 1, 5, 10, 20, 30 for high-resolution "
                            "custom metrics)", key=f"{where}.period_s")
-    settle = config["settle_s"]
-    if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle <= 900:
-        raise ProfileError("expected seconds between 0 and 900", key=f"{where}.settle_s")
+    config["settle_s"] = seconds(config["settle_s"], 0, 900, f"{where}.settle_s")
     if config["task_metrics"] not in ("auto", True, False):
         raise ProfileError('expected "auto", true or false', key=f"{where}.task_metrics")
-    if not isinstance(config["load_balancer"], bool):
-        raise ProfileError("expected true or false", key=f"{where}.load_balancer")
+    flag(config["load_balancer"], f"{where}.load_balancer")
     if not isinstance(config["custom_metrics"], list):
         raise ProfileError("expected an array of tables ([[sources.cloudwatch.custom_metrics]])",
                            key=f"{where}.custom_metrics")
-    config["settle_s"] = float(settle)
     config["custom_metrics"] = [
         _validate_custom(entry, f"{where}.custom_metrics[{index}]")
         for index, entry in enumerate(config["custom_metrics"])
@@ -96,13 +93,7 @@ def validate_config(table: dict, where: str) -> dict:
 
 
 def _validate_custom(entry: Any, where: str) -> dict:
-    if not isinstance(entry, dict):
-        raise ProfileError("expected a table", key=where)
-    known = {"name", "namespace", "metric_name", *CUSTOM_DEFAULTS}
-    for key in entry:
-        if key not in known:
-            raise ProfileError(f"unknown key; expected one of {', '.join(sorted(known))}", key=f"{where}.{key}")
-    custom = {**CUSTOM_DEFAULTS, **entry}
+    custom = with_defaults(entry, where, CUSTOM_DEFAULTS, required=("name", "namespace", "metric_name"))
     for key in ("name", "namespace", "metric_name"):
         if not isinstance(custom.get(key), str) or not custom[key]:
             raise ProfileError("required: a non-empty string", key=f"{where}.{key}")

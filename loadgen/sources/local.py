@@ -27,7 +27,8 @@ from typing import Any
 
 from loadgen.sources.base import MetricRow, MetricSink, MetricSource
 from scalefinder import catalog
-from scalefinder.errors import InfrastructureError, InputError, ProfileError
+from loadgen.kind_config import seconds, with_defaults
+from scalefinder.errors import InfrastructureError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -242,16 +243,8 @@ def _scraper_pool() -> ThreadPoolExecutor:
 
 def validate_config(table: dict, where: str) -> dict:
     """Check ``[sources.local]``: only ``interval_s`` (seconds between samples, default 1)."""
-    if not isinstance(table, dict):
-        raise ProfileError("must be a table", key=where)
-    unknown = sorted(set(table) - {"interval_s"})
-    if unknown:
-        raise ProfileError(f"unknown key {unknown[0]!r} (allowed: interval_s)", key=where)
-    interval = table.get("interval_s", 1.0)
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.1 <= interval <= 60:
-        raise ProfileError(f"interval_s must be a number of seconds from 0.1 to 60, got {interval!r}",
-                           key=f"{where}.interval_s")
-    return {"interval_s": float(interval)}
+    config = with_defaults(table, where, {"interval_s": 1.0})
+    return {"interval_s": seconds(config["interval_s"], 0.1, 60, f"{where}.interval_s")}
 
 
 def build(config: dict, context: Any) -> MetricSource:

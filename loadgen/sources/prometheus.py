@@ -35,6 +35,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from loadgen.kind_config import seconds, with_defaults
 from loadgen.sources.base import MetricRow, MetricSource
 from scalefinder import catalog
 from scalefinder.errors import InfrastructureError, InputError, ProfileError
@@ -84,22 +85,16 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def validate_config(table: dict, where: str) -> dict:
     """Check ``[sources.prometheus]`` and fill in defaults."""
-    if not isinstance(table, dict):
-        raise ProfileError("must be a table", key=where)
-    known = {"url", *DEFAULTS}
-    for key in table:
-        if key not in known:
-            raise ProfileError(f"unknown key; expected one of {', '.join(sorted(known))}", key=f"{where}.{key}")
-    config = {**DEFAULTS, **table}
+    config = with_defaults(table, where, DEFAULTS, required=("url",))
     url = config.get("url")
     parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ProfileError(f"required: the Prometheus server's http:// or https:// URL, got {url!r}",
                            key=f"{where}.url")
     config["url"] = url.rstrip("/")
-    config["step_s"] = _seconds(config["step_s"], 0.1, 3600, f"{where}.step_s")
-    config["settle_s"] = _seconds(config["settle_s"], 0, 900, f"{where}.settle_s")
-    config["timeout_s"] = _seconds(config["timeout_s"], 1, 300, f"{where}.timeout_s")
+    config["step_s"] = seconds(config["step_s"], 0.1, 3600, f"{where}.step_s")
+    config["settle_s"] = seconds(config["settle_s"], 0, 900, f"{where}.settle_s")
+    config["timeout_s"] = seconds(config["timeout_s"], 1, 300, f"{where}.timeout_s")
     if not isinstance(config["rate_window"], str) or not _DURATION.match(config["rate_window"]):
         raise ProfileError(f'expected a Prometheus duration such as "1m" or "4s", got {config["rate_window"]!r}',
                            key=f"{where}.rate_window")
@@ -138,12 +133,6 @@ def rate_window_s(config: dict) -> float | None:
         return None
     number, unit = re.match(r"^(\d+)(ms|s|m|h|d)$", config["rate_window"]).groups()
     return int(number) * _DURATION_SECONDS[unit]
-
-
-def _seconds(value: Any, low: float, high: float, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ProfileError(f"expected seconds from {low:g} to {high:g}, got {value!r}", key=key)
-    return float(value)
 
 
 def _validate_queries(queries: Any, where: str) -> dict[str, dict[str, str]]:
