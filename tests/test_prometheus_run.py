@@ -58,6 +58,8 @@ selector = 'job="scalefinder-exporter"'
 step_s = 1
 rate_window = "2s"               # no longer than the warm-up, so no sample reaches back a step
 settle_s = 2
+[sources.prometheus.queries]
+ghost = "no_such_metric_at_all"  # a query without data costs its own metric only, with a warning
 """
 
 
@@ -93,7 +95,8 @@ def test_run_and_analysis_through_prometheus_match_the_local_source(tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     described = manifest["sources"]["prometheus"]
     assert described["rows"] > 0 and described["exporter"] == f"http://127.0.0.1:{exporter_port}"
-    assert not [w for w in manifest["warnings"] if "prometheus" in w]
+    about_prometheus = [w for w in manifest["warnings"] if "prometheus" in w]
+    assert len(about_prometheus) == 1 and "Prometheus has no data for ghost" in about_prometheus[0], about_prometheus
 
     halves = {source: keep_source(run, source, tmp_path / source) for source in ("local", "prometheus")}
     analyses = {source: subprocess.Popen([sys.executable, "-m", "scalefinder.cli", "analyze", str(half)],
