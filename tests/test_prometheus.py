@@ -173,8 +173,16 @@ def test_task_gauges_are_scraped_through_service_discovery(scraped):
     source = PrometheusSource(config(scraped.server.url, metrics=[],
                                      queries={name: f'{name}{{job="scalefinder-tasks"}}'}))
     scraped.server.wait_for_targets(3)
-    rows = source.fetch(time.time() - 8, time.time())
-    assert {row["task"] for row in rows} == {"", *scraped.cluster.running_tasks()}
+    expected = {"", *scraped.cluster.running_tasks()}
+    # A target just discovered has its first scrape up to a scrape interval later.
+    deadline, tasks = time.monotonic() + 15, set()
+    while tasks != expected and time.monotonic() < deadline:
+        try:
+            tasks = {row["task"] for row in source.fetch(time.time() - 8, time.time())}
+        except InfrastructureError:
+            pass  # no sample yet
+        time.sleep(0.5)
+    assert tasks == expected
 
 
 @pytest.mark.prometheus
