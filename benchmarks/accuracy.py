@@ -190,7 +190,7 @@ def plan_settings(names: list[str], settings: list[int]) -> int:
     return 1 if failures else 0
 
 
-def table_from(path: Path) -> int:
+def table_from(path: Path, markdown: bool = False) -> int:
     """The table and verdict of a JSON-lines file written earlier, judged again where the run is kept."""
     if not path.is_file():
         raise SystemExit(f"no file {path}")
@@ -208,7 +208,7 @@ def table_from(path: Path) -> int:
     if not records:
         print(f"no accuracy runs in {path}")
         return 1
-    print_table(records)
+    (print_markdown if markdown else print_table)(records)
     stable = stability(records)
     return 0 if all(passed(r, stable[(r["archetype"], r["setting"])]) for r in records) else 1
 
@@ -245,6 +245,27 @@ def print_table(records: list[dict[str, Any]]) -> None:
               f"{record['load_average_before'].split()[0]:>5}  {'ok' if not misses else 'MISS ' + ','.join(misses)}")
 
 
+def print_markdown(records: list[dict[str, Any]]) -> None:
+    """The same table in Markdown, for the benchmark results page."""
+    stable = stability(records)
+    order = {name: index for index, name in enumerate(ARCHETYPES)}
+    print("| run | answer | capacity per task (truth) | error | target | target / saturation | run s | load | result |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for record in sorted(records, key=lambda r: (order.get(r["archetype"], 99), r["setting"], r["repeat"])):
+        capacity, truth = record["capacity_rps"], record["expected_capacity_rps"]
+        error = f"{(capacity / truth - 1) * 100:+.0f}%".replace("-", "−") if capacity and truth else "–"
+        share = f"{record['target_share'] * 100:.0f}%" if record["target_share"] is not None else "–"
+        target = f"{record['target']:.1f}" if record["target"] is not None else "–"
+        misses = [name for name, ok in (("metric", record["metric_ok"]), ("capacity", record["capacity_ok"]),
+                                        ("target", record["target_ok"]),
+                                        ("stable", stable[(record["archetype"], record["setting"])])) if not ok]
+        answer = f"`{record['metric'] or record['verdict'] or 'no findings'}`"
+        print(f"| `{record['archetype']}` s{record['setting']} #{record['repeat']} | {answer} | "
+              f"{_number(capacity)} ({_number(truth)}) | {error} | {target} | {share} | "
+              f"{record['run_wall_s']:.0f} | {record['load_average_before'].split()[0]} | "
+              f"{'ok' if not misses else '**miss** (' + ', '.join(misses) + ')'} |")
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -260,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-from", type=Path, default=None,
                         help="print the table of an earlier JSON-lines file instead of running; runs whose "
                              "directories were kept are judged again from their files")
+    parser.add_argument("--markdown", action="store_true", help="with --table-from: print the table as Markdown")
     parser.add_argument("--plan-only", action="store_true",
                         help="write each setting's profile and check it with `scalefinder plan`; send no load")
     args = parser.parse_args(argv)
@@ -271,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan_only:
         return plan_settings(names, settings)
     if args.table_from is not None:
-        return table_from(args.table_from)
+        return table_from(args.table_from, markdown=args.markdown)
     # Repetition-major order: every archetype and setting once before any second repetition, so
     # a matrix cut short still covers them all, and a slow patch of the host is spread across
     # archetypes instead of falling on all repetitions of one.

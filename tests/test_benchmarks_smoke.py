@@ -84,3 +84,22 @@ def test_time_to_answer_reads_the_accuracy_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["archetype_runs"][0]["run_wall_s"] == 127.0
     assert "cpu/s1/r1" in done.stdout
+
+
+def test_accuracy_table_from_a_file_judges_stability_and_prints_markdown(tmp_path):
+    run = tmp_path / "cpu"
+    write_synthetic_run(run, "cpu", seed=0)
+    judged = judge("cpu", json.loads((run / "manifest.json").read_text()), analyze(run))
+    common = {"kind": "accuracy_run", "archetype": "cpu", "setting": 1, "run_wall_s": 180.0,
+              "load_average_before": "0.50 0.60 0.70"}
+    right = {**common, **judged, "repeat": 1, "run_dir": str(run)}  # judged again from its files
+    wrong = {**common, **judged, "repeat": 2, "run_dir": str(tmp_path / "gone"),
+             "metric": "requests_per_task", "metric_ok": False}
+    results = tmp_path / "accuracy.jsonl"
+    results.write_text("".join(json.dumps(record) + "\n" for record in (right, wrong)))
+    done = _benchmark("-m", "benchmarks.accuracy", "--table-from", str(results), "--markdown")
+    assert done.returncode == 1, done.stderr  # a miss, and the setting is not stable
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("| run | answer |") and len(lines) == 4
+    assert "| `cpu` s1 #1 | `cpu_utilization` |" in lines[2] and "**miss** (stable)" in lines[2]
+    assert "**miss** (metric, stable)" in lines[3]
