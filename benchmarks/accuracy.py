@@ -94,9 +94,26 @@ def _capacity(archetype: str, params: dict[str, Any], target: dict[str, Any]) ->
     return archetypes.ground_truth(archetype, params, sizing)["capacity_rps_per_task"]
 
 
+def current_truth(archetype: str, recorded: dict[str, Any]) -> dict[str, Any]:
+    """The ground truth as the archetype states it now, for the parameters and sizing a run recorded.
+
+    The same as the recorded truth unless a formula was corrected since the run; then an old run
+    is judged against the corrected formula, and the recorded figure is kept beside it.
+    """
+    try:
+        sizing = archetypes.Sizing(recorded["cpu_units"], recorded["memory_mib"], recorded["tasks"],
+                                   recorded["idle_mib"])
+        truth = archetypes.ground_truth(archetype, recorded["params"], sizing)
+    except (KeyError, TypeError):
+        return recorded  # too little recorded to recompute: judge against what was written
+    if truth["capacity_rps_per_task"] != recorded.get("capacity_rps_per_task"):
+        truth["recorded_capacity_rps_per_task"] = recorded.get("capacity_rps_per_task")
+    return truth
+
+
 def judge(archetype: str, manifest: dict[str, Any], findings: dict[str, Any] | None) -> dict[str, Any]:
     """The four checks of one run, each with what was expected and what came out."""
-    truth = (manifest.get("target") or {}).get("ground_truth") or {}
+    truth = current_truth(archetype, (manifest.get("target") or {}).get("ground_truth") or {})
     if findings is None:
         return {"metric_ok": False, "capacity_ok": False, "target_ok": False, "truth": truth,
                 "verdict": None, "metric": None, "capacity_rps": None, "expected_capacity_rps": None,
@@ -127,7 +144,8 @@ def judge(archetype: str, manifest: dict[str, Any], findings: dict[str, Any] | N
             "target_share": share,
             "pattern": (findings.get("pattern") or {}).get("name"), "headline": findings.get("headline"),
             "truth": {key: truth.get(key) for key in ("bottleneck", "expected_metric", "capacity_rps_per_task",
-                                                       "capacity_rps_service", "params", "idle_mib")}}
+                                                       "capacity_rps_service", "params", "idle_mib",
+                                                       "capacity_formula", "recorded_capacity_rps_per_task")}}
 
 
 def _service_capacity(truth: dict[str, Any]) -> float | None:

@@ -30,7 +30,9 @@ def test_capacity_formulas_follow_the_parameters():
     assert cpu["capacity_rps_per_task"] == pytest.approx(0.5 * 1000 / (5 + archetypes.SERVING_CPU_MS), rel=1e-3)
     assert "512/1024" in cpu["capacity_formula"] and "5" in cpu["capacity_formula"]
     memory = archetypes.ground_truth("memory", {"mib_per_request": 23, "hold_ms": 500}, sizing)
-    assert memory["capacity_rps_per_task"] == pytest.approx((512 - 50) / 23 / 0.5, rel=1e-3)
+    assert memory["capacity_rps_per_task"] == pytest.approx(20 / 0.5)  # 20 whole requests of 23 MiB fit in 462
+    exact = archetypes.ground_truth("memory", {"mib_per_request": 21, "hold_ms": 1000}, sizing)
+    assert exact["capacity_rps_per_task"] == pytest.approx(22.0)  # 22 x 21 = 462: an exact fit counts
     workers = archetypes.ground_truth("workers", {"workers": 8, "work_ms": 400}, sizing)
     assert workers["capacity_rps_per_task"] == pytest.approx(20.0)
     waiting = archetypes.ground_truth("waiting", {"pool_size": 3, "latency_ms": 100}, sizing)

@@ -7,6 +7,7 @@ makes about a local run can be checked against the numbers computed here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -126,12 +127,15 @@ def _cpu_limits(params: dict[str, float], sizing: Sizing) -> list[Limit]:
 
 def _memory_limits(params: dict[str, float], sizing: Sizing) -> list[Limit]:
     mib, hold_ms = params["mib_per_request"], params["hold_ms"]
-    in_flight = max(sizing.memory_mib - sizing.idle_mib, 0.0) / mib
+    # A task holds whole requests: the one that does not fit is the one that gets it killed,
+    # so the mean count in flight (rate x hold) may reach the whole number that fits, no more.
+    room = max(sizing.memory_mib - sizing.idle_mib, 0.0)
+    in_flight = math.floor(room / mib + 1e-9)  # the epsilon keeps an exact fit from rounding down
     memory = Limit(
         "memory",
         in_flight * 1000.0 / hold_ms,
-        f"(memory_mib - idle_mib) / mib_per_request / (hold_ms/1000) = "
-        f"({sizing.memory_mib} - {sizing.idle_mib:.0f}) / {mib:g} / ({hold_ms:g}/1000)",
+        f"floor((memory_mib - idle_mib) / mib_per_request) / (hold_ms/1000) = "
+        f"floor(({sizing.memory_mib} - {sizing.idle_mib:.1f}) / {mib:g}) / ({hold_ms:g}/1000)",
     )
     return [memory, _cpu_limit(params, sizing)]
 
