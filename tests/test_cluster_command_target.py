@@ -57,7 +57,7 @@ def test_a_command_that_dies_at_start_is_an_infrastructure_error():
 def test_source_and_controller_configs_are_checked():
     with pytest.raises(ProfileError, match="interval_s"):
         local_source.validate_config({"interval_s": 0}, "sources.local")
-    with pytest.raises(ProfileError, match="unknown key 'rate'"):
+    with pytest.raises(ProfileError, match=r"\[sources.local.rate\] unknown key; expected one of interval_s"):
         local_source.validate_config({"rate": 1}, "sources.local")
     with pytest.raises(ProfileError, match="timeout_s"):
         local_capacity.validate_config({"timeout_s": "soon"}, "capacity.local")
