@@ -343,7 +343,10 @@ def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_
     tests["flat_near_limit"] = props.flat_near_limit(below["per_task_rps"], below["value"], limit=data.info.limit)
     if classify.is_queue_backlog(data.name):
         breach = (knee.slo_breach_rps / initial) if knee and knee.slo_breach_rps else None
-        tests["backlog_growth"] = props.backlog_growth(_holds(at_first, data.samples), breach_per_task_rps=breach)
+        # A per-task depth is the queue's depth over the task count: one job is 1/tasks of it.
+        one_job = 1.0 / initial if data.name == catalog.QUEUE_BACKLOG_PER_TASK else 1.0
+        tests["backlog_growth"] = props.backlog_growth(_holds(at_first, data.samples), breach_per_task_rps=breach,
+                                                       one_job=one_job)
     return tests
 
 

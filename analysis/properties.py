@@ -504,13 +504,16 @@ class Hold:
     values: np.ndarray
 
 
-def backlog_growth(holds: Sequence[Hold], *, breach_per_task_rps: float | None, alpha: float = ALPHA) -> TestResult:
+def backlog_growth(holds: Sequence[Hold], *, breach_per_task_rps: float | None, one_job: float = 1.0,
+                   alpha: float = ALPHA) -> TestResult:
     """A queue that saturates: empty on the steps below some rate and growing (or full) within
     every hold from that rate up, with growth starting no later than the SLO breach.
 
     Growth within a hold is a Mann-Kendall test (Kendall's tau of the samples against time,
     one-sided, Holm across holds) with Sen's slope in jobs per second, and must add at least one
-    job over the hold. ``holds`` are the valid steps at one task count."""
+    job over the hold. ``holds`` are the valid steps at one task count. ``one_job`` is what one
+    job of the queue is in the series' unit: 1 for the queue's depth, 1/tasks for the depth per
+    task, so both series count the same jobs as empty and the same rise as growth."""
     ordered = sorted(holds, key=lambda h: h.per_task_rps)
     method = ("Mann-Kendall trend within each hold (Kendall tau on time, one-sided, Holm across holds), "
               "Sen's slope per second; step level against an empty threshold")
@@ -525,13 +528,13 @@ def backlog_growth(holds: Sequence[Hold], *, breach_per_task_rps: float | None, 
     for row, p in zip(moving, holm([r["p"] for r in moving]) if moving else []):
         row["p_adjusted"] = _r(float(p))
     peak = max((h.level for h in ordered), default=0.0)
-    empty_below = max(EMPTY_BACKLOG_JOBS, EMPTY_BACKLOG_SHARE * peak)
+    empty_below = max(EMPTY_BACKLOG_JOBS * one_job, EMPTY_BACKLOG_SHARE * peak)
     for row in rows:
-        row["growing"] = bool(row.get("p_adjusted", 1.0) < alpha and row["rise"] >= MIN_BACKLOG_RISE_JOBS)
+        row["growing"] = bool(row.get("p_adjusted", 1.0) < alpha and row["rise"] >= MIN_BACKLOG_RISE_JOBS * one_job)
         row["empty"] = bool(row["level"] <= empty_below and not row["growing"])
         row["full"] = bool(peak > empty_below and row["level"] >= FULL_BACKLOG_SHARE * peak)
     inputs = {"steps": len(rows), "breach_per_task_rps": breach_per_task_rps, "empty_below": _r(empty_below),
-              "alpha": alpha}
+              "one_job": _r(one_job), "alpha": alpha}
     extra: dict[str, Any] = {"holds": rows, "peak": _r(peak)}
     if len(tested) < MIN_EMPTY_STEPS + 1:
         return TestResult("backlog_growth", method, inputs, None, None, None, threshold, INCONCLUSIVE,

@@ -208,3 +208,21 @@ def test_backlog_growth_after_the_slo_broke_is_not_the_saturation_signal():
     late = props.backlog_growth(_queue_holds(lambda r, t: max(r - 26.0, 0.0) * (t + 1)), breach_per_task_rps=20.0)
     assert late.verdict == props.FAIL
     assert "after the SLO broke" in late.detail
+
+
+def test_backlog_growth_counts_whole_jobs_in_a_per_task_backlog():
+    # A queue shared by two tasks: at capacity (15 req/s per task) the first overflowing hold adds
+    # under two jobs to a queue of about five. Per task that is under one job, on half the level.
+    def depth(rate, t):
+        if rate < 15:
+            return 0.0
+        return 4.3 + 0.2 * t if rate == 15 else min(100.0, 30.0 + 7.0 * t)
+    rates = (1.5, 3, 4.5, 6, 7.5, 9, 10.5, 12, 13.5, 15, 16.5, 18)
+    queue = _queue_holds(depth, rates=rates)
+    per_task = [props.Hold(h.step_id, h.per_task_rps, h.level / 2, h.times_s, h.values / 2) for h in queue]
+    whole = props.backlog_growth(queue, breach_per_task_rps=18.0)
+    halved = props.backlog_growth(per_task, breach_per_task_rps=18.0, one_job=0.5)
+    assert whole.verdict == halved.verdict == props.PASS, (whole.detail, halved.detail)
+    assert whole.extra["onset_per_task_rps"] == halved.extra["onset_per_task_rps"] == 15.0
+    # Counted as if each unit were a job, the per-task queue "holds a backlog" below its onset.
+    assert props.backlog_growth(per_task, breach_per_task_rps=18.0).verdict == props.FAIL
