@@ -271,7 +271,7 @@ def print_markdown(records: list[dict[str, Any]]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for record in sorted(records, key=lambda r: (order.get(r["archetype"], 99), r["setting"], r["repeat"])):
         capacity, truth = record["capacity_rps"], record["expected_capacity_rps"]
-        error = f"{(capacity / truth - 1) * 100:+.0f}%".replace("-", "−") if capacity and truth else "–"
+        error = _signed_percent((capacity / truth - 1) * 100) if capacity and truth else "–"
         share = f"{record['target_share'] * 100:.0f}%" if record["target_share"] is not None else "–"
         target = f"{record['target']:.1f}" if record["target"] is not None else "–"
         misses = [name for name, ok in (("metric", record["metric_ok"]), ("capacity", record["capacity_ok"]),
@@ -282,6 +282,10 @@ def print_markdown(records: list[dict[str, Any]]) -> None:
               f"{_number(capacity)} ({_number(truth)}) | {error} | {target} | {share} | "
               f"{record['run_wall_s']:.0f} | {record['load_average_before'].split()[0]} | "
               f"{'ok' if not misses else '**miss** (' + ', '.join(misses) + ')'} |")
+
+
+def _signed_percent(value: float) -> str:
+    return "0%" if round(value) == 0 else f"{value:+.0f}%".replace("-", "−")
 
 
 def _number(value: float | None) -> str:
