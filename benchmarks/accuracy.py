@@ -247,16 +247,14 @@ def print_table(records: list[dict[str, Any]]) -> None:
     stable = stability(records)
     print(f"{'run':<16} {'answer':<24} {'capacity':>9} {'truth':>7} {'err':>6} {'target':>7} "
           f"{'/sat':>5} {'stable':>6} {'run s':>6} {'load':>5}  result")
-    order = {name: index for index, name in enumerate(ARCHETYPES)}
-    for record in sorted(records, key=lambda r: (order.get(r["archetype"], 99), r["setting"], r["repeat"])):
+    for record in _in_table_order(records):
         key = (record["archetype"], record["setting"])
         answer = record["metric"] or record["verdict"] or "(no findings)"
         capacity, truth = record["capacity_rps"], record["expected_capacity_rps"]
         error = f"{(capacity / truth - 1) * 100:+.0f}%" if capacity and truth else "-"
         share = f"{record['target_share'] * 100:.0f}%" if record["target_share"] is not None else "-"
         target = f"{record['target']:.1f}" if record["target"] is not None else "-"
-        misses = [name for name, ok in (("metric", record["metric_ok"]), ("capacity", record["capacity_ok"]),
-                                        ("target", record["target_ok"]), ("stable", stable[key])) if not ok]
+        misses = _misses(record, stable)
         label = f"{record['archetype']}/s{record['setting']}/r{record['repeat']}"
         print(f"{label:<16} {answer:<24} {_number(capacity):>9} {_number(truth):>7} {error:>6} {target:>7} "
               f"{share:>5} {'yes' if stable[key] else 'NO':>6} {record['run_wall_s']:>6.0f} "
@@ -266,22 +264,30 @@ def print_table(records: list[dict[str, Any]]) -> None:
 def print_markdown(records: list[dict[str, Any]]) -> None:
     """The same table in Markdown, for the benchmark results page."""
     stable = stability(records)
-    order = {name: index for index, name in enumerate(ARCHETYPES)}
     print("| run | answer | capacity per task (truth) | error | target | target / saturation | run s | load | result |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for record in sorted(records, key=lambda r: (order.get(r["archetype"], 99), r["setting"], r["repeat"])):
+    for record in _in_table_order(records):
         capacity, truth = record["capacity_rps"], record["expected_capacity_rps"]
         error = _signed_percent((capacity / truth - 1) * 100) if capacity and truth else "–"
         share = f"{record['target_share'] * 100:.0f}%" if record["target_share"] is not None else "–"
         target = f"{record['target']:.1f}" if record["target"] is not None else "–"
-        misses = [name for name, ok in (("metric", record["metric_ok"]), ("capacity", record["capacity_ok"]),
-                                        ("target", record["target_ok"]),
-                                        ("stable", stable[(record["archetype"], record["setting"])])) if not ok]
+        misses = _misses(record, stable)
         answer = f"`{record['metric'] or record['verdict'] or 'no findings'}`"
         print(f"| `{record['archetype']}` s{record['setting']} #{record['repeat']} | {answer} | "
               f"{_number(capacity)} ({_number(truth)}) | {error} | {target} | {share} | "
               f"{record['run_wall_s']:.0f} | {record['load_average_before'].split()[0]} | "
               f"{'ok' if not misses else '**miss** (' + ', '.join(misses) + ')'} |")
+
+
+def _in_table_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    order = {name: index for index, name in enumerate(ARCHETYPES)}
+    return sorted(records, key=lambda r: (order.get(r["archetype"], 99), r["setting"], r["repeat"]))
+
+
+def _misses(record: dict[str, Any], stable: dict[tuple[str, int], bool]) -> list[str]:
+    checks = (("metric", record["metric_ok"]), ("capacity", record["capacity_ok"]), ("target", record["target_ok"]),
+              ("stable", stable[(record["archetype"], record["setting"])]))
+    return [name for name, ok in checks if not ok]
 
 
 def _signed_percent(value: float) -> str:
