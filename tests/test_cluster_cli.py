@@ -1,5 +1,6 @@
 """`scalefinder cluster`: clear errors for bad input, and nothing left behind when it is stopped."""
 
+import ctypes
 import glob
 import os
 import signal
@@ -90,6 +91,21 @@ def test_stopping_the_command_leaves_no_processes_and_no_cgroups(signum):
     assert "stopped" in rest
     assert gone(children, 5), [p.pid for p in children if p.is_running()]
     assert cgroups_of(process.pid) == []
+
+
+def test_a_signal_the_kernel_hands_to_a_helper_thread_still_stops_the_command():
+    # The kernel may deliver a process-wide SIGINT to any thread; aim it at a helper thread on purpose.
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "tgkill"):
+        pytest.skip("this C library has no tgkill")
+    process, children, _ = start_cluster_command("--archetype", "cpu", "--tasks", "2")
+    helpers = [int(tid) for tid in os.listdir(f"/proc/{process.pid}/task") if int(tid) != process.pid]
+    assert helpers
+    assert libc.tgkill(process.pid, helpers[0], signal.SIGINT) == 0
+    rest, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, rest
+    assert "stopped" in rest
+    assert gone(children, 5)
 
 
 def test_killed_cluster_takes_its_tasks_along_and_its_cgroups_are_swept_later():

@@ -72,12 +72,24 @@ def cluster_command(archetype: str | None, command_template: str | None, tasks: 
         for warning in truth.get("warnings", []):
             click.echo(f"warning: {warning}", err=True)
         click.echo("workload: GET /work   stop: Ctrl-C")
-        threading.Event().wait()
+        _wait_for_signal()
     except KeyboardInterrupt:
         click.echo("stopping...")
     finally:
         cluster.stop()
     click.echo("stopped; no task processes or cgroups left")
+
+
+def _wait_for_signal() -> None:
+    """Block until Ctrl-C or SIGTERM raises KeyboardInterrupt here.
+
+    The kernel may deliver the signal to any thread, and the cluster keeps one to start its
+    processes. Python then runs the handler only when the main thread next wakes, so an
+    untimed wait could sleep through it; short timed waits bound that delay.
+    """
+    idle = threading.Event()
+    while not idle.wait(0.2):
+        pass
 
 
 def _terminate_as_interrupt() -> None:
