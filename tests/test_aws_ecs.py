@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _thread
 import json
 import logging
 import os
@@ -147,9 +146,10 @@ def test_restore_after_ctrl_c_or_sigterm_while_waiting(aws, stop):
     controller.prepare()
     # The experiment turns SIGTERM into an exception in the main thread; do the same here.
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    send = _thread.interrupt_main if stop == "ctrl-c" else (lambda: os.kill(os.getpid(), signal.SIGTERM))
-    timer = threading.Timer(0.8, send)
-    timer.start()
+    # The signal comes from another process, as a real one would: once Locust is imported, gevent
+    # makes threads greenlets, and a signal raised from a timer greenlet would end that greenlet only.
+    signum = signal.SIGINT if stop == "ctrl-c" else signal.SIGTERM
+    killer = subprocess.Popen(["sh", "-c", f"sleep 0.8 && kill -{signum.name[3:]} {os.getpid()}"])
     try:
         with pytest.raises((KeyboardInterrupt, _Terminated)):
             try:
@@ -157,7 +157,8 @@ def test_restore_after_ctrl_c_or_sigterm_while_waiting(aws, stop):
             finally:
                 controller.restore(snapshot)
     finally:
-        timer.cancel()
+        killer.kill()
+        killer.wait()
         signal.signal(signal.SIGTERM, previous)
     assert _normalised(service_state()) == found
 
