@@ -33,6 +33,9 @@ def test_capacity_formulas_follow_the_parameters():
     assert memory["capacity_rps_per_task"] == pytest.approx(20 / 0.5)  # 20 whole requests of 23 MiB fit in 462
     exact = archetypes.ground_truth("memory", {"mib_per_request": 21, "hold_ms": 1000}, sizing)
     assert exact["capacity_rps_per_task"] == pytest.approx(22.0)  # 22 x 21 = 462: an exact fit counts
+    capped = archetypes.ground_truth("memory", {"mib_per_request": 23, "hold_ms": 500, "reserve_mib": 112}, sizing)
+    assert capped["capacity_rps_per_task"] == pytest.approx(17 / 0.5)  # the 400 MiB heap cap comes first
+    assert "min(400, 462.0)" in capped["capacity_formula"]
     workers = archetypes.ground_truth("workers", {"workers": 8, "work_ms": 400}, sizing)
     assert workers["capacity_rps_per_task"] == pytest.approx(20.0)
     waiting = archetypes.ground_truth("waiting", {"pool_size": 3, "latency_ms": 100}, sizing)

@@ -18,8 +18,8 @@ def cluster(archetype, tasks=1, **params):
                                     cpu_units=256, memory_mib=256))
 
 
-def burst(url, count):
-    """``count`` concurrent requests; returns (statuses, seconds for all)."""
+def burst(url, count, return_exceptions=False):
+    """``count`` concurrent requests; returns (statuses or exceptions, seconds for all)."""
     async def run():
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
             async def one():
@@ -27,7 +27,7 @@ def burst(url, count):
                     await reply.read()
                     return reply.status
             started = time.monotonic()
-            statuses = await asyncio.gather(*[one() for _ in range(count)])
+            statuses = await asyncio.gather(*[one() for _ in range(count)], return_exceptions=return_exceptions)
             return statuses, time.monotonic() - started
     return asyncio.run(run())
 
@@ -57,6 +57,26 @@ def test_jvm_memory_is_near_the_limit_from_the_start():
         assert running.usage(view).rss_bytes / 2**20 >= 0.75 * 256
         statuses, _ = burst(running.url, 5)
         assert set(statuses) == {200}
+
+
+def test_memory_task_ends_at_the_request_that_would_pass_its_heap_cap():
+    # 256 MiB less the 48 MiB reserve leaves a 208 MiB heap: three 64 MiB requests fit, a fourth does not.
+    events = []
+    spec = ClusterSpec(archetype="memory", command=None, params={"mib_per_request": 64, "hold_ms": 1500},
+                       tasks=1, cpu_units=256, memory_mib=256)
+    with LocalCluster(spec, on_event=lambda kind, **detail: events.append((kind, detail))) as running:
+        assert running.ground_truth()["capacity_rps_per_task"] == pytest.approx(3 / 1.5)
+        fits, _ = burst(running.url, 3)
+        assert set(fits) == {200}
+        gauges_before = gauges(running.task_views()[0].url)
+        assert gauges_before["request_memory_mib"] == 0
+        overflow, _ = burst(running.url, 4, return_exceptions=True)
+        deadline = time.monotonic() + 20
+        while not any(kind == "task_crash" for kind, _ in events) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert overflow.count(200) < 4, overflow
+    crash = next(detail for kind, detail in events if kind == "task_crash")
+    assert crash["reason"].startswith("out of memory: requests in flight would pass its 208 MiB heap cap"), crash
 
 
 def test_shared_downstream_limits_the_whole_service():

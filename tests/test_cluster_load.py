@@ -79,7 +79,8 @@ def test_cpu_matches_formula_and_halves_when_tasks_double():
 def test_memory_follows_in_flight_requests_and_a_task_over_its_limit_is_restarted():
     events = []
     mib, hold_ms, rate = 16.0, 1000.0, 8.0
-    with start("memory", events=events, mib_per_request=mib, hold_ms=hold_ms) as cluster:
+    # No reserve: the heap cap is the whole limit, so the kernel's (or the emulated) limit ends the task.
+    with start("memory", events=events, mib_per_request=mib, hold_ms=hold_ms, reserve_mib=0) as cluster:
         idle = {view.task_id: cluster.usage(view).rss_bytes / 2**20 for view in cluster.task_views()}
         collector = Collector()
         source = cluster.metric_source(interval_s=1.0)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.load
 def test_unenforced_mode_is_reported_and_a_task_over_its_memory_is_killed(monkeypatch):
     monkeypatch.setenv("SCALEFINDER_CGROUPS", "off")
     events = []
-    spec = ClusterSpec(archetype="memory", command=None, params={"hold_ms": 1000}, tasks=1,
+    spec = ClusterSpec(archetype="memory", command=None, params={"hold_ms": 1000, "reserve_mib": 0}, tasks=1,
                        cpu_units=256, memory_mib=160)
     with LocalCluster(spec, on_event=lambda kind, **detail: events.append((kind, detail))) as cluster:
         assert cluster.cgroup_mode == "unenforced"

@@ -13,6 +13,10 @@ from typing import Any, Callable
 
 from scalefinder.errors import InputError
 
+# Exit status of a task whose requests would take its heap past its cap (a JVM started with
+# -XX:+ExitOnOutOfMemoryError exits with the same code).
+HEAP_EXHAUSTED_EXIT = 3
+
 # Resident memory of an idle archetype task (Python, aiohttp, the archetype module), measured on
 # the reference machine. Used until the running cluster measures its own tasks.
 IDLE_TASK_MIB = 40.0
@@ -126,16 +130,19 @@ def _cpu_limits(params: dict[str, float], sizing: Sizing) -> list[Limit]:
 
 
 def _memory_limits(params: dict[str, float], sizing: Sizing) -> list[Limit]:
-    mib, hold_ms = params["mib_per_request"], params["hold_ms"]
-    # A task holds whole requests: the one that does not fit is the one that gets it killed,
-    # so the mean count in flight (rate x hold) may reach the whole number that fits, no more.
+    mib, hold_ms, reserve = params["mib_per_request"], params["hold_ms"], params["reserve_mib"]
+    # A task holds whole requests: the one that does not fit is the one that ends the task, so the
+    # mean count in flight (rate x hold) may reach the whole number that fits, no more. What fits
+    # is set by the task's own heap cap, unless the idle task is so large that the kernel's limit
+    # on the whole cgroup comes first. The epsilon keeps an exact fit from rounding down.
+    heap = max(sizing.memory_mib - reserve, 0.0)
     room = max(sizing.memory_mib - sizing.idle_mib, 0.0)
-    in_flight = math.floor(room / mib + 1e-9)  # the epsilon keeps an exact fit from rounding down
+    in_flight = math.floor(min(heap, room) / mib + 1e-9)
     memory = Limit(
         "memory",
         in_flight * 1000.0 / hold_ms,
-        f"floor((memory_mib - idle_mib) / mib_per_request) / (hold_ms/1000) = "
-        f"floor(({sizing.memory_mib} - {sizing.idle_mib:.1f}) / {mib:g}) / ({hold_ms:g}/1000)",
+        f"floor(min(memory_mib - reserve_mib, memory_mib - idle_mib) / mib_per_request) / (hold_ms/1000) = "
+        f"floor(min({heap:g}, {room:.1f}) / {mib:g}) / ({hold_ms:g}/1000)",
     )
     return [memory, _cpu_limit(params, sizing)]
 
@@ -194,12 +201,17 @@ ARCHETYPES: dict[str, Archetype] = {
         Archetype(
             "memory", "memory_bound",
             "every in-flight request holds mib_per_request MiB (resident) for hold_ms, freed at the end; "
-            "the task is killed when over its memory limit",
+            "the request that would take the heap past memory_mib - reserve_mib ends the task",
             (
                 Param("mib_per_request", float, 16.0, 0.0, "memory held by each in-flight request (MiB)",
                       exclusive_minimum=True, maximum=4096),
                 Param("hold_ms", float, 1000.0, 0.0, "how long each request holds its memory (ms)",
                       exclusive_minimum=True, maximum=600_000),
+                Param("reserve_mib", float, 48.0, 0.0,
+                      "memory kept out of the heap for the runtime itself (MiB); the heap cap is "
+                      "memory_mib - reserve_mib, as a JVM's -Xmx sits below its container's limit; "
+                      "0 = no cap, only the container's limit",
+                      maximum=65_536),
                 _cpu_param(1.0),
             ),
             "memory", "memory_utilization", _memory_limits,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 
+from loadgen.cluster import archetypes
 from loadgen.cluster.cgroups import Cgroups, TaskCgroup
 from loadgen.cluster.process import Spawner, free_port, stop_process, wait_healthy
 from loadgen.cluster.spec import ClusterSpec
@@ -155,6 +156,10 @@ class Supervisor:
             return f"killed: process tree over its {self.spec.memory_mib} MiB memory limit (emulated)"
         if task.cgroup is not None and task.cgroup.oom_kills() > 0:
             return f"OOM-killed: over its {self.spec.memory_mib} MiB memory limit"
+        if self.spec.archetype == "memory" and code == archetypes.HEAP_EXHAUSTED_EXIT:
+            heap = self.spec.memory_mib - archetypes.get("memory").resolve(dict(self.spec.params))["reserve_mib"]
+            return (f"out of memory: requests in flight would pass its {heap:g} MiB heap cap "
+                    f"({self.spec.memory_mib} MiB memory limit less reserve_mib)")
         if code is not None and code < 0:
             return f"killed by signal {signal.Signals(-code).name}"
         return f"exited with code {code}"

@@ -105,10 +105,19 @@ def cpu_handler(params: dict, gauges: Gauges, context: dict) -> Handler:
 def memory_handler(params: dict, gauges: Gauges, context: dict) -> Handler:
     size = int(params["mib_per_request"] * MIB)
     hold_s, cpu_ms = params["hold_ms"] / 1000.0, params["cpu_ms"]
+    # A heap cap below the cgroup's limit makes the task fail at an exact count of requests in
+    # flight. The kernel's own limit is fuzzier: it charges shared pages, page cache and kernel
+    # memory that the idle figure in the ground truth cannot see.
+    # A reserve of 0 means no cap of its own: only the container's limit ends the task.
+    heap_mib = context["memory_mib"] - params["reserve_mib"] if params["reserve_mib"] > 0 else float("inf")
     held = {"mib": 0.0}
     gauges.gauge("request_memory_mib", "Memory held by in-flight requests (MiB).", lambda: held["mib"])
 
     async def handle(request: web.Request) -> web.Response:
+        if held["mib"] + params["mib_per_request"] > heap_mib + 1e-9:
+            print(f"out of memory: {held['mib'] + params['mib_per_request']:g} MiB of requests would pass "
+                  f"the {heap_mib:g} MiB heap cap", file=sys.stderr, flush=True)
+            os._exit(archetypes.HEAP_EXHAUSTED_EXIT)  # at once, like a runtime giving up on its heap
         block = touched_block(size)
         held["mib"] += params["mib_per_request"]
         try:
