@@ -251,7 +251,7 @@ def print_table(records: list[dict[str, Any]]) -> None:
         key = (record["archetype"], record["setting"])
         answer = record["metric"] or record["verdict"] or "(no findings)"
         capacity, truth = record["capacity_rps"], record["expected_capacity_rps"]
-        error = f"{(capacity / truth - 1) * 100:+.0f}%" if capacity and truth else "-"
+        error = _signed_percent((capacity / truth - 1) * 100, minus="-") if capacity and truth else "-"
         share = f"{record['target_share'] * 100:.0f}%" if record["target_share"] is not None else "-"
         target = f"{record['target']:.1f}" if record["target"] is not None else "-"
         misses = _misses(record, stable)
@@ -290,8 +290,8 @@ def _misses(record: dict[str, Any], stable: dict[tuple[str, int], bool]) -> list
     return [name for name, ok in checks if not ok]
 
 
-def _signed_percent(value: float) -> str:
-    return "0%" if round(value) == 0 else f"{value:+.0f}%".replace("-", "−")
+def _signed_percent(value: float, minus: str = "−") -> str:
+    return "0%" if round(value) == 0 else f"{value:+.0f}%".replace("-", minus)
 
 
 def _number(value: float | None) -> str:
