@@ -34,6 +34,7 @@ def busy_port():
         (["--archetype", "cpu", "--param", "cpu_ms"], "--param takes NAME=VALUE"),
         (["--archetype", "cpu", "--tasks", "0"], "tasks must be between 1"),
         (["--archetype", "cpu", "--port", "PORT"], "is already in use"),
+        (["--archetype", "memory", "--param", "reserve_mib=250"], "cannot hold one request"),
     ],
 )
 def test_bad_parameters_give_one_line_and_exit_2(args, message, busy_port):

@@ -44,6 +44,8 @@ class ClusterSpec:
         _check_int("tasks", self.tasks, 1, MAX_TASKS)
         _check_int("cpu_units", self.cpu_units, MIN_CPU_UNITS, MAX_CPU_UNITS)
         _check_int("memory_mib", self.memory_mib, MIN_MEMORY_MIB, MAX_MEMORY_MIB)
+        if self.archetype == "memory":
+            _check_heap_cap(resolved, self.memory_mib)
         if self.balancer not in POLICIES:
             raise InputError(f"balancer must be one of {', '.join(POLICIES)}, got {self.balancer!r}")
         for name in ("health_path", "metrics_path"):
@@ -74,6 +76,16 @@ class ClusterSpec:
             "tasks": self.tasks, "cpu_units": self.cpu_units, "memory_mib": self.memory_mib,
             "balancer": self.balancer, "health_path": self.health_path, "metrics_path": self.metrics_path,
         }
+
+
+def _check_heap_cap(params: dict, memory_mib: int) -> None:
+    """A memory task whose heap cap cannot hold one request would end at its first request."""
+    reserve, per_request = params["reserve_mib"], params["mib_per_request"]
+    if reserve > 0 and memory_mib - reserve < per_request:
+        raise InputError(
+            f"archetype 'memory': its heap cap, memory_mib - reserve_mib = {memory_mib} - {reserve:g} MiB, "
+            f"cannot hold one request of mib_per_request = {per_request:g} MiB; lower reserve_mib or "
+            f"mib_per_request, or raise memory_mib")
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
