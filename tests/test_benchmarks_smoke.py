@@ -43,8 +43,9 @@ def test_accuracy_judge_reports_a_wrong_metric(tmp_path):
 def test_second_setting_scales_the_ramp_with_the_capacity():
     first, second = setting_profile("memory", 1), setting_profile("memory", 2)
     assert second["target"]["params"]["mib_per_request"] == 24
-    # floor((256 - 40) / 24) = 9 whole requests against floor((256 - 40) / 16) = 13: the ramp scales with them
-    assert abs(second["ramp"]["max_rps"] / first["ramp"]["max_rps"] - 9 / 13) < 0.01
+    # the 208 MiB heap cap holds floor(208 / 24) = 8 whole requests against floor(208 / 16) = 13:
+    # the ramp scales with them
+    assert abs(second["ramp"]["max_rps"] / first["ramp"]["max_rps"] - 8 / 13) < 0.01
 
 
 def test_accuracy_plan_only_checks_every_setting():
