@@ -52,17 +52,22 @@ def start_cluster_command(*args):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     output = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        output.append(line)
-        if line.startswith("workload:"):
-            break
-    assert any(line.startswith("load balancer: http://127.0.0.1:") for line in output), output
-    children = psutil.Process(process.pid).children(recursive=True)
-    assert len(children) >= 3, output  # the balancer and the tasks
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if line.startswith("workload:"):
+                break
+        assert any(line.startswith("load balancer: http://127.0.0.1:") for line in output), output
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert len(children) >= 3, output  # the balancer and the tasks
+    except BaseException:
+        process.terminate()  # a failed start must not leave a cluster running after the test
+        process.communicate(timeout=30)
+        raise
     return process, children, output
 
 
