@@ -68,8 +68,7 @@ def test_memory_task_ends_at_the_request_that_would_pass_its_heap_cap():
         assert running.ground_truth()["capacity_rps_per_task"] == pytest.approx(3 / 1.5)
         fits, _ = burst(running.url, 3)
         assert set(fits) == {200}
-        gauges_before = gauges(running.task_views()[0].url)
-        assert gauges_before["request_memory_mib"] == 0
+        assert gauges(running.task_views()[0].url)["request_memory_mib"] == 0
         overflow, _ = burst(running.url, 4, return_exceptions=True)
         deadline = time.monotonic() + 20
         while not any(kind == "task_crash" for kind, _ in events) and time.monotonic() < deadline:

@@ -129,13 +129,20 @@ def _cpu_limits(params: dict[str, float], sizing: Sizing) -> list[Limit]:
     return [_cpu_limit(params, sizing)]
 
 
+def heap_cap_mib(params: dict[str, Any], memory_mib: int) -> float | None:
+    """The memory archetype's heap cap, or None when ``reserve_mib`` is 0 (only the container's limit)."""
+    reserve = params["reserve_mib"]
+    return memory_mib - reserve if reserve > 0 else None
+
+
 def _memory_limits(params: dict[str, float], sizing: Sizing) -> list[Limit]:
-    mib, hold_ms, reserve = params["mib_per_request"], params["hold_ms"], params["reserve_mib"]
+    mib, hold_ms = params["mib_per_request"], params["hold_ms"]
     # A task holds whole requests: the one that does not fit is the one that ends the task, so the
     # mean count in flight (rate x hold) may reach the whole number that fits, no more. What fits
     # is set by the task's own heap cap, unless the idle task is so large that the kernel's limit
     # on the whole cgroup comes first. The epsilon keeps an exact fit from rounding down.
-    heap = max(sizing.memory_mib - reserve, 0.0)
+    cap = heap_cap_mib(params, sizing.memory_mib)
+    heap = max(sizing.memory_mib if cap is None else cap, 0.0)
     room = max(sizing.memory_mib - sizing.idle_mib, 0.0)
     in_flight = math.floor(min(heap, room) / mib + 1e-9)
     memory = Limit(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -85,11 +85,10 @@ def _wait_for_signal() -> None:
 
     The kernel may deliver the signal to any thread, and the cluster keeps one to start its
     processes. Python then runs the handler only when the main thread next wakes, so an
-    untimed wait could sleep through it; short timed waits bound that delay.
+    untimed wait could sleep through it; short sleeps bound that delay.
     """
-    idle = threading.Event()
-    while not idle.wait(0.2):
-        pass
+    while True:
+        time.sleep(0.2)
 
 
 def _terminate_as_interrupt() -> None:

@@ -80,10 +80,10 @@ class ClusterSpec:
 
 def _check_heap_cap(params: dict, memory_mib: int) -> None:
     """A memory task whose heap cap cannot hold one request would end at its first request."""
-    reserve, per_request = params["reserve_mib"], params["mib_per_request"]
-    if reserve > 0 and memory_mib - reserve < per_request:
+    cap, per_request = archetypes.heap_cap_mib(params, memory_mib), params["mib_per_request"]
+    if cap is not None and cap < per_request:
         raise InputError(
-            f"archetype 'memory': its heap cap, memory_mib - reserve_mib = {memory_mib} - {reserve:g} MiB, "
+            f"archetype 'memory': its heap cap, memory_mib - reserve_mib = {memory_mib} - {params['reserve_mib']:g} MiB, "
             f"cannot hold one request of mib_per_request = {per_request:g} MiB; lower reserve_mib or "
             f"mib_per_request, or raise memory_mib")
 

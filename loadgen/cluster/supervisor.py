@@ -157,7 +157,7 @@ class Supervisor:
         if task.cgroup is not None and task.cgroup.oom_kills() > 0:
             return f"OOM-killed: over its {self.spec.memory_mib} MiB memory limit"
         if self.spec.archetype == "memory" and code == archetypes.HEAP_EXHAUSTED_EXIT:
-            heap = self.spec.memory_mib - archetypes.get("memory").resolve(dict(self.spec.params))["reserve_mib"]
+            heap = archetypes.heap_cap_mib(self.spec.params, self.spec.memory_mib)
             return (f"out of memory: requests in flight would pass its {heap:g} MiB heap cap "
                     f"({self.spec.memory_mib} MiB memory limit less reserve_mib)")
         if code is not None and code < 0:

@@ -108,8 +108,8 @@ def memory_handler(params: dict, gauges: Gauges, context: dict) -> Handler:
     # A heap cap below the cgroup's limit makes the task fail at an exact count of requests in
     # flight. The kernel's own limit is fuzzier: it charges shared pages, page cache and kernel
     # memory that the idle figure in the ground truth cannot see.
-    # A reserve of 0 means no cap of its own: only the container's limit ends the task.
-    heap_mib = context["memory_mib"] - params["reserve_mib"] if params["reserve_mib"] > 0 else float("inf")
+    cap = archetypes.heap_cap_mib(params, context["memory_mib"])
+    heap_mib = float("inf") if cap is None else cap
     held = {"mib": 0.0}
     gauges.gauge("request_memory_mib", "Memory held by in-flight requests (MiB).", lambda: held["mib"])
 
