@@ -32,8 +32,10 @@ logger = logging.getLogger(__name__)
 WORKER_WAIT_S = 60.0
 # Rate changes are sent slightly ahead so every worker starts the step on the same schedule.
 START_LEAD_S = 0.05
-# A merged tick waits this long past the second for late worker ticks.
-TICK_GRACE_S = 0.3
+# A second's merged tick goes out as soon as every worker has reported that second, or this long
+# after it if one has not: a worker slowed down by a busy host is waited for, a lost one is not.
+TICK_GRACE_S = 1.0
+TICK_POLL_S = 0.05
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -146,9 +148,11 @@ class Coordinator:
 
     def _tick_loop(self) -> None:
         while True:
+            gevent.sleep(TICK_POLL_S)
             now = time.time()
-            gevent.sleep(1.0 - (now % 1.0) + TICK_GRACE_S)
-            for second in sorted(s for s in self._ticks if s <= time.time() - TICK_GRACE_S / 2):
+            for second in sorted(self._ticks):  # in order: a later second waits for an earlier one
+                if len(self._ticks[second]) < len(self._ids) and now < second + TICK_GRACE_S:
+                    break
                 self.emit(self._merge(second, self._ticks.pop(second)))
 
     def _merge(self, second: int, ticks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,7 +8,10 @@ lateness tolerance is counted late, and every latency is measured from the due t
 
 Everything is reported through ``emit(message)``: ``done`` batches (one row per finished
 arrival), a ``tick`` every second with the second's counters, ``drained`` when a step that has
-ended has no request left in flight, and ``stopped`` after a hard stop.
+ended has no request left in flight, and ``stopped`` after a hard stop. A tick counts the
+arrivals *due* in the second it closes, not those launched between two wake-ups of the tick
+loop: on a busy machine that loop wakes tens of milliseconds late, which would move arrivals
+from one second's row to the next (and, with several workers, by a different amount in each).
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class Generator:
         self._ended_steps: set[int] = set()
         self._errors: dict[Greenlet, str] = {}
         self._done: list[list[Any]] = []
-        self._counters: dict[str, Counter] = defaultdict(Counter)
+        # due second -> step -> counters; a tick takes every second it has closed
+        self._counters: dict[int, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
         self._process = psutil.Process()
         self._process.cpu_percent(None)
         self._greenlets = [gevent.spawn(self._tick_loop), gevent.spawn(self._flush_loop)]
@@ -111,7 +115,7 @@ class Generator:
             index += stride
 
     def _launch(self, step_id: int, due: float) -> None:
-        counters = self._counters[str(step_id)]
+        counters = self._counters[int(due)][str(step_id)]
         if len(self._in_flight) >= self.max_in_flight:
             counters["dropped"] += 1
             self._done.append([step_id, round(due, 6), None, None, "dropped"])
@@ -184,12 +188,16 @@ class Generator:
             now = time.time()
             gevent.sleep(1.0 - (now % 1.0))  # ticks on whole seconds, so ticks of workers line up
             self._flush()
-            counters, self._counters = self._counters, defaultdict(Counter)
             now = time.time()
+            second = round(now)  # the tick closes the second that ends here (it may wake a little early)
+            counters: dict[str, Counter] = defaultdict(Counter)
+            for due_second in [s for s in self._counters if s < second]:
+                for step, values in self._counters.pop(due_second).items():
+                    counters[step].update(values)
             oldest = min((due for _, due in self._in_flight.values()), default=now)
             self.emit({
                 "type": "tick",
-                "time_unix_s": round(now),
+                "time_unix_s": second,
                 "counters": {step: dict(c) for step, c in counters.items()},
                 "in_flight": len(self._in_flight),
                 "oldest_in_flight_s": round(now - oldest, 3),
