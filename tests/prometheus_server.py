@@ -2,7 +2,8 @@
 
 ``PrometheusServer(tmp_path, exporter_port=P)`` scrapes the cluster exporter at 127.0.0.1:P and
 every task it lists on ``/targets`` (HTTP service discovery). The exporter need not be up yet:
-Prometheus retries each scrape. Skips the test when the binary is absent.
+Prometheus retries each scrape, and ``start`` returns only once it does. Skips the test when
+the binary is absent.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from loadgen.cluster.process import free_port
 
 BINARY = "/usr/bin/prometheus"
 READY_TIMEOUT_S = 30.0
+EXPORTER_JOB = "scalefinder-exporter"
 
 
 def require_prometheus() -> str:
@@ -38,7 +40,7 @@ def scrape_config(exporter_port: int, interval_s: int = 1) -> dict:
     return {
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "scrape_configs": [
-            {"job_name": "scalefinder-exporter", "static_configs": [{"targets": [exporter]}]},
+            {"job_name": EXPORTER_JOB, "static_configs": [{"targets": [exporter]}]},
             {"job_name": "scalefinder-tasks",
              "http_sd_configs": [{"url": f"http://{exporter}/targets", "refresh_interval": interval}]},
         ],
@@ -84,13 +86,23 @@ class PrometheusServer:
                 raise RuntimeError(f"prometheus exited: {(self.workdir / 'prometheus.log').read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(self._request("/-/ready"), timeout=1) as reply:
-                    if reply.status == 200:
+                    if reply.status == 200 and self._scraping_exporter():
                         return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.2)
         self.stop()
         raise RuntimeError("prometheus did not become ready within 30 s")
+
+    def _scraping_exporter(self) -> bool:
+        """True once the exporter's scrape loop runs, up or not. Prometheus hands discovered
+        targets, static ones too, to its scrape manager only every few seconds, so a server that
+        answers ready may not scrape anything yet; a run started then loses its first steps."""
+        return any(target["scrapePool"] == EXPORTER_JOB for target in self._active_targets())
+
+    def _active_targets(self) -> list[dict]:
+        with urllib.request.urlopen(self._request("/api/v1/targets?state=active"), timeout=2) as reply:
+            return json.loads(reply.read())["data"]["activeTargets"]
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -111,9 +123,7 @@ class PrometheusServer:
 
     def targets_up(self) -> int:
         """How many scrape targets are up now."""
-        with urllib.request.urlopen(self._request("/api/v1/targets?state=active"), timeout=2) as reply:
-            active = json.loads(reply.read())["data"]["activeTargets"]
-        return sum(1 for target in active if target["health"] == "up")
+        return sum(1 for target in self._active_targets() if target["health"] == "up")
 
     def wait_for_targets(self, count: int, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
