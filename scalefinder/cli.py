@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 import click
 
@@ -77,15 +78,36 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            _usage_error(exc)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a command's own flags and arguments are parsed in here
+            _usage_error(exc)
         except ScalefinderError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+
+
+# Click 8.2+ signals "no arguments: show the help" as a usage error; that one stays the help page.
+_HELP_INSTEAD = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_error(exc: click.UsageError) -> NoReturn:
+    """A mistake on the command line is one line, like every other error, with where to look."""
+    if isinstance(exc, _HELP_INSTEAD):
+        raise exc
+    where = exc.ctx.command_path if exc.ctx is not None else "scalefinder"
+    click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
+    sys.exit(exc.exit_code)
 
 
 def _unavailable(name: str, message: str) -> click.Command:
