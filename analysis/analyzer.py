@@ -103,11 +103,17 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
     capacity["lower_bound"] = bool(knee is not None and knee.slo_breach_step is not None
                                    and not steps.loc[steps["step_id"] == knee.slo_breach_step, "valid"].all())
     decision = classify.decide(metric_data, results, verdicts, knee, doubling, capacity, first, manifest)
+    if decision.pattern["name"] == "job_processor":
+        # the queue's overflow, not the SLO breach, bounds what a job processor can take
+        onset = results[decision.metric]["backlog_growth"].extra["onset_per_task_rps"]
+        knee_for_capacity = knees.at_queue_overflow(first, initial, onset)
+        capacity = {**recommend.capacity(knee_for_capacity, initial, slo, doubling, options,
+                                         method=recommend.QUEUE_CAPACITY), "lower_bound": False}
     recommendation = None
     if decision.verdict == "recommended" and not gaps:
         if decision.pattern["name"] == "job_processor":
-            recommendation = recommend.backlog_recommendation(decision.metric, metric_data[decision.metric], knee,
-                                                              initial, options, decision, slo)
+            recommendation = recommend.backlog_recommendation(decision.metric, metric_data[decision.metric],
+                                                              knee_for_capacity, initial, options, decision, slo)
         else:
             recommendation = recommend.recommendation(decision.metric, metric_data[decision.metric],
                                                       results[decision.metric], knee, initial, options, decision)

@@ -67,6 +67,17 @@ def find_knee(steps: pd.DataFrame, tasks: int) -> Knee:
     )
 
 
+def at_queue_overflow(steps: pd.DataFrame, tasks: int, onset_per_task_rps: float) -> Knee:
+    """A job processor's knee: the rate from which its queue overflows is its breach.
+
+    Its requests are answered once the job is queued, so their latency stays low while the
+    backlog grows, until the queue is full and refuses jobs. Where that SLO breach lands depends
+    on how long each step is held and how many jobs the queue holds, not on how fast the tasks
+    work; the rate from which the backlog grows is the capacity the guide means."""
+    below_onset = steps["per_task_rps"] < onset_per_task_rps * (1 - 1e-6)
+    return find_knee(steps.assign(slo_ok=steps["slo_ok"] & below_onset), tasks)
+
+
 def _kneedle(steps: pd.DataFrame) -> float | None:
     if len(steps) < 4:
         return None

@@ -21,11 +21,16 @@ from analysis.properties import PASS
 TRACKING_TOLERANCE = 1.1
 
 
-def capacity(knee, tasks: int, slo: dict[str, Any], doubling: dict[str, Any], options) -> dict[str, Any]:
+SLO_CAPACITY = ("highest offered rate that met the SLO below the first rate that broke it, at the initial task "
+                "count; interval: [last good, first bad]")
+QUEUE_CAPACITY = ("highest offered rate that met the SLO with the queue empty, below the rate from which the queue "
+                  "overflows, at the initial task count; interval: [last empty, first overflowing]")
+
+
+def capacity(knee, tasks: int, slo: dict[str, Any], doubling: dict[str, Any], options,
+             method: str = SLO_CAPACITY) -> dict[str, Any]:
     out: dict[str, Any] = {"per_task_rps": None, "per_task_rps_interval": None, "service_rps": None, "tasks": tasks,
-                           "method": "highest offered rate that met the SLO below the first rate that broke it, "
-                                     "at the initial task count; interval: [last good, first bad]",
-                           "slo": slo, "doubling": doubling, "tasks_for_peak": None}
+                           "method": method, "slo": slo, "doubling": doubling, "tasks_for_peak": None}
     if knee is None or knee.last_good_rps is None:
         return out
     served = min(knee.last_good_achieved_rps or knee.last_good_rps, knee.last_good_rps)

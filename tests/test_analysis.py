@@ -107,6 +107,12 @@ def test_job_processor_target_is_capacity_times_latency_times_headroom(analysed)
     growth = next(t for t in _metric(findings, "queue_backlog_per_task")["tests"] if t["name"] == "backlog_growth")
     assert growth["verdict"] == "pass"
     assert growth["extra"]["onset_per_task_rps"] == pytest.approx(25.0, rel=0.10)
+    # the capacity is the last rate with the queue empty, bracketed by the rate it overflows from
+    # (the synthetic queue's requests keep meeting the SLO for a while past it)
+    assert findings["capacity"]["per_task_rps_interval"][1] == growth["extra"]["onset_per_task_rps"]
+    slo_capacity = findings["knee"]["last_good_rps"] / findings["capacity"]["tasks"]
+    assert per_task < growth["extra"]["onset_per_task_rps"] <= slo_capacity
+    assert "queue overflows" in findings["capacity"]["method"]
     math = rec["policies"]["target_tracking"]["api_request"]["TargetTrackingScalingPolicyConfiguration"]
     expression = math["CustomizedMetricSpecification"]["Metrics"]
     assert any(m.get("MetricStat", {}).get("Metric", {}).get("MetricName") == "ApproximateNumberOfMessagesVisible"
