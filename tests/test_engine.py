@@ -213,3 +213,30 @@ def test_a_broken_locustfile_is_reported(target_url, tmp_path):
     config.update(locustfile_path=str(locustfile), user_classes=[])
     with pytest.raises(InfrastructureError, match="no runnable User class"):
         EngineProcess(config).start()
+
+
+# Runs in its own interpreter: importing the generator imports Locust, which patches the
+# standard library for gevent, and the rest of the suite runs unpatched.
+TICK_ATTRIBUTION = """
+from loadgen.engine.generator import Generator
+
+messages = []
+config = {"host": "http://127.0.0.1:9", "max_in_flight": 0, "timeout_s": 1.0, "late_tolerance_ms": 25.0,
+          "requests": [{"name": "work", "method": "GET", "path": "/", "weight": 1, "body": None, "headers": {}}]}
+generator = Generator(config, messages.append)  # no request is sent: with no room in flight every arrival is dropped
+second = 1_800_000_000
+for due in (0.10, 0.50, 0.90, 0.98, 1.02, 1.06, 1.50):
+    generator._launch(0, second + due)
+late_tick = generator._tick(second + 1.08)     # the tick loop woke 80 ms after the second ended
+next_tick = generator._tick(second + 2.0)
+assert late_tick["time_unix_s"] == second + 1, late_tick
+assert late_tick["counters"] == {"0": {"dropped": 4}}, late_tick
+assert next_tick["time_unix_s"] == second + 2 and next_tick["counters"] == {"0": {"dropped": 3}}, next_tick
+print("ok")
+"""
+
+
+def test_a_tick_counts_the_arrivals_due_in_its_second_however_late_it_wakes():
+    done = subprocess.run([sys.executable, "-c", TICK_ATTRIBUTION], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -188,21 +188,24 @@ class Generator:
             now = time.time()
             gevent.sleep(1.0 - (now % 1.0))  # ticks on whole seconds, so ticks of workers line up
             self._flush()
-            now = time.time()
-            second = round(now)  # the tick closes the second that ends here (it may wake a little early)
-            counters: dict[str, Counter] = defaultdict(Counter)
-            for due_second in [s for s in self._counters if s < second]:
-                for step, values in self._counters.pop(due_second).items():
-                    counters[step].update(values)
-            oldest = min((due for _, due in self._in_flight.values()), default=now)
-            self.emit({
-                "type": "tick",
-                "time_unix_s": second,
-                "counters": {step: dict(c) for step, c in counters.items()},
-                "in_flight": len(self._in_flight),
-                "oldest_in_flight_s": round(now - oldest, 3),
-                "cpu_pct": self._process.cpu_percent(None),
-            })
+            self.emit(self._tick(time.time()))
+
+    def _tick(self, now: float) -> dict[str, Any]:
+        """The tick that closes the second ending at about ``now`` (the loop may wake a little early)."""
+        second = round(now)
+        counters: dict[str, Counter] = defaultdict(Counter)
+        for due_second in [s for s in self._counters if s < second]:
+            for step, values in self._counters.pop(due_second).items():
+                counters[step].update(values)
+        oldest = min((due for _, due in self._in_flight.values()), default=now)
+        return {
+            "type": "tick",
+            "time_unix_s": second,
+            "counters": {step: dict(c) for step, c in counters.items()},
+            "in_flight": len(self._in_flight),
+            "oldest_in_flight_s": round(now - oldest, 3),
+            "cpu_pct": self._process.cpu_percent(None),
+        }
 
 
 def _error_kind(exception: BaseException) -> str:
