@@ -103,8 +103,10 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
     capacity["lower_bound"] = bool(knee is not None and knee.slo_breach_step is not None
                                    and not steps.loc[steps["step_id"] == knee.slo_breach_step, "valid"].all())
     decision = classify.decide(metric_data, results, verdicts, knee, doubling, capacity, first, manifest)
+    knee_for_capacity = knee
     if decision.pattern["name"] == "job_processor":
-        # the queue's overflow, not the SLO breach, bounds what a job processor can take
+        # the queue's overflow, not the SLO breach, bounds what a job processor can take; its
+        # steps were all valid (the backlog test reads valid steps only), so no lower bound
         onset = results[decision.metric]["backlog_growth"].extra["onset_per_task_rps"]
         knee_for_capacity = knees.at_queue_overflow(first, initial, onset)
         capacity = {**recommend.capacity(knee_for_capacity, initial, slo, doubling, options,
