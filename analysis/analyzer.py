@@ -95,7 +95,11 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
     if not metric_data:
         gaps.append(("no utilization metric was recorded",
                      "check the metric sources in the profile; at least CPU and memory are needed"))
-    results = {name: _tests(data, crash_steps, knee, initial, second_tasks) for name, data in metric_data.items()}
+    # Past the knee the curve at twice the tasks is the same curve per task only when capacity
+    # doubled; then the 'beyond' steps add the post-knee points the saturation fit needs.
+    pooled = second_tasks if doubling.get("verdict") == "scales" else None
+    results = {name: _tests(data, crash_steps, knee, initial, second_tasks, pooled)
+               for name, data in metric_data.items()}
     _adjust_demand(results)
     verdicts = {name: classify.metric_verdict(tests) for name, tests in results.items()}
 
@@ -111,6 +115,10 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
         knee_for_capacity = knees.at_queue_overflow(first, initial, onset)
         capacity = {**recommend.capacity(knee_for_capacity, initial, slo, doubling, options,
                                          method=recommend.QUEUE_CAPACITY), "lower_bound": False}
+    if decision.verdict == "no_task_level_metric" and capacity.get("tasks_for_peak"):
+        # Adding tasks does not add capacity here, so no task count serves a higher peak.
+        capacity["tasks_for_peak"] = None
+        warnings.append("no task count is given for the peak: capacity did not grow with the task count")
     recommendation = None
     if decision.verdict == "recommended" and not gaps:
         if decision.pattern["name"] == "job_processor":
@@ -319,7 +327,8 @@ def _peaks(metrics: pd.DataFrame, steps: pd.DataFrame) -> dict[str, dict[int, fl
 
 
 # -- per-metric tests ----------------------------------------------------------------------------
-def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_tasks: int | None):
+def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_tasks: int | None,
+           pooled_tasks: int | None = None):
     steps = data.steps
     valid = steps[steps["valid"]]
     at_first = valid[valid["tasks"] == initial]
@@ -328,7 +337,8 @@ def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_
     tests["demand_correlation"] = props.demand_correlation(below["per_task_rps"], below["value"])
     kept = data.samples[data.samples["step_id"].isin(below["step_id"])]
     tests["demand_slope"] = props.demand_slope(kept["per_task_rps"], kept["value"])
-    tests["saturation"] = props.saturation(at_first["per_task_rps"], at_first["value"], limit=data.info.limit)
+    curve = valid[valid["tasks"].isin([initial, pooled_tasks])] if pooled_tasks else at_first
+    tests["saturation"] = props.saturation(curve["per_task_rps"], curve["value"], limit=data.info.limit)
     tests["crash_at_limit"] = props.crash_at_limit(crash_steps, data.peaks, limit=data.info.limit,
                                                    last_good_rps=knee.last_good_rps if knee else None)
     at_second = valid[valid["tasks"] == second_tasks] if second_tasks else valid.iloc[0:0]
@@ -343,9 +353,9 @@ def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_
     baseline = tests["proportionality"].extra.get("baseline")
     tests["capacity_ratio"] = props.capacity_ratio(_matched(below, at_second), baseline=baseline, tasks_a=initial,
                                                    tasks_b=second_tasks or 2 * initial)
-    holds = [(int(step_id), group["time_unix_s"].to_numpy(float), group["value"].to_numpy(float))
-             for step_id, group in data.samples[data.samples["step_id"].isin(valid["step_id"])].groupby("step_id")]
     settled = valid[valid["slo_ok"]]
+    holds = [(int(step_id), group["time_unix_s"].to_numpy(float), group["value"].to_numpy(float))
+             for step_id, group in data.samples[data.samples["step_id"].isin(settled["step_id"])].groupby("step_id")]
     tests["time_trend"] = props.time_trend(holds, (settled["per_task_rps"], settled["value"],
                                                    settled["mid_unix_s"] / 3600.0))
     tests["flat_near_limit"] = props.flat_near_limit(below["per_task_rps"], below["value"], limit=data.info.limit)
@@ -410,7 +420,7 @@ def _crash_steps(run: RunDirectory, steps: pd.DataFrame) -> list[int]:
 
 def _adjust_demand(results: dict[str, dict[str, props.TestResult]]) -> None:
     """Benjamini-Hochberg over the demand tests of all metrics: many metrics are screened."""
-    names = [n for n, tests in results.items() if tests["demand_correlation"].verdict != props.INCONCLUSIVE]
+    names = [n for n, tests in results.items() if "p_raw" in tests["demand_correlation"].extra]
     if len(names) < 2:
         return
     raw = [results[n]["demand_correlation"].extra["p_raw"] for n in names]

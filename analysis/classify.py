@@ -78,8 +78,11 @@ def metric_verdict(tests: dict[str, TestResult]) -> tuple[str, list[str]]:
         # tests (a flat zero, then a jump), yet it is the clearest saturation signal there is.
         return "candidate", [backlog.detail, demand.detail, prop.detail]
     trend, flat = tests["time_trend"], tests["flat_near_limit"]
-    proportional = prop.verdict == PASS or (prop.verdict == INCONCLUSIVE and ratio.verdict == PASS)
-    not_proportional = prop.verdict == FAIL or (prop.verdict == INCONCLUSIVE and ratio.verdict == FAIL)
+    # The ratio test is the guide's own check (twice the tasks, half the value); when it fails,
+    # a passing line fit does not overrule it: the metric did not fall with more tasks.
+    proportional = ratio.verdict != FAIL and (prop.verdict == PASS or (prop.verdict == INCONCLUSIVE
+                                                                       and ratio.verdict == PASS))
+    not_proportional = prop.verdict == FAIL or ratio.verdict == FAIL
     failures = []
     if flat.verdict == FAIL:
         failures.append(flat.detail)
@@ -88,7 +91,7 @@ def metric_verdict(tests: dict[str, TestResult]) -> tuple[str, list[str]]:
     if demand.verdict == FAIL:
         failures.append(demand.detail)
     if not_proportional:
-        failures.append(prop.detail if prop.verdict == FAIL else ratio.detail)
+        failures.append(prop.detail if prop.verdict == FAIL else f"{ratio.detail} (although {prop.detail})")
     if failures:
         return "rejected", failures + _supporting(tests, exclude_failed=True)
     reasons = [demand.detail, prop.detail]
@@ -111,15 +114,121 @@ def decide(metric_data, results, verdicts, knee, doubling, capacity, first_steps
         return _shared(results, candidates, doubling)
     if catalog.QUEUE_BACKLOG_PER_TASK in candidates and _backlog_passed(results, catalog.QUEUE_BACKLOG_PER_TASK):
         return _job_processor(metric_data, results, knee)
-    exhausted = _exhausted(metric_data, results, candidates, knee)
+    vcpus = _vcpus(manifest)
+    exhausted = _exhausted(metric_data, results, candidates, knee, vcpus)
+    undecided = _possibly_exhausted(metric_data, results, verdicts, knee, vcpus,
+                                    exclude={item[0] for item in exhausted})
     if exhausted:
-        name, rate, kind = exhausted[0]
+        name, rate, kind, span = exhausted[0]
+        bottleneck = _bottleneck(name, rate, knee, f"{label(name)} {kind} at {rate:.3g} req/s per task", span)
+        if bottleneck["aligned_with_knee"] is False:
+            return _misaligned(name, rate, kind, knee, bottleneck)
+        earlier = [u for u in undecided if u[1] is not None and u[1] < rate * 0.95]
+        if earlier:
+            return _undecided_resources(metric_data, earlier, knee, bottleneck,
+                                        f"{label(name)} {kind}, but another resource may have run out first")
+        tied = [other for other, other_rate, _, other_span in exhausted[1:]
+                if _bottleneck(other, other_rate, knee, "", other_span)["aligned_with_knee"]]
+        tied += [u[0] for u in undecided if u[2]]
         pattern = _pattern_for(name, verdicts, results)
         evidence = [f"{label(name)} {kind} at {rate:.3g} req/s per task"] + _pattern_evidence(pattern, verdicts, results)
-        bottleneck = _bottleneck(name, rate, knee, evidence[0])
+        if tied:
+            evidence.append(_tie_note(name, tied, metric_data, knee))
+            bottleneck["evidence"] = f"{bottleneck['evidence']}; tied with {', '.join(label(t) for t in tied)}"
+        bottleneck["tied_with"] = tied
         return Decision("recommended", name, {"name": pattern, "label": PATTERNS[pattern], "evidence": evidence},
                         bottleneck, evidence=tuple(evidence))
+    if undecided:
+        return _undecided_resources(metric_data, undecided, knee, _bottleneck(None, None, knee, ""),
+                                    "no resource with a known limit was shown to run out")
     return _outside_the_task(metric_data, results, verdicts, candidates, knee, first_steps)
+
+
+def _vcpus(manifest) -> float | None:
+    """vCPUs of one task (1024 CPU units to a vCPU), when the run recorded its reservation."""
+    units = (manifest.get("target") or {}).get("cpu_units") if isinstance(manifest, dict) else None
+    return float(units) / 1024.0 if isinstance(units, (int, float)) and units > 0 else None
+
+
+def _one_core(name: str, level: float, vcpus: float | None) -> bool:
+    """A single-threaded process saturates one vCPU: on a task of N vCPUs its CPU utilization
+    flattens at 100/N percent, far below the 60% that marks an exhausted resource."""
+    if name != catalog.CPU_UTILIZATION or vcpus is None or vcpus < 1.5:
+        return False
+    core = 100.0 / vcpus
+    return 0.85 * core <= level <= 1.1 * core
+
+
+def _tie_note(name: str, tied: list[str], metric_data, knee) -> str:
+    levels = []
+    for other in [name, *tied]:
+        value = _value_at_knee(metric_data, other, knee)
+        if value is not None:
+            levels.append(f"{label(other)} {value:.3g}")
+    return (f"tie: {', '.join(label(t) for t in [name, *tied])} all ran out at the knee within the resolution of the "
+            f"steps ({'; '.join(levels)} at the last step that met the SLO); {label(name)} is chosen because it "
+            "crashed or flattened first on the point estimates, and a policy on either would act at about the same "
+            "load: watch both")
+
+
+def _value_at_knee(metric_data, name: str, knee) -> float | None:
+    data = metric_data.get(name)
+    if data is None or knee is None or knee.last_good_step is None:
+        return None
+    row = data.steps[data.steps["step_id"] == knee.last_good_step]
+    return float(row["value"].iloc[0]) if len(row) else None
+
+
+def _possibly_exhausted(metric_data, results, verdicts, knee, vcpus, exclude) -> list[tuple[str, float | None, bool, str]]:
+    """Resources with a known limit that may have run out, but whose tests could not show it:
+    (name, per-task rate, near the knee, why). A metric not rejected for a cause, whose
+    saturation test is undecided or passed, and that stood at a high share of its limit (or at
+    one vCPU) at the last step that met the SLO. Picking another metric over one of these would
+    be a guess, so the verdict waits for the run that decides."""
+    found = []
+    knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
+    for name, (verdict, _) in verdicts.items():
+        info = catalog.info(name)
+        if info.limit is None or name in exclude or verdict == "rejected":
+            continue
+        sat = results[name]["saturation"]
+        if sat.verdict == FAIL:
+            continue
+        level = _value_at_knee(metric_data, name, knee)
+        if level is None or not (level >= HIGH_LEVEL * info.limit or _one_core(name, level, vcpus)):
+            continue
+        rate = sat.extra.get("breakpoint_rps") if sat.verdict == PASS else knee_rate
+        why = (f"{label(name)} was at {level:.3g} of {info.limit:g} at the last step that met the SLO, and "
+               + (f"{sat.detail}" if sat.verdict != PASS else f"it flattened, but as a metric it is {verdict}: "
+                  f"{verdicts[name][1][0] if verdicts[name][1] else ''}"))
+        found.append((name, rate, True, why))
+    return found
+
+
+def _undecided_resources(metric_data, undecided, knee, bottleneck, lead: str) -> Decision:
+    knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
+    breach = (knee.slo_breach_rps / knee.tasks) if knee and knee.slo_breach_rps else None
+    reasons = [f"{lead}: " + "; ".join(u[3] for u in undecided)]
+    where = f"past {breach:.3g} req/s per task" if breach else "past the knee"
+    steps = [f"run at least two more steps {where} (raise ramp.max_rps, or let the 'beyond' phase at twice the "
+             "tasks go further) so the curve of " + ", ".join(label(u[0]) for u in undecided) +
+             " past the knee shows whether it flattens"]
+    if knee_rate is not None:
+        steps.append(f"or add steps below {knee_rate:.3g} req/s per task (a smaller ramp.step_rps) so the tests "
+                     "below capacity have more points")
+    return Decision("inconclusive", None, {"name": "unknown", "label": PATTERNS["unknown"], "evidence": reasons},
+                    {**bottleneck, "candidates": [u[0] for u in undecided]}, tuple(reasons), tuple(steps))
+
+
+def _misaligned(name: str, rate: float, kind: str, knee, bottleneck) -> Decision:
+    knee_rate = knee.last_good_rps / knee.tasks
+    reason = (f"{label(name)} {kind} at {rate:.3g} req/s per task, well before the SLO broke (last good step "
+              f"{knee_rate:.3g} req/s per task): the service kept taking load after it ran out, so it is not what "
+              "limits the service, and what does was not measured")
+    step = ("check the metric's source and the task's reservation (a limit the service can run past is not a "
+            "limit), and collect the limiting resource's own gauge (concurrency, a pool, a queue), then run again")
+    return Decision("inconclusive", None, {"name": "unknown", "label": PATTERNS["unknown"], "evidence": [reason]},
+                    bottleneck, (reason,), (step,))
 
 
 def _backlog_passed(results, name: str) -> bool:
@@ -141,32 +250,41 @@ def _job_processor(metric_data, results, knee) -> Decision:
                     _bottleneck(name, onset, knee, note), evidence=tuple(evidence))
 
 
-def _exhausted(metric_data, results, candidates, knee) -> list[tuple[str, float, str]]:
-    """Candidates with a known limit that ran out, as (name, per-task rate, how), earliest first."""
+def _exhausted(metric_data, results, candidates, knee, vcpus=None) -> list[tuple[str, float, str, tuple]]:
+    """Candidates with a known limit that ran out, as (name, per-task rate, how, rate interval),
+    earliest first."""
     found = []
+    knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
     for name in candidates:
         info = catalog.info(name)
         if info.limit is None:
             continue
         tests = results[name]
         crash, sat = tests["crash_at_limit"], tests["saturation"]
-        knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
         if crash.verdict == PASS and knee_rate is not None:
-            found.append((name, knee_rate, f"reached its limit ({crash.statistic:.3g} of {info.limit:g}) and tasks crashed"))
+            found.append((name, knee_rate, f"reached its limit ({crash.statistic:.3g} of {info.limit:g}) and tasks "
+                          "crashed", (knee_rate, knee_rate)))
             continue
         if sat.verdict != PASS:
             continue
         plateau = sat.extra.get("kind") == "plateau"
-        level = (sat.extra.get("plateau_value") if plateau else sat.extra.get("peak")) or 0.0
-        if plateau and level < HIGH_LEVEL * info.limit:
+        level = (max(sat.extra.get("plateau_value") or 0.0, sat.extra.get("level_at_break") or 0.0) if plateau
+                 else sat.extra.get("peak")) or 0.0
+        single_core = plateau and _one_core(name, level, vcpus)
+        if plateau and level < HIGH_LEVEL * info.limit and not single_core:
             continue
         rate = sat.extra.get("breakpoint_rps") if plateau else sat.extra.get("limit_reached_rps")
         rate = rate or knee_rate
         if rate is None:
             continue
-        how = (f"flattened at {level:.3g} of {info.limit:g}" if sat.extra.get("kind") == "plateau"
-               else f"reached {level:.3g} of {info.limit:g}")
-        found.append((name, float(rate), how))
+        span = tuple(sat.extra.get("breakpoint_interval_rps") or (rate, rate)) if plateau else (rate, rate)
+        if single_core:
+            how = f"flattened at {level:.3g}%, one of its {vcpus:g} vCPUs (a single-threaded process)"
+        elif plateau:
+            how = f"flattened at {level:.3g} of {info.limit:g}"
+        else:
+            how = f"reached {level:.3g} of {info.limit:g}"
+        found.append((name, float(rate), how, span))
     return sorted(found, key=lambda item: (0 if "crashed" in item[2] else 1, item[1]))
 
 
@@ -194,15 +312,20 @@ def _pattern_evidence(pattern: str, verdicts, results) -> list[str]:
     return []
 
 
-def _bottleneck(name: str | None, per_task_rate: float | None, knee, evidence: str) -> dict[str, Any]:
+def _bottleneck(name: str | None, per_task_rate: float | None, knee, evidence: str,
+                span: tuple | None = None) -> dict[str, Any]:
+    """Where the bottleneck ran out, and whether that lines up with the knee: within about one
+    step of the last step that met the SLO, using the breakpoint's interval where there is one."""
     knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
     aligned = None
     if per_task_rate is not None and knee_rate is not None and knee and knee.slo_breach_rps:
         step = (knee.slo_breach_rps - knee.last_good_rps) / knee.tasks
-        aligned = abs(per_task_rate - knee_rate) <= max(step, 0.10 * knee_rate) * 1.5
+        window = max(step, 0.10 * knee_rate) * 1.5
+        low, high = span if span else (per_task_rate, per_task_rate)
+        aligned = bool(high >= knee_rate - window and low <= knee_rate + window)
     tasks = knee.tasks if knee else 1
     return {"metric": name, "saturation_rps": round(per_task_rate * tasks, 3) if per_task_rate else None,
-            "aligned_with_knee": aligned, "evidence": evidence}
+            "aligned_with_knee": aligned, "evidence": evidence, "tied_with": []}
 
 
 def _shared(results, candidates, doubling) -> Decision:
@@ -215,7 +338,7 @@ def _shared(results, candidates, doubling) -> Decision:
     return Decision(
         "no_task_level_metric", None,
         {"name": "shared_bottleneck", "label": PATTERNS["shared_bottleneck"], "evidence": evidence},
-        {"metric": None, "saturation_rps": None, "aligned_with_knee": None, "evidence": evidence[0]},
+        {"metric": None, "saturation_rps": None, "aligned_with_knee": None, "evidence": evidence[0], "tied_with": []},
         evidence=tuple(evidence),
     )
 

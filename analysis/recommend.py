@@ -68,7 +68,13 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
     if len(below) < 3:
         return None
     at = options.headroom * capacity_per_task
-    point, low, high = _predict(below["per_task_rps"].to_numpy(float), below["value"].to_numpy(float), at)
+    x, y = below["per_task_rps"].to_numpy(float), below["value"].to_numpy(float)
+    point, low, high = _predict(x, y, at)
+    # The capacity itself is only known to lie in [last good, first bad]: the interval of the
+    # target spans the fitted line's interval over that whole bracket, not at one end only.
+    breach_per_task = (knee.slo_breach_rps / tasks) if knee.slo_breach_rps else None
+    if breach_per_task and breach_per_task > capacity_per_task:
+        _, _, high = _predict(x, y, options.headroom * breach_per_task)
     good_row = data.steps[data.steps["step_id"] == knee.last_good_step]
     good_value = float(good_row["value"].iloc[0]) if len(good_row) else None
     saturation_value = _saturation_value(data, tests)
@@ -95,8 +101,9 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
         "capped": capped,
         "fitted": fitted,  # the line's own value and interval, before the caps
         "method": (f"fitted line of {_lower(label(metric))} against rate per task over {len(below)} steps below "
-                   f"saturation, at {options.headroom:g} x {capacity_per_task:.3g} req/s per task; 95% interval "
-                   f"of the fitted mean; kept below the value at capacity and below saturation / {TRACKING_TOLERANCE}"),
+                   f"saturation, at {options.headroom:g} x {capacity_per_task:.3g} req/s per task; interval: the "
+                   "95% interval of the fitted mean over headroom x the capacity's interval [last good, first "
+                   f"bad]; kept below the value at capacity and below saturation / {TRACKING_TOLERANCE}"),
         "aws_metric": aws,
         "aws_target_value": policy.aws_target(metric, target),
         "step_scaling": step,

@@ -21,15 +21,27 @@ def test_demand_rising_metric_passes_with_the_exact_p_value():
     assert "Kendall" in result.describe()
 
 
-def test_demand_flat_noisy_and_negative_metrics_fail():
+def test_demand_flat_and_negative_metrics_fail_and_noise_alone_is_not_enough_evidence():
     rng = np.random.default_rng(3)
     flat = props.demand_correlation(RATES, 50 + rng.normal(0, 0.05, 6))
     noisy = props.demand_correlation(RATES, 50 + rng.normal(0, 10, 6))
     falling = props.demand_correlation(RATES, 100 - 2 * RATES)
     tiny = props.demand_correlation(RATES, 90 + 0.01 * RATES)  # significant but < 10% change
-    assert flat.verdict == noisy.verdict == falling.verdict == tiny.verdict == props.FAIL
+    assert flat.verdict == falling.verdict == tiny.verdict == props.FAIL
     assert falling.extra["sign"] == "negative"
     assert "only" in tiny.detail
+    # Six noisy steps that move by more than 10% without a significant rank order prove
+    # neither tracking nor its absence.
+    assert abs(noisy.extra["change"]) >= props.MIN_CHANGE
+    assert noisy.verdict == props.INCONCLUSIVE and "not enough evidence" in noisy.detail
+
+
+def test_demand_change_comes_from_sens_slope_not_the_end_steps():
+    # Flat but for one wild last step: the end-to-end difference is 30%, Sen's slope about 0.
+    values = np.array([50.0, 50.5, 49.6, 50.2, 49.9, 72.0])
+    result = props.demand_correlation(RATES, values)
+    assert abs(result.extra["change"]) < props.MIN_CHANGE
+    assert result.verdict == props.FAIL
 
 
 def test_demand_with_too_few_steps_is_inconclusive():
@@ -113,11 +125,29 @@ def _holds(slope_per_s, count=5, length=20, seed=0):
 
 
 def test_time_trend_detects_a_leak_and_passes_a_flat_metric():
-    leak = props.time_trend(_holds(0.05))
+    leak = props.time_trend(_holds(0.05, length=40))
     assert leak.verdict == props.FAIL
     assert leak.statistic == pytest.approx(0.05 * 3600, rel=0.2)  # per hour
-    assert props.time_trend(_holds(0.0)).verdict == props.PASS
-    assert props.time_trend(_holds(0.05, count=1)).verdict == props.INCONCLUSIVE
+    assert props.time_trend(_holds(0.0, length=40)).verdict == props.PASS
+    assert props.time_trend(_holds(0.05, count=1, length=40)).verdict == props.INCONCLUSIVE
+    # Twenty samples are too few for Newey-West errors: such holds are not judged on their own.
+    assert props.time_trend(_holds(0.05, length=20)).extra["holds"] == []
+
+
+def test_time_trend_false_alarms_on_flat_autocorrelated_holds_stay_within_the_level():
+    # Flat AR(1) series (phi 0.5), as the noise of a steady hold: "follows time" must be rare.
+    alarms = 0
+    trials = 200
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        holds = []
+        for step in range(6):
+            noise = np.zeros(40)
+            for i in range(1, 40):
+                noise[i] = 0.5 * noise[i - 1] + rng.normal(0, 1)
+            holds.append((step, step * 100.0 + np.arange(40.0), 30 + noise))
+        alarms += props.time_trend(holds).verdict == props.FAIL
+    assert alarms / trials <= props.ALPHA
 
 
 def test_flat_near_limit():
@@ -226,3 +256,36 @@ def test_backlog_growth_counts_whole_jobs_in_a_per_task_backlog():
     assert whole.extra["onset_per_task_rps"] == halved.extra["onset_per_task_rps"] == 15.0
     # Counted as if each unit were a job, the per-task queue "holds a backlog" below its onset.
     assert props.backlog_growth(per_task, breach_per_task_rps=18.0).verdict == props.FAIL
+
+
+def test_backlog_growth_passes_for_a_bounded_queue_that_sits_full_past_capacity():
+    # Long holds: the queue fills during the warm-up and every kept sample sits at its bound of 10.
+    full = props.backlog_growth(_queue_holds(lambda r, t: 10.0 if r > 20 else 0.0), breach_per_task_rps=28.0)
+    assert full.verdict == props.PASS, full.detail
+    assert full.extra["full_at_bound"] is True
+    assert full.extra["onset_per_task_rps"] == 24.0
+    assert "bound" in full.detail
+
+
+def test_saturation_is_undecided_with_too_little_past_the_knee_and_fails_when_still_rising():
+    x = np.array([2.5, 5, 7.5, 10, 12.5, 15, 17.5, 20])
+    wobble = np.array([1.5, -2.0, 1.0, -1.0, 2.0, -1.5, 1.0, 0.0])
+    # Linear to 17.5, then one noisy point half way between the line and a plateau: neither a
+    # plateau nor its absence can be shown.
+    undecided = props.saturation(x, np.where(x <= 17.5, 4 + 4 * x, 79) + wobble, limit=100.0)
+    assert undecided.verdict == props.INCONCLUSIVE, undecided.detail
+    assert "not enough evidence" in undecided.detail
+    rising = props.saturation(x, 4 + 2 * x + 0.2 * np.maximum(x - 10, 0) ** 2 + wobble / 10, limit=100.0)
+    assert rising.verdict == props.FAIL and rising.extra["kind"] == "rising"
+
+
+def test_saturation_counts_a_fall_past_the_knee_and_places_the_knee_between_steps():
+    x = np.array([2.5, 5, 7.5, 10, 12.5, 15, 17.5, 20, 22.5])
+    thrashing = props.saturation(x, np.where(x <= 17.5, 4 + 5 * x, 91.5 - 6 * (x - 17.5)), limit=100.0)
+    assert thrashing.verdict == props.PASS and thrashing.extra["kind"] == "plateau"
+    assert "falls" in thrashing.detail
+    # A knee at 18.75, between the observed 17.5 and 20: the fit finds it there.
+    between = props.saturation(x, np.minimum(4 + 4 * x, 4 + 4 * 18.75) + 0.3 * np.sin(3 * x), limit=100.0)
+    assert 17.5 < between.extra["breakpoint_rps"] < 20
+    low, high = between.extra["breakpoint_interval_rps"]
+    assert low < high
