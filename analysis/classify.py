@@ -138,9 +138,14 @@ def decide(metric_data, results, verdicts, knee, doubling, capacity, first_steps
         bottleneck["tied_with"] = tied
         return Decision("recommended", name, {"name": pattern, "label": PATTERNS[pattern], "evidence": evidence},
                         bottleneck, evidence=tuple(evidence))
+    # Before answering "the limit is outside the task", every resource with a known limit must be
+    # shown not to have run out: one rejected as a scaling metric (it grows with time, say) may
+    # still be what ran out.
+    undecided += _possibly_exhausted(metric_data, results, verdicts, knee, vcpus,
+                                     exclude={u[0] for u in undecided}, include_rejected=True)
     if undecided:
         return _undecided_resources(metric_data, undecided, knee, _bottleneck(None, None, knee, ""),
-                                    "no resource with a known limit was shown to run out")
+                                    "a resource with a known limit may be the bottleneck, but the run does not settle it")
     return _outside_the_task(metric_data, results, verdicts, candidates, knee, first_steps)
 
 
@@ -179,18 +184,24 @@ def _value_at_knee(metric_data, name: str, knee) -> float | None:
     return float(row["value"].iloc[0]) if len(row) else None
 
 
-def _possibly_exhausted(metric_data, results, verdicts, knee, vcpus, exclude) -> list[tuple[str, float | None, bool, str]]:
+def _possibly_exhausted(metric_data, results, verdicts, knee, vcpus, exclude,
+                        include_rejected: bool = False) -> list[tuple[str, float | None, bool, str, tuple]]:
     """Resources with a known limit that may have run out, but whose tests could not show it:
-    (name, per-task rate, near the knee, why). A metric not rejected for a cause, whose
+    (name, per-task rate, near the knee, why, the tests left open). A metric not rejected for a cause, whose
     saturation test is undecided or passed, and that stood at a high share of its limit (or at
     one vCPU) at the last step that met the SLO. Picking another metric over one of these would
-    be a guess, so the verdict waits for the run that decides."""
+    be a guess, so the verdict waits for the run that decides. ``include_rejected`` also counts
+    metrics rejected as scaling metrics for a reason other than ignoring load."""
     found = []
     knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
     for name, (verdict, _) in verdicts.items():
         info = catalog.info(name)
-        if info.limit is None or name in exclude or verdict == "rejected":
+        if info.limit is None or name in exclude:
             continue
+        tests = results[name]
+        if verdict == "rejected" and (not include_rejected or tests["flat_near_limit"].verdict == FAIL
+                                      or tests["demand_correlation"].verdict == FAIL):
+            continue  # a heap reserved up front, or a level that ignores load, is not running out
         sat = results[name]["saturation"]
         if sat.verdict == FAIL:
             continue
@@ -198,24 +209,52 @@ def _possibly_exhausted(metric_data, results, verdicts, knee, vcpus, exclude) ->
         if level is None or not (level >= HIGH_LEVEL * info.limit or _one_core(name, level, vcpus)):
             continue
         rate = sat.extra.get("breakpoint_rps") if sat.verdict == PASS else knee_rate
-        why = (f"{label(name)} was at {level:.3g} of {info.limit:g} at the last step that met the SLO, and "
-               + (f"{sat.detail}" if sat.verdict != PASS else f"it flattened, but as a metric it is {verdict}: "
-                  f"{verdicts[name][1][0] if verdicts[name][1] else ''}"))
-        found.append((name, rate, True, why))
+        open_tests = [t for t in ("saturation", "demand_correlation", "proportionality", "capacity_ratio")
+                      if tests[t].verdict == INCONCLUSIVE and not (t == "capacity_ratio"
+                                                                   and tests["proportionality"].verdict == PASS)]
+        if verdict == "rejected":
+            open_tests.append("rejected")
+        found.append((name, rate, True, _undecided_why(name, level, info.limit, tests, verdicts[name], open_tests),
+                      tuple(open_tests)))
     return found
 
 
+def _undecided_why(name, level, limit, tests, verdict, open_tests) -> str:
+    lead = f"{label(name)} stood at {level:.3g} of {limit:g} at the last step that met the SLO"
+    parts = []
+    if "saturation" in open_tests:
+        parts.append(f"whether it ran out is open ({tests['saturation'].detail})")
+    else:
+        parts.append(f"it ran out ({tests['saturation'].detail})")
+    for test in ("demand_correlation", "proportionality", "capacity_ratio"):
+        if test in open_tests:
+            parts.append(f"as a scaling metric its {test.replace('_', ' ')} is undecided ({tests[test].detail})")
+    if "rejected" in open_tests:
+        parts.append(f"it is not a scaling metric ({verdict[1][0] if verdict[1] else 'rejected'}), but what ran "
+                     "out is still unknown")
+    return f"{lead}; " + "; ".join(parts)
+
+
 def _undecided_resources(metric_data, undecided, knee, bottleneck, lead: str) -> Decision:
+    """Inconclusive, naming each resource that may have run out and the run that would settle it."""
     knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
     breach = (knee.slo_breach_rps / knee.tasks) if knee and knee.slo_breach_rps else None
     reasons = [f"{lead}: " + "; ".join(u[3] for u in undecided)]
-    where = f"past {breach:.3g} req/s per task" if breach else "past the knee"
-    steps = [f"run at least two more steps {where} (raise ramp.max_rps, or let the 'beyond' phase at twice the "
-             "tasks go further) so the curve of " + ", ".join(label(u[0]) for u in undecided) +
-             " past the knee shows whether it flattens"]
-    if knee_rate is not None:
-        steps.append(f"or add steps below {knee_rate:.3g} req/s per task (a smaller ramp.step_rps) so the tests "
-                     "below capacity have more points")
+    open_tests = {t for u in undecided for t in u[4]}
+    names = ", ".join(label(u[0]) for u in undecided)
+    steps = []
+    if "saturation" in open_tests:
+        where = f"past {breach:.3g} req/s per task" if breach else "past the knee"
+        steps.append(f"run at least two more steps {where} (raise ramp.max_rps, or let the 'beyond' phase at twice "
+                     f"the tasks go further) so the curve of {names} past the knee shows whether it flattens")
+    if "demand_correlation" in open_tests and knee_rate is not None:
+        steps.append(f"add steps below {knee_rate:.3g} req/s per task (a smaller ramp.step_rps) so the rank test "
+                     "has at least 6 steps below capacity")
+    if open_tests & {"proportionality", "capacity_ratio"}:
+        steps.append("replay more rates at twice the tasks (ramp.replay_steps) and hold each longer: with 60-second "
+                     "metrics, holds of at least 5 minutes give 4 or more samples per step after the warm-up")
+    if not steps:
+        steps.append("collect the limiting resource's own gauge (a pool, a queue, connections) and run again")
     return Decision("inconclusive", None, {"name": "unknown", "label": PATTERNS["unknown"], "evidence": reasons},
                     {**bottleneck, "candidates": [u[0] for u in undecided]}, tuple(reasons), tuple(steps))
 

@@ -503,7 +503,10 @@ def _time_across_steps(steps, sm) -> dict[str, Any] | None:
     # Time and load must vary apart (a load that falls while time goes on) to be told apart.
     if len(rate) < 6 or np.ptp(hours) <= 0 or np.ptp(rate) <= 0 or abs(np.corrcoef(rate, hours)[0, 1]) > 0.9:
         return None
-    fit = sm.OLS(values, np.column_stack([np.ones_like(rate), rate, hours - hours.min()])).fit()
+    # HC3 errors: the noise of a step value grows with its level, and with ten or so steps plain
+    # OLS errors then call a time effect far more often than the level allows.
+    fit = sm.OLS(values, np.column_stack([np.ones_like(rate), rate, hours - hours.min()])).fit(cov_type="HC3",
+                                                                                                use_t=True)
     per_hour = float(fit.params[2])
     p_one = float(fit.pvalues[2]) / 2 if per_hour > 0 else 1.0
     growth = per_hour * float(np.ptp(hours)) / max(abs(float(np.mean(values))), 1e-9)
