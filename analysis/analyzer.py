@@ -338,7 +338,9 @@ def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_
     kept = data.samples[data.samples["step_id"].isin(below["step_id"])]
     tests["demand_slope"] = props.demand_slope(kept["per_task_rps"], kept["value"])
     curve = valid[valid["tasks"].isin([initial, pooled_tasks])] if pooled_tasks else at_first
-    tests["saturation"] = props.saturation(curve["per_task_rps"], curve["value"], limit=data.info.limit)
+    knee_per_task = (knee.last_good_rps / initial) if knee is not None and knee.last_good_rps else None
+    tests["saturation"] = props.saturation(curve["per_task_rps"], curve["value"], limit=data.info.limit,
+                                           knee_rps=knee_per_task)
     tests["crash_at_limit"] = props.crash_at_limit(crash_steps, data.peaks, limit=data.info.limit,
                                                    last_good_rps=knee.last_good_rps if knee else None)
     at_second = valid[valid["tasks"] == second_tasks] if second_tasks else valid.iloc[0:0]

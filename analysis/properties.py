@@ -186,79 +186,140 @@ BREAKPOINT_GRID = 60  # candidate breakpoints between the observed rates
 
 
 def saturation(rate_rps: Sequence[float], values: Sequence[float], *, limit: float | None,
-               alpha: float = ALPHA) -> TestResult:
-    """Does the metric stop rising with load? Hinge regression ``y ~ x + max(x - c, 0)`` over the
-    breakpoint ``c``, and a one-sided test of the slope after it.
+               knee_rps: float | None = None, alpha: float = ALPHA) -> TestResult:
+    """Does the metric stop rising with load? Hinge regression ``y ~ x + max(x - c, 0)`` and a
+    one-sided test of the slope after the break ``c``.
 
-    Three answers, because too few points past the knee prove nothing either way:
+    Two hinges are fitted: the least-squares one over a grid of ``c`` between the observed rates
+    (the breakpoint and its interval: the knee can fall between two steps), and, when the
+    service's own knee is known from its latency (``knee_rps``, the last rate per task that met
+    the SLO), one anchored there, a break fixed in advance rather than picked from the noise.
+    Three answers, because a step or two past the knee proves nothing either way:
 
-    * ``pass``: the 90% upper bound of the slope after ``c`` is below a quarter of the slope
-      before it (it flattened, or fell: a thrashing resource saturates too), or the value reached
-      90% of a known limit;
-    * ``fail``: the 90% lower bound of the slope after ``c`` is above that quarter: the metric
-      is still rising past the last step, so it has not run out;
-    * ``inconclusive``: neither could be shown, typically with one or two steps past the knee.
+    * ``pass``: for either hinge the 90% upper bound of the slope after the break is below
+      ``PLATEAU_MARGIN`` of the slope before it (it flattened, or fell: a thrashing resource
+      has run out too), or the value reached 90% of a known limit;
+    * ``fail``: the 90% lower bound of the slope after the service's knee (of the best hinge
+      when the knee is unknown) is above that share: the metric kept rising past it, so it is
+      not what ran out;
+    * ``inconclusive``: neither could be shown.
 
-    ``c`` is searched on a grid between the observed rates, not only at them, so the knee can
-    fall between the last two steps and its interval does not collapse to a point."""
+    Past the knee the service takes no more work, so whatever does work per request stops rising
+    there; which resource *ran out* is then told by its level (see ``classify``), not by the
+    slope. Half the slope before is the bound because a plateau measured over one or two steps
+    past the knee is never flat to within a quarter of the rise."""
     x, y = np.asarray(rate_rps, float), np.asarray(values, float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     order = np.argsort(x, kind="stable")
     x, y = x[order], y[order]
-    method = "hinge (segmented) regression over a grid of breakpoints; one-sided 90% bounds on the slope after it"
+    method = ("hinge (segmented) regression: least squares over a grid of breakpoints, and anchored at the "
+              "service's knee; one-sided 90% bounds on the slope after the break")
     threshold = (f"plateau: 90% upper bound of the post-break slope below {PLATEAU_MARGIN:.0%} of the pre-break "
                  f"slope, or the value reaches {AT_LIMIT:.0%} of the limit; still rising: 90% lower bound above it")
-    inputs = {"steps": len(x), "rate_rps": _round(x), "values": _round(y), "limit": limit}
+    inputs = {"steps": len(x), "rate_rps": _round(x), "values": _round(y), "limit": limit, "knee_rps": _r(knee_rps)}
     peak = float(np.max(y)) if len(y) else None
     at_limit = limit is not None and peak is not None and peak >= AT_LIMIT * limit
     limit_extra = ({"kind": "at_limit", "peak": _r(peak), "limit_reached_rps": _r(float(x[np.argmax(y >= AT_LIMIT * limit)]))}
                    if at_limit else {})
-    fit = _best_hinge(x, y)
-    if fit is None:
+    best = _best_hinge(x, y)
+    anchored = _hinge_at(x, y, knee_rps) if knee_rps is not None else None
+    if best is None and anchored is None:
         if at_limit:
             return TestResult("saturation", method, inputs, None, None, None, threshold, PASS,
                               f"reaches {peak:.1f} of a limit of {limit:g}", limit_extra)
         return TestResult("saturation", method, inputs, None, None, None, threshold, INCONCLUSIVE,
                           "too few steps on either side of a breakpoint to fit a hinge", {"peak": _r(peak)})
-    pre, pre_se, post, post_se, dof, c, interval, level_at_break = fit
-    t90 = stats.t.ppf(0.90, dof) if dof > 0 else float("inf")  # one-sided 90% bounds
-    post_low, post_high = post - t90 * post_se, post + t90 * post_se
-    margin = PLATEAU_MARGIN * abs(pre)
-    rising_before = pre - t90 * pre_se > 0  # a plateau is only news after a rise
-    flattened = rising_before and post_high < margin
-    still_rising = rising_before and post_low > margin
-    after = y[x > c]
-    plateau_value = float(np.mean(after)) if len(after) else level_at_break
-    extra = {"breakpoint_rps": _r(c), "breakpoint_interval_rps": [_r(interval[0]), _r(interval[1])],
-             "slope_before": _r(pre), "slope_after": _r(post), "slope_after_90": [_r(post_low), _r(post_high)],
-             "plateau_value": _r(plateau_value), "level_at_break": _r(level_at_break), "peak": _r(peak),
-             "margin": _r(margin), "points_after_break": int(len(after))}
-    if flattened:
+    judged = [h for h in (best, anchored) if h is not None]
+    flat = next((h for h in judged if h.flattened), None)
+    shown = flat or best or anchored
+    decider = anchored or best  # the break fixed in advance decides "still rising" when there is one
+    interval = best.interval if best is not None else (shown.c, shown.c)
+    after = y[x > shown.c]
+    plateau_value = float(np.mean(after)) if len(after) else shown.level
+    extra = {"breakpoint_rps": _r(shown.c), "breakpoint_interval_rps": [_r(interval[0]), _r(interval[1])],
+             "breakpoint_from": "knee" if shown is anchored else "least squares",
+             "slope_before": _r(shown.pre), "slope_after": _r(shown.post),
+             "slope_after_90": [_r(shown.post_low), _r(shown.post_high)], "plateau_value": _r(plateau_value),
+             "level_at_break": _r(shown.level), "peak": _r(peak), "margin": _r(shown.margin),
+             "points_after_break": int(len(after))}
+    if flat is not None:
         extra["kind"] = "plateau"
-        shape = "falls" if post_high < 0 else "flattens"
-        detail = (f"{shape} at {plateau_value:.3g} beyond {c:.3g} req/s per task (break {interval[0]:.3g}-"
-                  f"{interval[1]:.3g}); slope {pre:.3g} before, {post:.3g} after")
+        shape = "falls" if flat.post_high < 0 else "flattens"
+        where = "the service's knee" if flat is anchored else f"break {interval[0]:.3g}-{interval[1]:.3g}"
+        detail = (f"{shape} at {plateau_value:.3g} beyond {flat.c:.3g} req/s per task ({where}); slope "
+                  f"{flat.pre:.3g} before, {flat.post:.3g} after (90% upper bound {flat.post_high:.3g} < {flat.margin:.3g})")
         verdict = PASS
     elif at_limit:
         extra.update(limit_extra)
         detail = f"reaches {peak:.1f}, at least {AT_LIMIT:.0%} of its limit {limit:g}"
         verdict = PASS
-    elif still_rising or not rising_before:
-        extra["kind"] = "rising" if still_rising else "not_rising"
-        detail = (f"no plateau: slope {pre:.3g} before {c:.3g} req/s per task, {post:.3g} after "
-                  f"(90% bounds {post_low:.3g} to {post_high:.3g})")
+    elif decider.still_rising or not decider.rising_before:
+        extra["kind"] = "rising" if decider.still_rising else "not_rising"
+        detail = (f"no plateau: slope {decider.pre:.3g} before {decider.c:.3g} req/s per task, {decider.post:.3g} "
+                  f"after (90% bounds {decider.post_low:.3g} to {decider.post_high:.3g})")
         verdict = FAIL
     else:
         extra["kind"] = "undecided"
-        detail = (f"not enough evidence of a plateau or of none: {len(after)} step(s) past {c:.3g} req/s per task, "
-                  f"slope after {post:.3g} (90% bounds {post_low:.3g} to {post_high:.3g}, plateau below {margin:.3g})")
+        detail = (f"not enough evidence of a plateau or of none: {int((x > decider.c).sum())} step(s) past "
+                  f"{decider.c:.3g} req/s per task, slope after {decider.post:.3g} (90% bounds "
+                  f"{decider.post_low:.3g} to {decider.post_high:.3g}, flat below {decider.margin:.3g})")
         verdict = INCONCLUSIVE
-    return TestResult("saturation", method, inputs, _r(post), None, (_r(post_low), _r(post_high)), threshold,
-                      verdict, detail, extra)
+    return TestResult("saturation", method, inputs, _r(shown.post), None, (_r(shown.post_low), _r(shown.post_high)),
+                      threshold, verdict, detail, extra)
 
 
-def _best_hinge(x: np.ndarray, y: np.ndarray):
+@dataclass(frozen=True)
+class Hinge:
+    """One fitted hinge: slopes before and after the break ``c`` with one-sided 90% bounds."""
+
+    c: float
+    pre: float
+    pre_low: float
+    post: float
+    post_low: float
+    post_high: float
+    level: float  # the fitted value at the break
+    interval: tuple[float, float]
+
+    @property
+    def margin(self) -> float:
+        return PLATEAU_MARGIN * abs(self.pre)
+
+    @property
+    def rising_before(self) -> bool:
+        return self.pre_low > 0  # a plateau is only news after a rise
+
+    @property
+    def flattened(self) -> bool:
+        return self.rising_before and self.post_high < self.margin
+
+    @property
+    def still_rising(self) -> bool:
+        return self.rising_before and self.post_low > self.margin
+
+
+def _hinge_at(x: np.ndarray, y: np.ndarray, c: float, interval: tuple[float, float] | None = None) -> Hinge | None:
+    """The hinge with its break at ``c``: needs three points at or below it and one above."""
+    if c is None or (x <= c).sum() < 3 or (x > c).sum() < 1 or len(np.unique(x[x <= c])) < 2:
+        return None
+    design = np.column_stack([np.ones_like(x), x, np.maximum(x - c, 0.0)])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    dof = len(x) - 3
+    if dof <= 0:
+        return None
+    rss = float(np.sum((y - design @ coef) ** 2))
+    covariance = rss / dof * np.linalg.pinv(design.T @ design)
+    gradient = np.array([0.0, 1.0, 1.0])
+    post_se = float(np.sqrt(max(gradient @ covariance @ gradient, 0.0)))
+    pre_se = float(np.sqrt(max(covariance[1, 1], 0.0)))
+    t90 = float(stats.t.ppf(0.90, dof))  # one-sided 90% bounds
+    pre, post = float(coef[1]), float(coef[1] + coef[2])
+    return Hinge(float(c), pre, pre - t90 * pre_se, post, post - t90 * post_se, post + t90 * post_se,
+                 float(coef[0] + coef[1] * c), interval or (float(c), float(c)))
+
+
+def _best_hinge(x: np.ndarray, y: np.ndarray) -> Hinge | None:
     """The least-squares hinge over a grid of breakpoints, with a profile interval for the
     breakpoint: every c whose RSS is within the F(1, n-3) 95% bound of the best.
 
@@ -268,33 +329,22 @@ def _best_hinge(x: np.ndarray, y: np.ndarray):
     distinct = np.unique(x)
     if len(x) < 5 or len(distinct) < 4:
         return None
-    low = distinct[2]  # three rates at or below
-    high = distinct[-1]
-    if high <= low:
-        return None
-    grid = np.unique(np.concatenate([np.linspace(low, high, BREAKPOINT_GRID, endpoint=False), distinct[2:-1]]))
+    grid = np.unique(np.concatenate([np.linspace(distinct[2], distinct[-1], BREAKPOINT_GRID, endpoint=False),
+                                     distinct[2:-1]]))
     fits = []
     for c in grid:
         if (x <= c).sum() < 3 or (x > c).sum() < 1:
             continue
         design = np.column_stack([np.ones_like(x), x, np.maximum(x - c, 0.0)])
         coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-        rss = float(np.sum((y - design @ coef) ** 2))
-        fits.append((rss, float(c), design, coef))
+        fits.append((float(np.sum((y - design @ coef) ** 2)), float(c)))
     if not fits:
         return None
-    rss, c, design, coef = min(fits, key=lambda f: f[0])
+    rss, c = min(fits)
     dof = len(x) - 3
-    sigma2 = rss / dof if dof > 0 else float("nan")
-    covariance = sigma2 * np.linalg.pinv(design.T @ design)
-    gradient = np.array([0.0, 1.0, 1.0])
-    post_se = float(np.sqrt(max(gradient @ covariance @ gradient, 0.0)))
-    pre_se = float(np.sqrt(max(covariance[1, 1], 0.0)))
     bound = rss * (1 + stats.f.ppf(0.95, 1, dof) / dof) if dof > 0 else rss
     plausible = [f[1] for f in fits if f[0] <= bound]
-    level = float(coef[0] + coef[1] * c)
-    return (float(coef[1]), pre_se, float(coef[1] + coef[2]), post_se, dof, c,
-            (float(min(plausible)), float(max(plausible))), level)
+    return _hinge_at(x, y, c, (float(min(plausible)), float(max(plausible))))
 
 
 # -- crash at the limit --------------------------------------------------------------------------
