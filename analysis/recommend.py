@@ -39,7 +39,17 @@ def capacity(knee, tasks: int, slo: dict[str, Any], doubling: dict[str, Any], op
     out.update(per_task_rps=round(per_task, 3), service_rps=round(served, 3),
                per_task_rps_interval=[round(per_task, 3), round(high, 3) if high else None])
     if options.peak_rps:
-        out["tasks_for_peak"] = tasks_for_peak(options.peak_rps, per_task, options.headroom, options.availability_zones)
+        measured = doubling.get("per_task_rps_at_second") if doubling.get("verdict") == "partial" else None
+        out["tasks_for_peak"] = tasks_for_peak(options.peak_rps, measured or per_task, options.headroom,
+                                               options.availability_zones)
+        if measured:
+            # Capacity grew less than the tasks did: size with what a task carried among twice as
+            # many, and say that a larger fleet may carry less still.
+            out["tasks_for_peak"]["scaling"] = "partial"
+            out["tasks_for_peak"]["formula"] += (
+                f"; capacity per task measured at {doubling.get('tasks')} tasks ({measured:.3g} req/s, not "
+                f"{per_task:.3g}), because capacity grew only {doubling.get('ratio')}x with the task count; "
+                "beyond that count each task may add less still: check with a run at the peak's task count")
     return out
 
 
@@ -193,8 +203,14 @@ def headline(verdict: str, recommendation: dict[str, Any] | None, capacity: dict
     if verdict == "recommended" and recommendation:
         low, high = recommendation["target_interval"]
         unit = "%" if recommendation["unit"] == "percent" else f" {recommendation['unit']}"
+        tied = [label(name) for name in decision.bottleneck.get("tied_with") or []]
+        tie = f" (tied with {_lower(', '.join(tied))}, which ran out at the same load: watch both)" if tied else ""
+        doubling = capacity.get("doubling") or {}
+        partial = (f" Capacity grew only {doubling['ratio']:.2f}x with {doubling.get('tasks')} tasks: part of the "
+                   "limit is shared, so more tasks add less than their share."
+                   if doubling.get("verdict") == "partial" and doubling.get("ratio") else "")
         return (f"Scale on {_lower(recommendation['label'])} at {recommendation['target']:g}{unit} "
-                f"(interval {low:g}–{high:g}{unit}); {rate}.")
+                f"(interval {low:g}–{high:g}{unit}){tie}; {rate}.{partial}")
     if verdict == "no_task_level_metric":
         return f"No task-level metric can scale this service: {decision.pattern['evidence'][0]}; {rate} at the initial task count."
     first = reasons[0] if reasons else "the data cannot support an answer"
