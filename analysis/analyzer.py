@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import classify, knee as knees, properties as props, recommend
+from analysis import classify, knee as knees, properties as props, recommend, units
 from analysis.findings import KIND, SCHEMA_VERSION
 from analysis.steady import build_windows, service_samples
-from scalefinder import catalog
+from scalefinder import catalog, slo as slos
 from scalefinder.errors import InputError, RunDirectoryError
 from scalefinder.rundir import RunDirectory
 
@@ -83,6 +83,7 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
     knee2 = knees.find_knee(second, second_tasks) if len(second) else None
     doubling = knees.doubling(knee, knee2, second, _invalid_beyond(steps, second_tasks, knee)) if knee else {"tested": False, "verdict": "inconclusive",
                                                                    "detail": "no valid step at the initial task count"}
+    warnings.extend(knees.slo_warnings(steps, slo, knee, knee2))
     _check_steps(steps, first, second, knee, initial, gaps)
     if not doubling.get("tested"):
         warnings.append(f"capacity doubling was not checked ({doubling['detail']}): a limit shared by all tasks "
@@ -102,6 +103,12 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
                for name, data in metric_data.items()}
     _adjust_demand(results)
     verdicts = {name: classify.metric_verdict(tests) for name, tests in results.items()}
+    cpu_units = units.cpu_units_from_manifest(manifest)
+    for name, data in metric_data.items():
+        problem = units.check_units(name, data.info, data.steps["value"].to_numpy(float), cpu_units)
+        if problem:
+            verdicts[name] = ("inconclusive", [problem])
+            gaps.append((problem, f"report {name} as percent of the task's reservation (0-100) and analyse again"))
 
     capacity = recommend.capacity(knee, initial, slo, doubling, options)
     capacity["lower_bound"] = bool(knee is not None and knee.slo_breach_step is not None
@@ -169,7 +176,7 @@ def _slo(manifest: dict[str, Any]) -> dict[str, Any]:
     slo = manifest.get("slo") or (manifest.get("profile") or {}).get("slo")
     if not isinstance(slo, dict) or "latency_ms" not in slo:
         raise RunDirectoryError("the run manifest has no SLO (slo.latency_ms); it cannot be analysed")
-    return {"percentile": int(slo.get("percentile", 95)), "latency_ms": float(slo["latency_ms"]),
+    return {"percentile": float(slo.get("percentile", 95)), "latency_ms": float(slo["latency_ms"]),
             "error_budget_pct": float(slo.get("error_budget_pct", 1.0))}
 
 
@@ -187,7 +194,7 @@ def _steps(run: RunDirectory, slo: dict[str, Any]) -> pd.DataFrame:
     steps["phase"] = steps["phase"].astype("string").fillna("ramp")
     steps["valid"] = steps["valid"].astype(bool)
     steps["warmup_s"] = steps["warmup_s"].fillna(0)
-    steps["slo_ok"] = knees.slo_flags(steps, slo)
+    steps["slo_ok"], steps["slo_known"] = knees.slo_columns(steps, slo)
     steps["per_task_rps"] = steps["offered_rps"] / steps["tasks"]
     steps["mid_unix_s"] = (steps["start_unix_s"] + steps["end_unix_s"]) / 2
     return steps
@@ -213,7 +220,7 @@ def _knee(steps: pd.DataFrame, first: pd.DataFrame, initial: int, warnings: list
     knee = knees.find_knee(first, initial) if len(first) else None
     if knee is None or knee.breached or knee.last_good_rps is None:
         return knee
-    above = steps[(steps["tasks"] == initial) & ~steps["valid"] & ~steps["slo_ok"]
+    above = steps[(steps["tasks"] == initial) & ~steps["valid"] & ~steps["slo_ok"] & steps["slo_known"]
                   & (steps["offered_rps"] > knee.last_good_rps)]
     if above.empty:
         return knee
@@ -459,15 +466,14 @@ def _step_entries(steps: pd.DataFrame, metric_data: dict[str, MetricData]) -> li
     entries = []
     for r in steps.itertuples():
         flags = steady_by_step.get(int(r.step_id), [])
-        sent = float(r.sent) if pd.notna(r.sent) and r.sent else 0.0
         entries.append({
             "step_id": int(r.step_id), "phase": str(r.phase), "tasks": int(r.tasks), "offered_rps": float(r.offered_rps),
             "achieved_rps": _num(r.achieved_rps), "p50_ms": _num(getattr(r, "p50_ms", None)),
             "p95_ms": _num(getattr(r, "p95_ms", None)), "p99_ms": _num(getattr(r, "p99_ms", None)),
-            "error_pct": round(100.0 * float(r.failures or 0) / sent, 3) if sent else 0.0,
+            "error_pct": round(slos.error_pct(r.failures, r.dropped, r.sent) or 0.0, 3),
             "valid": bool(r.valid), "invalid_reason": r.invalid_reason if isinstance(r.invalid_reason, str) else None,
             "steady": bool(sum(flags) >= len(flags) / 2) if flags else None,
-            "slo_met": bool(r.slo_ok), "warmup_cut_s": _num(r.warmup_s), "start_unix_s": float(r.start_unix_s),
+            "slo_met": bool(r.slo_ok) if r.slo_known else None, "warmup_cut_s": _num(r.warmup_s), "start_unix_s": float(r.start_unix_s),
             "end_unix_s": float(r.end_unix_s), "end_reason": r.end_reason if isinstance(r.end_reason, str) else None,
         })
     return entries

@@ -16,6 +16,7 @@ import shlex
 from typing import Any
 
 from scalefinder import catalog
+from scalefinder.errors import InputError
 
 CLUSTER, SERVICE = "CLUSTER_NAME", "SERVICE_NAME"
 RESOURCE_ID = f"service/{CLUSTER}/{SERVICE}"
@@ -33,8 +34,30 @@ PREDEFINED = {
 }
 
 
+# Targets AWS reads as percent of the task's reservation: a value outside (0, 100] cannot be met
+# (above) or is met by an idle task (at or below 0), so it can only come from a unit mistake.
+PERCENT_METRICS = (catalog.CPU_UTILIZATION, catalog.MEMORY_UTILIZATION)
+PERCENT_RANGE = (0.0, 100.0)
+
+
 class PolicyShapeError(Exception):
     """A rendered request does not match botocore's model: a programming error, not user input."""
+
+
+class PolicyTargetError(InputError):
+    """The measured target cannot be what the policy's metric means (a CPU target of 251%): the
+    run's data is in another unit. Raised rather than rendered, so no such policy is shipped."""
+
+
+def target_problem(metric: str, target: float) -> str | None:
+    """Why ``target`` cannot be a target for ``metric`` in AWS's unit, or None when it can."""
+    if metric in PERCENT_METRICS:
+        low, high = PERCENT_RANGE
+        if not (low < float(target) <= high):
+            return (f"a {metric} target of {float(target):g} is outside ({low:g}, {high:g}]: {PREDEFINED[metric]} "
+                    "is percent of the task's reservation, so the measured values are in another unit "
+                    "(a fraction, or percent of one vCPU)")
+    return None
 
 
 def aws_metric(metric: str) -> dict[str, Any]:
@@ -56,7 +79,29 @@ def aws_target(metric: str, target: float) -> float:
     return round(target * 60.0, 1) if metric == catalog.REQUESTS_PER_TASK else target
 
 
+def aws_step(metric: str, step: dict[str, Any]) -> dict[str, Any]:
+    """``step`` (from ``recommend.step_thresholds``, in scalefinder's unit) with every threshold in
+    the unit of the alarm that drives it. A step policy's interval bounds are offsets from that
+    alarm's threshold in the alarm's own unit, so the thresholds are converted before the bounds
+    are taken from them: an ALB alarm sums requests over a minute, and bounds left per second
+    would put every step but the first almost on the threshold."""
+    keys = ("scale_out_threshold", "scale_in_threshold")
+    converted = {key: aws_target(metric, step[key]) for key in keys if key in step}
+    return {**step, **converted, "thresholds": [aws_target(metric, t) for t in step["thresholds"]]}
+
+
 def _metric_math(metric: str) -> dict[str, Any]:
+    if metric == catalog.CONCURRENCY_PER_TASK:
+        # The publishing contract (docs/aws.md): every task publishes its own in-flight gauge
+        # under the one dimension ServiceName, at the same interval. CloudWatch pools the tasks'
+        # datapoints in that series, so their Average over a period is already the mean per
+        # task, however often each task publishes; dividing by RunningTaskCount again would
+        # divide by the tasks twice, and a Sum would grow with the publishing rate.
+        in_flight = {"Id": "in_flight", "ReturnData": True, "MetricStat": {
+            "Metric": {"Namespace": APP_NAMESPACE, "MetricName": "InFlightRequests",
+                       "Dimensions": [{"Name": "ServiceName", "Value": SERVICE}]},
+            "Stat": "Average"}}
+        return {"Metrics": [in_flight]}
     running = {"Id": "tasks", "ReturnData": False, "MetricStat": {
         "Metric": {"Namespace": "ECS/ContainerInsights", "MetricName": "RunningTaskCount",
                    "Dimensions": [{"Name": "ClusterName", "Value": CLUSTER}, {"Name": "ServiceName", "Value": SERVICE}]},
@@ -68,11 +113,13 @@ def _metric_math(metric: str) -> dict[str, Any]:
             "Stat": "Average"}}
         expression = "backlog / tasks"
     else:
-        name = "InFlightRequests" if metric == catalog.CONCURRENCY_PER_TASK else metric
+        # Any other application metric is a service-wide total (catalog: service_total),
+        # published as one series: its Average is the total whether it is published once a
+        # minute or every few seconds, where a Sum would count each publication.
         total = {"Id": "total", "ReturnData": False, "MetricStat": {
-            "Metric": {"Namespace": APP_NAMESPACE, "MetricName": name,
+            "Metric": {"Namespace": APP_NAMESPACE, "MetricName": metric,
                        "Dimensions": [{"Name": "ServiceName", "Value": SERVICE}]},
-            "Stat": "Sum"}}
+            "Stat": "Average"}}
         expression = "total / tasks"
     return {"Metrics": [total, running, {"Id": "per_task", "Expression": expression, "ReturnData": True,
                                          "Label": f"{metric} (per task)"}]}
@@ -81,11 +128,18 @@ def _metric_math(metric: str) -> dict[str, Any]:
 def _math_note(metric: str) -> str:
     if metric == catalog.QUEUE_BACKLOG_PER_TASK:
         return "visible messages divided by running tasks (SQS backlog per task)"
-    return ("each task publishes its in-flight request count once a minute as a custom metric; "
-            "the sum over tasks divided by running tasks is the average per task")
+    if metric == catalog.CONCURRENCY_PER_TASK:
+        return ("each task publishes its own in-flight request count as InFlightRequests (dimension ServiceName, "
+                "the same interval for every task); the Average over the tasks' datapoints is the average per task")
+    return "the application's service-wide total (Average of its one series) divided by running tasks"
 
 
 def render_all(metric: str, target: float, step: dict[str, Any], aws: dict[str, Any]) -> dict[str, Any]:
+    """Every rendering of the policy for ``target`` (scalefinder's unit); raises
+    ``PolicyTargetError`` when the target cannot mean what the metric means in AWS."""
+    problem = target_problem(metric, target)
+    if problem:
+        raise PolicyTargetError(f"no scaling policy rendered: {problem}")
     value = aws_target(metric, target)
     tracking = target_tracking_request(metric, value, aws)
     validate("application-autoscaling", "PutScalingPolicy", tracking)
@@ -115,10 +169,12 @@ def target_tracking_request(metric: str, value: float, aws: dict[str, Any]) -> d
 
 
 def step_scaling_requests(metric: str, step: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Intervals are relative to the alarm threshold, contiguous and without overlap."""
-    thresholds = step["thresholds"]
+    """Intervals are relative to the alarm threshold, contiguous and without overlap, and in the
+    alarm's unit (``aws_step``)."""
+    thresholds = aws_step(metric, step)["thresholds"]
     base = thresholds[0]
-    bounds = [t - base for t in thresholds]
+    # rounded so that float noise (18.600000000000001) does not reach a template
+    bounds = [round(t - base, 6) for t in thresholds]
     adjustments = []
     for index, change in enumerate(step["adjustments"]):
         item: dict[str, Any] = {"MetricIntervalLowerBound": float(bounds[index]), "ScalingAdjustment": int(change)}
@@ -147,9 +203,8 @@ def step_scaling_requests(metric: str, step: dict[str, Any]) -> tuple[dict[str, 
 
 def alarm_request(metric: str, aws: dict[str, Any], step: dict[str, Any], *, out: bool) -> dict[str, Any]:
     """The CloudWatch alarm a step policy needs; its action is the policy ARN once created."""
-    threshold = step["scale_out_threshold"] if out else step["scale_in_threshold"]
-    if metric == catalog.REQUESTS_PER_TASK:
-        threshold = aws_target(metric, threshold)
+    converted = aws_step(metric, step)
+    threshold = converted["scale_out_threshold"] if out else converted["scale_in_threshold"]
     alarm: dict[str, Any] = {
         "AlarmName": f"{SERVICE}-{metric}-{'high' if out else 'low'}",
         "AlarmDescription": f"step scaling {'out' if out else 'in'} on {metric}",

@@ -102,6 +102,8 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
     unit = data.info.unit or ""
     aws = policy.aws_metric(metric)
     step = step_thresholds(target, saturation_value or good_value or target * 1.3, digits)
+    if policy.target_problem(metric, target):
+        return None  # a utilization target outside (0, 100] is a unit mistake upstream, never a policy
     policies = policy.render_all(metric, target, step, aws)
     return {
         "metric": metric, "label": label(metric), "target": target, "target_interval": interval, "unit": unit,

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from scalefinder.errors import PartialRunError, RunDirectoryError
+from scalefinder.slo import SLO_LATENCY_COLUMN
 
 SCHEMA_VERSION = 1
 RUN_KIND = "scalefinder-run"
@@ -76,7 +77,13 @@ STEP_COLUMNS = [
     "invalid_reason",
     "slo_met",
     "end_reason",  # held | steady | slo_breach | abort | interrupted | retried
+    SLO_LATENCY_COLUMN,  # latency at the SLO's own percentile (any percentile, e.g. 99.9)
 ]
+# Step columns added to schema 1 after runs had been recorded with it. A reader fills them with
+# empty values when an older run lacks them, and an older reader, which checks only for the
+# columns it knows, ignores them; so they need no new schema version. Kept last in the header
+# so the position of every older column is unchanged.
+OPTIONAL_STEP_COLUMNS = (SLO_LATENCY_COLUMN,)
 
 LOAD_COLUMNS = [
     "time_unix_s",
@@ -341,7 +348,7 @@ class RunDirectory:
 
     # -- tables ---------------------------------------------------------------------------
     def steps(self):
-        return self._table(STEPS, STEP_COLUMNS)
+        return self._table(STEPS, STEP_COLUMNS, OPTIONAL_STEP_COLUMNS)
 
     def load(self):
         return self._table(LOAD, LOAD_COLUMNS)
@@ -378,7 +385,7 @@ class RunDirectory:
             self._cache["events"] = events
         return self._cache["events"]
 
-    def _table(self, name: str, columns: list[str]):
+    def _table(self, name: str, columns: list[str], optional: tuple[str, ...] = ()):
         if name in self._cache:
             return self._cache[name]
         import pandas as pd
@@ -387,12 +394,12 @@ class RunDirectory:
         if not path.exists() or path.stat().st_size == 0:
             frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
         else:
-            frame = _read_csv(path, columns)
+            frame = _read_csv(path, columns, optional)
         self._cache[name] = frame
         return frame
 
 
-def _read_csv(path: Path, columns: list[str]):
+def _read_csv(path: Path, columns: list[str], optional: tuple[str, ...] = ()):
     import pandas as pd
 
     dtypes = {"source": "string", "metric": "string", "task": "string", "unit": "string", "phase": "string"}
@@ -404,9 +411,12 @@ def _read_csv(path: Path, columns: list[str]):
             frame = pd.read_csv(path, dtype=dtypes, on_bad_lines="skip")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise RunDirectoryError(f"{path} cannot be read as CSV ({exc})") from None
-    missing = [c for c in columns if c not in frame.columns]
+    missing = [c for c in columns if c not in frame.columns and c not in optional]
     if missing:
         raise RunDirectoryError(f"{path} lacks the columns {', '.join(missing)}")
+    for column in optional:
+        if column not in frame.columns:
+            frame[column] = float("nan")
     if "task" in frame.columns:
         frame["task"] = frame["task"].fillna("")
     if "time_unix_s" in frame.columns:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from loadgen.engine.protocol import DROPPED
+from scalefinder.slo import SLO_LATENCY_COLUMN, error_pct as slo_error_pct, step_met
 
 logger = logging.getLogger(__name__)
 
@@ -157,18 +158,19 @@ class LoadRecorder:
         """True when the step already breaks its SLO for certain, before its hold is over.
 
         Requests still in flight are mostly the slow ones, so a percentile over the finished
-        requests understates rather than overstates; errors already counted stay counted.
+        requests understates rather than overstates; errors already counted stay counted. The
+        requests in flight are counted as sent and not (yet) failed, so the error rate is the
+        lowest the step can still end with.
         """
         outcomes = [o for o in self._outcomes.get(step_id, []) if o.due_unix_s >= since_unix_s]
         if len(outcomes) < BREACH_MIN_OUTCOMES:
             return False
-        failed = sum(1 for o in outcomes if o.error)
-        expected = len(outcomes) + self.last_tick.get("in_flight", 0)
-        if 100.0 * failed / expected > self.slo.error_budget_pct:
-            return True
-        latencies = np.array([o.latency_ms for o in outcomes if not o.dropped], dtype=float)
-        value = _percentile(latencies, self.slo.percentile)
-        return value is not None and value > self.slo.latency_ms
+        sent = [o for o in outcomes if not o.dropped]
+        latencies = np.array([o.latency_ms for o in sent], dtype=float)
+        met = step_met(_percentile(latencies, self.slo.percentile), failures=sum(1 for o in sent if o.error),
+                       dropped=len(outcomes) - len(sent), sent=len(sent) + self.last_tick.get("in_flight", 0),
+                       slo=self.slo)
+        return met is False
 
     def summarize(self, step_id: int, start_unix_s: float, end_unix_s: float, warmup_s: float,
                   end_reason: str) -> dict[str, Any]:
@@ -187,10 +189,12 @@ class LoadRecorder:
         generator_cpu = float(np.mean(cpu)) if cpu else 0.0
         offered = step.offered_rps if step else 0.0
         achieved = _achieved_rps(successes, end_unix_s - window_start)
-        error_pct = 100.0 * (len(failures) + dropped) / len(outcomes) if outcomes else 0.0
+        error_pct = slo_error_pct(len(failures), dropped, len(sent)) or 0.0
         slo_value = _percentile(latencies, self.slo.percentile)
-        slo_met = bool(outcomes) and error_pct <= self.slo.error_budget_pct and (
-            slo_value is not None and slo_value <= self.slo.latency_ms)
+        # The run side must decide now, so a step it cannot judge (no outcomes, no latency)
+        # counts as not met: the ramp stops there rather than push on blind. The analysis
+        # judges the same step unknown from the row, with the same rule.
+        slo_met = step_met(slo_value, len(failures), dropped, len(sent), self.slo) is True
         kept_up = offered <= 0 or achieved >= ACHIEVED_SHARE_MIN * offered
         invalid = _invalid_reason(offered, achieved, generator_cpu, late, len(sent), slo_met, kept_up)
         return {
@@ -218,6 +222,7 @@ class LoadRecorder:
             "slo_met": slo_met,
             "error_pct": error_pct,
             "end_reason": end_reason,
+            SLO_LATENCY_COLUMN: slo_value,
         }
 
 
