@@ -26,6 +26,10 @@ from scalefinder.rundir import RunDirectory
 log = logging.getLogger(__name__)
 
 RAMP_PHASES = ("ramp", "refine")
+# Events that mean a task hit a hard limit: it died and restarted, or the kernel's OOM killer
+# killed a process inside it (a worker of a pre-forking server) while the task kept running.
+# A process restart on its own is not counted: a server also recycles workers on purpose.
+CRASH_EVENTS = ("task_crash", "task_restart", "oom_kill")
 
 
 @dataclass(frozen=True)
@@ -418,7 +422,7 @@ def _matched(first: pd.DataFrame, second: pd.DataFrame) -> list[tuple[float, flo
 
 def _crash_steps(run: RunDirectory, steps: pd.DataFrame) -> list[int]:
     times = [float(e["time_unix_s"]) for e in run.events()
-             if e.get("kind") in ("task_crash", "task_restart") and isinstance(e.get("time_unix_s"), (int, float))]
+             if e.get("kind") in CRASH_EVENTS and isinstance(e.get("time_unix_s"), (int, float))]
     found = []
     for moment in times:
         hit = steps[(steps["start_unix_s"] <= moment) & (moment < steps["end_unix_s"])]

@@ -352,7 +352,7 @@ def crash_at_limit(crash_steps: Sequence[int], peak_by_step: dict[int, float], *
                    last_good_rps: float | None) -> TestResult:
     """A task died (crash or restart events) during a step in which the metric had reached 90%
     of its limit: the resource ran out, at the last step before."""
-    method = "task crash or restart events, with the metric's peak in the crashing step"
+    method = "task crash, restart or OOM-kill events, with the metric's peak in the crashing step"
     threshold = f"a crash in a step whose peak reached {AT_LIMIT:.0%} of the limit"
     inputs = {"crash_steps": list(crash_steps), "limit": limit,
               "peaks": {str(k): _r(v) for k, v in peak_by_step.items() if k in set(crash_steps)}}

@@ -227,3 +227,26 @@ def test_metric_samples_skip_a_line_cut_by_a_hard_kill(tmp_path):
     samples = RunDirectory.open(run).metric_samples()
     assert len(samples) == len(rows)
     assert str(samples["metric"].dtype) == "category" and samples["value"].dtype == float
+
+
+def test_an_oom_kill_inside_a_running_task_counts_as_a_crash_at_the_memory_limit(tmp_path):
+    # A pre-forking server: the kernel kills a worker at the memory limit and the master starts
+    # another, so the task itself never crashes. Only the OOM-kill events say what happened.
+    run = write_synthetic_run(tmp_path / "run", "memory", seed=3)
+    events_path = run / "events.jsonl"
+    kept = []
+    for line in events_path.read_text().splitlines():
+        event = json.loads(line)
+        if event["kind"] == "task_crash":
+            event = {**event, "kind": "oom_kill", "count": 1}
+            event.pop("reason", None)
+        elif event["kind"] == "task_restart":
+            continue
+        kept.append(json.dumps(event))
+    events_path.write_text("\n".join(kept) + "\n")
+    findings = analyze(run)
+    assert findings["verdict"] == "recommended", findings["headline"]
+    assert findings["recommendation"]["metric"] == "memory_utilization"
+    memory = next(m for m in findings["metrics"] if m["name"] == "memory_utilization")
+    crash = next(t for t in memory["tests"] if t["name"] == "crash_at_limit")
+    assert crash["verdict"] == "pass" and "OOM-kill" in crash["method"]
