@@ -184,13 +184,21 @@ def _value_at_knee(metric_data, name: str, knee) -> float | None:
     return float(row["value"].iloc[0]) if len(row) else None
 
 
+def _knee_level(metric_data, name: str, knee, sat) -> float | None:
+    """The metric's level at the knee: the higher of the last good step's value and the line
+    fitted before the knee read there, so one noisy step cannot hide a resource near its limit."""
+    values = (_value_at_knee(metric_data, name, knee), sat.extra.get("level_at_knee"))
+    return max((v for v in values if v is not None), default=None)
+
+
 def _possibly_exhausted(metric_data, results, verdicts, knee, vcpus, exclude,
                         include_rejected: bool = False) -> list[tuple[str, float | None, bool, str, tuple]]:
     """Resources with a known limit that may have run out, but whose tests could not show it:
     (name, per-task rate, near the knee, why, the tests left open). A metric not rejected for a cause, whose
     saturation test is undecided or passed, and that stood at a high share of its limit (or at
     one vCPU) at the last step that met the SLO. Picking another metric over one of these would
-    be a guess, so the verdict waits for the run that decides. ``include_rejected`` also counts
+    be a guess, so the verdict waits for the run that decides. Still rising past the knee does
+    not clear it: latency can break from queueing before a resource is full. ``include_rejected`` also counts
     metrics rejected as scaling metrics for a reason other than ignoring load."""
     found = []
     knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
@@ -203,9 +211,7 @@ def _possibly_exhausted(metric_data, results, verdicts, knee, vcpus, exclude,
                                       or tests["demand_correlation"].verdict == FAIL):
             continue  # a heap reserved up front, or a level that ignores load, is not running out
         sat = results[name]["saturation"]
-        if sat.verdict == FAIL:
-            continue
-        level = _value_at_knee(metric_data, name, knee)
+        level = _knee_level(metric_data, name, knee, sat)
         if level is None or not (level >= HIGH_LEVEL * info.limit or _one_core(name, level, vcpus)):
             continue
         rate = sat.extra.get("breakpoint_rps") if sat.verdict == PASS else knee_rate
@@ -220,12 +226,16 @@ def _possibly_exhausted(metric_data, results, verdicts, knee, vcpus, exclude,
 
 
 def _undecided_why(name, level, limit, tests, verdict, open_tests) -> str:
-    lead = f"{label(name)} stood at {level:.3g} of {limit:g} at the last step that met the SLO"
+    lead = f"{label(name)} stood at about {level:.3g} of {limit:g} at the last step that met the SLO"
     parts = []
+    saturation = tests["saturation"]
     if "saturation" in open_tests:
-        parts.append(f"whether it ran out is open ({tests['saturation'].detail})")
+        parts.append(f"whether it ran out is open ({saturation.detail})")
+    elif saturation.verdict == FAIL:
+        parts.append(f"it kept rising past the knee, as a resource does when latency breaks from queueing before "
+                     f"it is full ({saturation.detail})")
     else:
-        parts.append(f"it ran out ({tests['saturation'].detail})")
+        parts.append(f"it ran out ({saturation.detail})")
     for test in ("demand_correlation", "proportionality", "capacity_ratio"):
         if test in open_tests:
             parts.append(f"as a scaling metric its {test.replace('_', ' ')} is undecided ({tests[test].detail})")
@@ -305,6 +315,17 @@ def _exhausted(metric_data, results, candidates, knee, vcpus=None) -> list[tuple
                           "crashed", (knee_rate, knee_rate)))
             continue
         if sat.verdict != PASS:
+            # Not shown to flatten, yet near its limit when latency broke: the guide's example of
+            # a CPU-bound service whose latency breaks at 75% CPU, from queueing, before the CPU
+            # is full. It is the resource closest to running out whether or not it flattened.
+            level = _knee_level(metric_data, name, knee, sat)
+            if level is None or knee_rate is None or level < HIGH_LEVEL * info.limit:
+                continue
+            how = (f"stood at about {level:.3g} of {info.limit:g} when the SLO broke and kept rising past it "
+                   "(latency broke from queueing before it ran out)" if sat.verdict == FAIL else
+                   f"stood at about {level:.3g} of {info.limit:g} when the SLO broke (whether it flattened "
+                   "past it is open)")
+            found.append((name, knee_rate, how, (knee_rate, knee_rate)))
             continue
         plateau = sat.extra.get("kind") == "plateau"
         level = (max(sat.extra.get("plateau_value") or 0.0, sat.extra.get("level_at_break") or 0.0) if plateau

@@ -242,7 +242,10 @@ def saturation(rate_rps: Sequence[float], values: Sequence[float], *, limit: flo
              "slope_before": _r(shown.pre), "slope_after": _r(shown.post),
              "slope_after_90": [_r(shown.post_low), _r(shown.post_high)], "plateau_value": _r(plateau_value),
              "level_at_break": _r(shown.level), "peak": _r(peak), "margin": _r(shown.margin),
-             "points_after_break": int(len(after))}
+             "points_after_break": int(len(after)),
+             # the line before the break read at the service's knee: one noisy step cannot hide
+             # a resource that stood near its limit there
+             "level_at_knee": _r(anchored.level) if anchored is not None else None}
     if flat is not None:
         extra["kind"] = "plateau"
         shape = "falls" if flat.post_high < 0 else "flattens"
