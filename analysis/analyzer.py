@@ -26,6 +26,7 @@ from scalefinder.rundir import RunDirectory
 log = logging.getLogger(__name__)
 
 RAMP_PHASES = ("ramp", "refine")
+RECOVERY_PHASE = "recovery"
 # Events that mean a task hit a hard limit: it died and restarted, or the kernel's OOM killer
 # killed a process inside it (a worker of a pre-forking server) while the task kept running.
 # A process restart on its own is not counted: a server also recycles workers on purpose.
@@ -198,7 +199,14 @@ def _steps(run: RunDirectory, slo: dict[str, Any]) -> pd.DataFrame:
     steps["phase"] = steps["phase"].astype("string").fillna("ramp")
     steps["valid"] = steps["valid"].astype(bool)
     steps["warmup_s"] = steps["warmup_s"].fillna(0)
+    # Recovery probes after an aborted step only check that the target came back: they are not
+    # measurements, and the analysis never sees them.
+    steps = steps[steps["phase"] != RECOVERY_PHASE].reset_index(drop=True)
     steps["slo_ok"], steps["slo_known"] = knees.slo_columns(steps, slo)
+    # A step the run's safety rule aborted was an overload, whatever its few finished requests say.
+    if "end_reason" in steps.columns:
+        aborted = steps["end_reason"].eq("abort").to_numpy(dtype=bool)
+        steps.loc[aborted, "slo_ok"], steps.loc[aborted, "slo_known"] = False, True
     steps["per_task_rps"] = steps["offered_rps"] / steps["tasks"]
     steps["mid_unix_s"] = (steps["start_unix_s"] + steps["end_unix_s"]) / 2
     return steps

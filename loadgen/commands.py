@@ -11,7 +11,7 @@ import click
 
 from loadgen.aws.options import aws_options
 from loadgen.engine.protocol import DEFAULT_MASTER_PORT
-from loadgen.plan import plan_profile
+from loadgen.plan import abort_rules, plan_profile
 from loadgen.profile import is_loopback, load_profile
 from scalefinder.errors import InputError, InfrastructureError
 
@@ -43,10 +43,15 @@ def plan_command(profile: Path) -> None:
                f"{ramp.replay_steps} earlier rates are replayed at {2 * loaded.capacity.tasks} tasks"
                f"{', then rates beyond the capacity' if ramp.beyond else ''}.")
     click.echo(f"Steps may end after {ramp.min_hold_s:g} s once steady.")
+    for line in abort_rules(loaded).lines():
+        click.echo(line)
+    recoveries = (f", including {len(planned.recoveries)} recover{'ies' if len(planned.recoveries) != 1 else 'y'} "
+                  f"of up to {ramp.recovery_timeout_s:g} s" if planned.recoveries else "")
     click.echo(f"Expected duration: at most {_minutes(planned.duration_s)} "
-               f"(max_duration_s {ramp.max_duration_s:g} s)")
+               f"(max_duration_s {ramp.max_duration_s:g} s{recoveries})")
     click.echo(f"Peak rate: {planned.peak_rps:g} req/s")
-    click.echo(f"Requests: at most {planned.request_count}")
+    probes = f", plus at most {planned.recovery_requests} in recovery probes" if planned.recoveries else ""
+    click.echo(f"Requests: at most {planned.request_count}{probes}")
     click.echo(f"Target: {_target_text(loaded)}")
 
 
@@ -72,7 +77,7 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
     Ctrl-C or SIGTERM stops the load, restores the original task count and keeps the partial
     run directory (exit code 130).
     """
-    from loadgen.experiment import END_RETRIED, RunOptions, run_experiment
+    from loadgen.experiment import END_ABORT, END_RETRIED, RECOVERY, RunOptions, run_experiment
     from loadgen.progress import ProgressDisplay
 
     loaded = load_profile(profile)
@@ -91,9 +96,16 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
         tasks = loaded.capacity.tasks
         click.echo(f"Capacity at {tasks} task{'s' if tasks != 1 else ''}: {result.capacity_rps:g} req/s "
                    f"(p{loaded.slo.percentile:g} <= {loaded.slo.latency_ms:g} ms)")
-    invalid = sum(1 for step in result.steps if not step["valid"] and step["end_reason"] != END_RETRIED)
+    # repeated attempts and recovery probes are invalid by design, not because of the generator
+    invalid = sum(1 for step in result.steps if not step["valid"] and step["end_reason"] != END_RETRIED
+                  and step["phase"] != RECOVERY)
     if invalid:
         click.echo(f"{invalid} step(s) were limited by the load generator and are marked invalid.", err=True)
+    aborted = [step for step in result.steps if step["end_reason"] == END_ABORT and step["phase"] != RECOVERY]
+    if aborted and result.status != "aborted":
+        rates = ", ".join(f"{step['offered_rps']:g}" for step in aborted)
+        click.echo(f"{len(aborted)} step(s) were aborted to protect the target (at {rates} req/s); each counts as "
+                   "an SLO breach, and the target recovered each time.", err=True)
     click.echo(f"Run directory: {result.path}")
     if result.status == "aborted":
         raise InfrastructureError(f"the run was aborted by a safety rule ({result.reason}); "

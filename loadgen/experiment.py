@@ -18,6 +18,8 @@ import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,7 +34,7 @@ from loadgen.capacity import CONTROLLER_KINDS
 from loadgen.context import RunContext
 from loadgen.engine.client import EngineProcess
 from loadgen.engine.protocol import DEFAULT_MASTER_PORT, engine_config
-from loadgen.engine.recorder import LoadRecorder, StepInfo
+from loadgen.engine.recorder import ABORT_WINDOW_S, LoadRecorder, Safety, StepInfo
 from loadgen.profile import Profile
 from loadgen.sources import SOURCE_KINDS
 from scalefinder import __version__, catalog
@@ -51,10 +53,25 @@ STEADY_LATENCY_FLOOR_MS = 5.0
 STEADY_METRIC_SHARE = 0.1
 STEADY_METRIC_FLOOR = {"percent": 2.0, "requests": 1.0, "requests/s": 1.0, "jobs": 1.0}
 STEADY_MIN_SECONDS = 4
-# end_reason of a failed step that is repeated at once at the same rate (ramp.confirm_breach).
+# end_reason of a failed step that is repeated at once at the same rate (ramp.confirm_breach),
+# or of a step the load generator's own stall cut short, repeated likewise.
 END_RETRIED = "retried"
+# end_reason of a step stopped by the abort rule, and of one cut short by a stall of the load
+# generator that could not be repeated again (it stays invalid).
+END_ABORT = "abort"
+END_STALLED = "generator_stall"
+# The phase (and step phase) of the probes that check a target has recovered from an abort.
+RECOVERY = "recovery"
+PROBE_INVALID_REASON = "recovery probe, not a measurement"
 # Extra time allowed for a step's last requests to finish, beyond the request timeout.
 DRAIN_SLACK_S = 2.0
+# After an abort, requests in flight get this long to finish before they are cut: with the one
+# second the engine takes to cut them, the load is gone within two seconds of the decision.
+ABORT_DRAIN_S = 1.0
+HALT_POLL_S = 0.05
+# How often recovery looks at the target's health, and how long one health request may take.
+HEALTH_POLL_S = 1.0
+HEALTH_REQUEST_TIMEOUT_S = 2.0
 LIBRARIES = ("locust", "gevent", "geventhttpclient", "pandas", "numpy", "scipy", "statsmodels",
              "psutil", "aiohttp", "boto3")
 
@@ -107,7 +124,19 @@ class _Stopped(BaseException):
 
 
 class _Aborted(Exception):
-    """A safety rule stopped the load."""
+    """A safety rule ended the run."""
+
+
+class _StepAborted(Exception):
+    """The abort rule fired during a step: the target is failing at this rate."""
+
+
+class _GeneratorStalled(Exception):
+    """The abort rule fired, but only because the load generator itself stalled."""
+
+    def __init__(self, safety: Safety):
+        super().__init__(safety.reason)
+        self.safety = safety
 
 
 class _OutOfTime(Exception):
@@ -139,6 +168,10 @@ class Experiment:
         self._tasks = profile.capacity.tasks
         self._step_id = 0
         self._started_monotonic = time.monotonic()
+        self._controller: Any = None
+        self._aborts = 0  # aborted steps so far (recovery probes not counted)
+        self._lowest_aborted_rps: float | None = None
+        self._stalled_steps: set[int] = set()  # cut short by a generator stall and to be repeated
 
     # -- the run as a whole ---------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -180,6 +213,7 @@ class Experiment:
                             context)
         sources.update({kind: _build(SOURCE_KINDS, kind, config, context)
                         for kind, config in self.profile.sources.items()})
+        self._controller = controller
         snapshot = controller.snapshot()
         self._create_writer(cluster, snapshot, sources)
         stack.callback(self._restore, controller, snapshot)
@@ -194,7 +228,7 @@ class Experiment:
     def _outcome(self, exc: BaseException) -> tuple[str, str, ScalefinderError | None]:
         """The run's final status, reason and the error to raise, for what ended it."""
         if isinstance(exc, _Aborted):
-            self._event("abort", reason=str(exc))
+            self._event("abort", scope="run", reason=str(exc))
             return STATUS_ABORTED, str(exc), None
         if isinstance(exc, _Stopped):
             self._event("interrupt", signal=exc.signal_name)
@@ -316,6 +350,19 @@ class Experiment:
         except ScalefinderError as exc:
             logger.warning("stopping the load generator: %s", exc)
 
+    def _halt(self, step_id: int) -> None:
+        """End a step that must not go on, within two seconds, and leave the engine ready for the
+        next step: no new arrivals at once, requests in flight given ABORT_DRAIN_S to finish (so
+        what the target answered is measured), then cut."""
+        self.engine.pause()
+        deadline = time.monotonic() + ABORT_DRAIN_S
+        while step_id not in self.recorder.drained and time.monotonic() < deadline:
+            self._pump(min(deadline, time.monotonic() + HALT_POLL_S), check_abort=False)
+        if step_id not in self.recorder.drained:
+            self._stop_load()
+            self.recorder.stopped = False  # a cut is not the end of the run: later steps may stop again
+        self.recorder.reset_safety()
+
     def _restore(self, controller: Any, snapshot: dict[str, Any]) -> None:
         self._phase = "restore"
         if self.writer is not None:
@@ -345,7 +392,10 @@ class Experiment:
             self.writer.add_warning(str(exc))
 
     def _ramp(self, tasks: int) -> tuple[list[float], float | None]:
-        """The rates that met the SLO and the first that did not (None if the ramp never broke)."""
+        """The rates that met the SLO and the first that did not (None if the ramp never broke).
+
+        An aborted step is the first breach, like any step that broke the SLO: the run has
+        recovered from it (see ``_aborted_step``) and refines below it."""
         self._begin_phase("ramp", tasks)
         good: list[float] = []
         for rate in plan.ramp_rates(self.profile.ramp):
@@ -386,18 +436,39 @@ class Experiment:
     def _replay(self, tasks: int, good: list[float]) -> None:
         self._begin_phase("replay", tasks)
         for rate in plan.replay_rates(good, self.capacity_rps, self.profile.ramp.replay_steps):
-            self._step("replay", tasks, rate)
+            if self._past_the_edge(rate):
+                self.writer.add_warning(f"the replay at {rate:g} req/s was skipped: {self._edge_text()}")
+                continue
+            row = self._measured_step("replay", tasks, rate)
+            if row["end_reason"] == END_ABORT:
+                # twice the tasks at a rate n tasks carried should never trip the abort rule
+                self.writer.add_warning(f"step {row['step_id']} of the replay at {rate:g} req/s and {tasks} tasks "
+                                        "was aborted, below the capacity found with fewer tasks; the target "
+                                        "recovered and the replay went on")
 
     def _beyond(self, tasks: int) -> None:
         self._begin_phase("beyond", tasks)
         for rate in plan.beyond_rates(self.capacity_rps, self.profile.ramp):
-            row = self._step("beyond", tasks, rate)
+            if self._past_the_edge(rate):
+                self.writer.add_warning(f"the beyond phase stopped before {rate:g} req/s: {self._edge_text()}")
+                return
+            row = self._measured_step("beyond", tasks, rate)
             if not row["slo_met"] or not row["valid"]:
                 return
 
-    def _begin_phase(self, name: str, tasks: int) -> None:
+    def _past_the_edge(self, rate_rps: float) -> bool:
+        """With no aborted step left to recover from, the run offers no rate at or above the
+        lowest one that aborted: it would likely trip the rule again and end the run."""
+        return (self._aborts >= self.profile.ramp.max_aborts and self._lowest_aborted_rps is not None
+                and rate_rps >= self._lowest_aborted_rps - 1e-9)
+
+    def _edge_text(self) -> str:
+        return (f"{self._aborts} step(s) were aborted (ramp.max_aborts = {self.profile.ramp.max_aborts}), so the "
+                f"run stays below {self._lowest_aborted_rps:g} req/s, the lowest rate that aborted")
+
+    def _begin_phase(self, name: str, tasks: int, **detail: Any) -> None:
         self._phase, self._tasks = name, tasks
-        self.writer.start_phase(name, tasks)
+        self.writer.start_phase(name, tasks, **detail)
 
     def _scale(self, controller: Any, tasks: int) -> None:
         self._progress_note(f"scaling to {tasks} tasks")
@@ -414,20 +485,42 @@ class Experiment:
 
         A busy host can stall for a fraction of a second; that alone can break one step's SLO
         or make its arrivals late far below the real capacity. A step with a task crash is never
-        repeated (see ``_step``): a crash is the target's own limit, not a transient.
+        repeated (see ``_step``): a crash is the target's own limit, not a transient. Neither is
+        an aborted step: the abort rule protects the target, and repeating the rate would
+        overload it again.
         """
-        row = self._step(phase, tasks, rate_rps, confirm=self.profile.ramp.confirm_breach)
-        if row["end_reason"] != END_RETRIED:
-            return row
-        repeat = self._step(phase, tasks, rate_rps)
-        self._event("breach_check", step_id=row["step_id"], repeat_step_id=repeat["step_id"],
-                    offered_rps=rate_rps, confirmed=not (repeat["valid"] and repeat["slo_met"]))
-        return repeat
+        return self._measured_step(phase, tasks, rate_rps, confirm=self.profile.ramp.confirm_breach)
 
-    def _step(self, phase: str, tasks: int, rate_rps: float, confirm: bool = False) -> dict[str, Any]:
+    def _measured_step(self, phase: str, tasks: int, rate_rps: float, confirm: bool = False) -> dict[str, Any]:
+        """One rate of any phase, repeated when its first attempt says nothing about the target.
+
+        A step cut short by a stall of the load generator is repeated once, in every phase;
+        with ``confirm`` a failed step is also repeated once (``_confirmed_step``). So a rate
+        is offered at most three times, and the last attempt decides.
+        """
+        stall_repeats, confirm_repeats = 1, int(confirm)
+        failed_first: dict[str, Any] | None = None
+        while True:
+            row = self._step(phase, tasks, rate_rps, confirm=confirm_repeats > 0, stall_repeat=stall_repeats > 0)
+            if row["end_reason"] != END_RETRIED:
+                break
+            if row["step_id"] in self._stalled_steps:
+                stall_repeats -= 1
+            else:
+                confirm_repeats -= 1
+                failed_first = row
+        if failed_first is not None:
+            self._event("breach_check", step_id=failed_first["step_id"], repeat_step_id=row["step_id"],
+                        offered_rps=rate_rps, confirmed=not (row["valid"] and row["slo_met"]))
+        return row
+
+    def _step(self, phase: str, tasks: int, rate_rps: float, confirm: bool = False, stall_repeat: bool = False,
+              probe_s: float | None = None) -> dict[str, Any]:
+        """Offer one rate and record the step. ``probe_s``: a recovery probe held that long (no early
+        end, never repeated, not a measurement)."""
         ramp = self.profile.ramp
         elapsed = time.monotonic() - self._started_monotonic
-        if elapsed + ramp.min_hold_s > ramp.max_duration_s:
+        if elapsed + (probe_s or ramp.min_hold_s) > ramp.max_duration_s:
             raise _OutOfTime(f"max_duration_s ({ramp.max_duration_s:g} s) reached during the {phase} phase; "
                              "the remaining steps were skipped")
         step_id = self._step_id
@@ -439,42 +532,206 @@ class Experiment:
         end: float | None = None  # set when the hold is over; a stop before that ends the step now
         self.engine.set_rate(step_id, rate_rps)
         try:
-            end_reason = self._hold(step_id, start)
+            end_reason = self._hold(step_id, start, probe_s)
             end = time.time()
             self.engine.pause()
             self._wait_drained(step_id)
-        except _Aborted:
-            self._record_step(step_id, start, end or time.time(), "abort")
-            raise
+        except _StepAborted as exc:
+            return self._aborted_step(step_id, start, end or time.time(), str(exc), probe=probe_s is not None)
+        except _GeneratorStalled as exc:
+            repeat = stall_repeat and self._crashes == crashes_before
+            return self._stalled_step(step_id, start, end or time.time(), exc.safety, repeat, probe_s is not None)
         except _Stopped:
             end = end or time.time()
             self._stop_load()
-            self._record_step(step_id, start, end, "interrupted")
+            self._record_step(step_id, start, end, "interrupted", probe=probe_s is not None)
             raise
-        return self._record_step(step_id, start, end, end_reason,
+        return self._record_step(step_id, start, end, end_reason, probe=probe_s is not None,
                                  repeat_failure=confirm and self._crashes == crashes_before)
 
-    def _record_step(self, step_id: int, start: float, end: float, end_reason: str,
-                     repeat_failure: bool = False) -> dict[str, Any]:
-        row = self.recorder.summarize(step_id, start, end, self.profile.ramp.warmup_s, end_reason)
+    def _aborted_step(self, step_id: int, start: float, end: float, reason: str, probe: bool) -> dict[str, Any]:
+        """The abort rule fired: stop the load, record the step as the breach it is, and either
+        end the run or wait for the target to recover and go on."""
+        ramp = self.profile.ramp
+        info = self.recorder.step
+        decided = time.monotonic()
+        self._event("abort", scope="step", step_id=step_id, phase=info.phase, tasks=info.tasks,
+                    offered_rps=info.offered_rps, reason=reason)
+        if ramp.abort == "run" and not probe:
+            self._stop_load()
+            self._record_step(step_id, start, end, END_ABORT, abort_reason=reason,
+                              halted_after_s=time.monotonic() - decided)
+            raise _Aborted(reason)
+        self._halt(step_id)
+        row = self._record_step(step_id, start, end, END_ABORT, abort_reason=reason, probe=probe,
+                                halted_after_s=time.monotonic() - decided)
+        if probe:
+            return row  # a probe that trips the rule is a failed probe; recovery goes on trying
+        self._aborts += 1
+        self._lowest_aborted_rps = min(info.offered_rps, self._lowest_aborted_rps or float("inf"))
+        if self._aborts > ramp.max_aborts:
+            raise _Aborted(f"step {step_id} at {info.offered_rps:g} req/s was aborted ({reason}); that is "
+                           f"{self._aborts} aborted steps, more than ramp.max_aborts ({ramp.max_aborts})")
+        if info.phase == "ramp" and not any(s["phase"] == "ramp" and s["valid"] and s["slo_met"] for s in self.steps):
+            # Nothing below this rate was measured, and the probe would offer this very rate.
+            raise _Aborted(f"{reason}, at the ramp's first rate ({info.offered_rps:g} req/s): there is no lower "
+                           "rate to go on from; lower ramp.start_rps")
+        self._recover(row, reason)
+        return row
+
+    def _stalled_step(self, step_id: int, start: float, end: float, safety: Safety, repeat: bool,
+                      probe: bool) -> dict[str, Any]:
+        """The abort rule fired only because the load generator stalled: the step says nothing
+        about the target. It ends now, stays in steps.csv as measured but invalid, and is
+        repeated once at the same rate (``_measured_step``); a second stall is kept invalid."""
+        info = self.recorder.step
+        decided = time.monotonic()
+        self._halt(step_id)
+        halted_after_s = time.monotonic() - decided
+        stall = safety.stall
+        why = (f"the load generator stalled ({stall.describe()}), which alone set off the abort rule "
+               f"({safety.reason})")
+        action = "repeat" if repeat and not probe else "invalid"
+        self._event("generator_stall", step_id=step_id, phase=info.phase, tasks=info.tasks,
+                    offered_rps=info.offered_rps, action=action, abort_rule=safety.reason, **stall.as_event())
+        logger.warning("step %d: %s", step_id, why)
+        if action == "repeat":
+            self._stalled_steps.add(step_id)
+            invalid = {"end_reason": END_RETRIED, "invalid_reason": f"{why}; repeated at the same rate"}
+        else:
+            invalid = {"end_reason": END_STALLED, "invalid_reason": why}
+        return self._record_step(step_id, start, end, END_STALLED, probe=probe, override={"valid": False, **invalid},
+                                 halted_after_s=halted_after_s)
+
+    def _record_step(self, step_id: int, start: float, end: float, end_reason: str, repeat_failure: bool = False,
+                     abort_reason: str | None = None, probe: bool = False,
+                     override: dict[str, Any] | None = None, halted_after_s: float | None = None) -> dict[str, Any]:
+        warmup = self.profile.ramp.warmup_s
+        if probe:
+            warmup = 0.0  # a probe offers the lowest rate to an idle target: every arrival counts
+        elif end_reason == END_ABORT and end - start < warmup + ABORT_WINDOW_S:
+            # Cut short before its measured part held the abort window: the whole step is the
+            # evidence, or the row would be empty and the analysis could not take it as the breach.
+            warmup = 0.0
+        row = self.recorder.summarize(step_id, start, end, warmup, end_reason)
         self.recorder.forget(step_id)
         if not row["slo_met"] and end_reason in ("held", "steady"):
             row["end_reason"] = "slo_breach"
+        if end_reason == END_ABORT:
+            row["slo_met"] = False  # the abort thresholds lie past the SLO: the run side takes it as the breach
         if repeat_failure and not (row["valid"] and row["slo_met"]):
             row = _marked_for_repeat(row)
+        if override:
+            row.update(override)
+        if probe:
+            # kept as measured (slo_met says whether the target answered within the SLO again),
+            # but never a measurement of the service: the analysis leaves it out
+            row.update(valid=False, invalid_reason=PROBE_INVALID_REASON)
         self.writer.append_step(row)
         self.steps.append(row)
+        detail: dict[str, Any] = {"abort_reason": abort_reason} if abort_reason else {}
+        if halted_after_s is not None:  # from the decision to stop until no request was left
+            detail["halted_after_s"] = round(halted_after_s, 3)
         self._event("step_end", step_id=step_id, phase=row["phase"], tasks=row["tasks"],
                     offered_rps=row["offered_rps"], achieved_rps=round(row["achieved_rps"], 3),
-                    slo_met=row["slo_met"], valid=row["valid"], end_reason=row["end_reason"])
+                    slo_met=row["slo_met"], valid=row["valid"], end_reason=row["end_reason"], **detail)
         return row
 
-    def _hold(self, step_id: int, start: float) -> str:
-        """Hold the rate until the full hold, or earlier once steady (or clearly breaching)."""
+    # -- recovery after an aborted step --------------------------------------------------------------
+    def _recover(self, aborted: dict[str, Any], reason: str) -> None:
+        """Wait until the target is healthy and answers a low-rate probe within the SLO, then let
+        the phase go on; within ``recovery_timeout_s``, or the run ends ``aborted``.
+
+        Healthy means every task the run expects is running and taking traffic (as the capacity
+        controller counts them) and, for a remote target whose profile names a health path, that
+        path answers 2xx. The probe offers ``start_rps`` for ``recovery_probe_s``; a failed probe
+        is followed by a pause as long as a probe, so a struggling target is never loaded more
+        than half of the time, and only at the lowest rate of the ramp.
+        """
+        ramp = self.profile.ramp
+        resumed, tasks = self._phase, self._tasks
+        self._begin_phase(RECOVERY, tasks, after_step=aborted["step_id"])
+        self._progress_note(f"step {aborted['step_id']} aborted; waiting for the target to recover")
+        began = time.monotonic()
+        deadline = began + ramp.recovery_timeout_s
+        probes: list[dict[str, Any]] = []
+        healthy_after: float | None = None
+        while True:
+            problem = self._wait_healthy(tasks, deadline)
+            if problem is not None:
+                failure = f"the target was not healthy within {ramp.recovery_timeout_s:g} s ({problem})"
+                break
+            healthy_after = healthy_after if healthy_after is not None else time.monotonic() - began
+            if time.monotonic() + ramp.recovery_probe_s > deadline:
+                last = probes[-1] if probes else None
+                failure = (f"no probe at {ramp.start_rps:g} req/s met the SLO within {ramp.recovery_timeout_s:g} s"
+                           + (f" (last: {_probe_text(last, self.profile.slo.percentile)})" if last else ""))
+                break
+            probe = self._step(RECOVERY, tasks, ramp.start_rps, probe_s=ramp.recovery_probe_s)
+            probes.append(probe)
+            if probe["slo_met"] and probe["end_reason"] not in (END_ABORT, END_STALLED):
+                failure = None
+                break
+            self._idle(min(ramp.recovery_probe_s, max(deadline - time.monotonic(), 0.0)), tasks)
+        detail = {"step_id": aborted["step_id"], "offered_rps": aborted["offered_rps"], "abort_reason": reason,
+                  "elapsed_s": round(time.monotonic() - began, 3), "probe_step_ids": [p["step_id"] for p in probes],
+                  "healthy_after_s": None if healthy_after is None else round(healthy_after, 3)}
+        if failure is not None:
+            self._event("recovery_failed", reason=failure, **detail)
+            raise _Aborted(f"step {aborted['step_id']} at {aborted['offered_rps']:g} req/s was aborted ({reason}) "
+                           f"and the target did not recover: {failure}")
+        self._event("recovery", **detail)
+        self.recorder.reset_safety()
+        if resumed != "ramp":  # an abort ends the ramp; every other phase goes on where it was
+            self._begin_phase(resumed, tasks, resumed=True)
+
+    def _wait_healthy(self, tasks: int, deadline: float) -> str | None:
+        """None once the target is healthy; else, at the deadline, what was still wrong."""
+        while True:
+            problem = self._health_problem(tasks)
+            if problem is None:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return problem
+            self._idle(min(HEALTH_POLL_S, left), tasks)
+
+    def _health_problem(self, tasks: int) -> str | None:
+        try:
+            running = self._controller.current()
+        except ScalefinderError as exc:
+            return f"the task count could not be read: {exc}"
+        if running < tasks:
+            return f"{running} of {tasks} tasks running and healthy"
+        target = self.profile.target
+        if target.is_local or not target.health_path:
+            return None  # the local cluster's tasks were health-checked before taking traffic
+        url = target.url + target.health_path
+        try:
+            with urllib.request.urlopen(url, timeout=HEALTH_REQUEST_TIMEOUT_S) as reply:
+                status = reply.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (OSError, ValueError) as exc:
+            return f"{url} did not answer ({exc})"
+        return None if 200 <= status < 300 else f"{url} answered {status}"
+
+    def _idle(self, seconds: float, tasks: int) -> None:
+        """Wait with no load offered, still recording the generator's seconds (as no step's)."""
+        self.recorder.begin_step(StepInfo(None, RECOVERY, tasks, 0.0))
+        self._pump(time.monotonic() + seconds, check_abort=False)
+
+    def _hold(self, step_id: int, start: float, probe_s: float | None = None) -> str:
+        """Hold the rate until the full hold, or earlier once steady (or clearly breaching). A
+        probe is held for ``probe_s``, whatever it shows."""
         ramp = self.profile.ramp
         while True:
             self._pump(time.monotonic() + CHECK_INTERVAL_S)
             held = time.time() - start
+            if probe_s is not None:
+                if held >= probe_s:
+                    return "held"
+                continue
             if held >= ramp.hold_s:
                 return "held"
             if held >= ramp.min_hold_s:
@@ -483,9 +740,9 @@ class Experiment:
                 if self._steady(step_id, start + ramp.warmup_s):
                     return "steady"
 
-    def _pump(self, until_monotonic: float) -> None:
+    def _pump(self, until_monotonic: float, check_abort: bool = True) -> None:
         for message in self.engine.messages(until_monotonic):
-            self._feed(message)
+            self._feed(message, check_abort)
 
     def _feed(self, message: dict[str, Any], check_abort: bool = True) -> None:
         row = self.recorder.feed(message)
@@ -495,10 +752,13 @@ class Experiment:
         self._report_progress(row)
         if not check_abort:
             return
-        reason = self.recorder.abort_reason(self.profile.ramp.abort_error_pct, self.profile.ramp.abort_latency_ms)
-        if reason is not None:
-            self._stop_load()
-            raise _Aborted(reason)
+        ramp = self.profile.ramp
+        safety = self.recorder.safety_check(ramp.abort_error_pct, ramp.abort_latency_ms)
+        if safety is None:
+            return
+        if safety.action == "stall":
+            raise _GeneratorStalled(safety)
+        raise _StepAborted(safety.reason)
 
     def _wait_drained(self, step_id: int) -> None:
         deadline = time.monotonic() + self.profile.workload.timeout_s + DRAIN_SLACK_S
@@ -586,6 +846,12 @@ def _marked_for_repeat(row: dict[str, Any]) -> dict[str, Any]:
     failure = row["invalid_reason"] or "SLO breach"
     return {**row, "valid": False, "end_reason": END_RETRIED,
             "invalid_reason": f"repeated at the same rate before ending the ramp (first attempt: {failure})"}
+
+
+def _probe_text(row: dict[str, Any], percentile: float) -> str:
+    latency = row.get("slo_latency_ms")
+    shown = "no latency" if latency is None else f"p{percentile:g} {latency:.0f} ms"
+    return f"step {row['step_id']}, {shown}, errors {row['error_pct']:.1f}%, {row['end_reason']}"
 
 
 def _halves_agree(values: list[float], share: float, floor: float) -> bool:

@@ -35,16 +35,20 @@ class PlannedStep:
 @dataclass(frozen=True)
 class Plan:
     """The longest run a profile allows: the ramp never breaks the SLO below ``max_rps``, and,
-    with ``confirm_breach``, any ramp step may still fail once and be repeated (``repeats``)."""
+    with ``confirm_breach``, any ramp step may still fail once and be repeated (``repeats``).
+
+    ``recoveries`` bound the time after aborted steps: each of the ``max_aborts`` recoveries may
+    last ``recovery_timeout_s``, offering at most ``start_rps`` all along (its probes)."""
 
     profile_name: str
     steps: tuple[PlannedStep, ...]
     max_duration_s: float
     repeats: tuple[PlannedStep, ...] = ()
+    recoveries: tuple[PlannedStep, ...] = ()
 
     @property
     def duration_s(self) -> float:
-        total = sum(step.hold_s for step in self.steps + self.repeats) + 2 * SCALE_ESTIMATE_S
+        total = sum(step.hold_s for step in self.steps + self.repeats + self.recoveries) + 2 * SCALE_ESTIMATE_S
         return min(total, self.max_duration_s)
 
     @property
@@ -53,7 +57,55 @@ class Plan:
 
     @property
     def request_count(self) -> int:
+        """Requests of the measured steps and their repeats (recovery probes: ``recovery_requests``)."""
         return sum(step.requests for step in self.steps + self.repeats)
+
+    @property
+    def recovery_requests(self) -> int:
+        return sum(step.requests for step in self.recoveries)
+
+
+@dataclass(frozen=True)
+class AbortRules:
+    """What the hard abort does under a profile, in words ``scalefinder plan`` prints."""
+
+    mode: str  # "step" | "run"
+    error_pct: float
+    latency_ms: float
+    max_aborts: int
+    recovery_timeout_s: float
+    recovery_probe_s: float
+    probe_rps: float
+    remote: bool
+
+    def lines(self) -> list[str]:
+        trigger = (f"Hard abort: errors above {self.error_pct:g}% of the last 2 s, or a request waiting longer "
+                   f"than {self.latency_ms:g} ms, stop the load within 2 s.")
+        stall = ("A stall of the load generator (a missing tick, or late arrivals) that alone sets off the rule "
+                 "ends the step early and repeats it once; it never ends the run.")
+        if self.mode == "run":
+            return [trigger, 'On an abort (abort = "run"): the run ends at once with status aborted (exit code 3).',
+                    stall]
+        why = (" (the default for a remote target: a shared environment should be overloaded as few times as "
+               "possible)" if self.remote and self.max_aborts == 1 else "")
+        return [
+            trigger,
+            'On an abort (abort = "step"): the step counts as the SLO breach; the run waits up to '
+            f"{self.recovery_timeout_s:g} s for the target to recover (healthy, then a {self.recovery_probe_s:g} s "
+            f"probe at {self.probe_rps:g} req/s within the SLO), then goes on with the next step of the plan "
+            "(in the ramp: refine below the failing rate), each protected the same way.",
+            f"max_aborts = {self.max_aborts}{why}: the run recovers from {self.max_aborts} aborted "
+            f"step{'s' if self.max_aborts != 1 else ''}; after that it offers no rate at or above the lowest one that "
+            "aborted, and one more abort, or a failed recovery, ends it with status aborted (exit code 3).",
+            stall,
+        ]
+
+
+def abort_rules(profile: Profile) -> AbortRules:
+    ramp = profile.ramp
+    return AbortRules(ramp.abort, ramp.abort_error_pct, ramp.abort_latency_ms, ramp.max_aborts,
+                      ramp.recovery_timeout_s, ramp.recovery_probe_s, ramp.start_rps,
+                      remote=not profile.target.is_local)
 
 
 def round_rate(rate_rps: float) -> float:
@@ -112,7 +164,8 @@ def beyond_rates(capacity_rps: float, ramp: Ramp) -> list[float]:
 
 def plan_profile(profile: Profile) -> Plan:
     """The worst case: every ramp step held fully (and repeated once, if failures are confirmed),
-    then the replay and beyond phases at 2n tasks."""
+    then the replay and beyond phases at 2n tasks, and every recovery the abort rules allow
+    lasting as long as they allow."""
     ramp = profile.ramp
     tasks = profile.capacity.tasks
     ramp_steps = [PlannedStep("ramp", tasks, rate, ramp.hold_s) for rate in ramp_rates(ramp)]
@@ -122,4 +175,6 @@ def plan_profile(profile: Profile) -> Plan:
     beyond = [PlannedStep("beyond", 2 * tasks, rate, ramp.hold_s)
               for rate in (beyond_rates(rates[-1], ramp) if ramp.beyond else [])]
     repeats = tuple(ramp_steps) if ramp.confirm_breach else ()
-    return Plan(profile.name, tuple(ramp_steps + replay + beyond), ramp.max_duration_s, repeats)
+    recoveries = tuple(PlannedStep("recovery", tasks, ramp.start_rps, ramp.recovery_timeout_s)
+                       for _ in range(ramp.max_aborts)) if ramp.abort == "step" else ()
+    return Plan(profile.name, tuple(ramp_steps + replay + beyond), ramp.max_duration_s, repeats, recoveries)

@@ -11,6 +11,7 @@ import difflib
 import importlib
 import ipaddress
 import logging
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,15 @@ HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 BALANCERS = {"least_outstanding", "round_robin"}
 RAMP_KEYS = ("start_rps", "step_rps", "step_factor", "hold_s", "min_hold_s", "warmup_s", "max_rps",
              "max_duration_s", "refine", "refine_tolerance_pct", "replay_steps", "beyond", "beyond_factor",
-             "abort_error_pct", "abort_latency_ms", "scale_timeout_s", "confirm_breach")
+             "abort_error_pct", "abort_latency_ms", "scale_timeout_s", "confirm_breach", "abort", "max_aborts",
+             "recovery_timeout_s", "recovery_probe_s")
+# What a hard abort ends: the step (the run waits for the target to recover and goes on) or the run.
+ABORT_SCOPES = {"step", "run"}
+# How many aborted steps a run recovers from before the next one ends it. A remote target is
+# usually a shared staging environment: it should be overloaded as few times as possible, so one
+# recovery is allowed there and the run then stays below the rate that aborted.
+DEFAULT_MAX_ABORTS_LOCAL = 3
+DEFAULT_MAX_ABORTS_URL = 1
 # Retrospective sources deliver one datapoint per period; a hold must span several of them.
 MIN_DATAPOINTS_PER_HOLD = 3
 
@@ -39,7 +48,7 @@ class Target:
     archetype: str | None = None
     command: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    health_path: str = "/health"
+    health_path: str | None = "/health"  # None: a url target that declares none
     metrics_path: str = "/metrics"
     cpu_units: int = 256
     memory_mib: int = 512
@@ -99,6 +108,10 @@ class Ramp:
     abort_latency_ms: float = 10000.0
     scale_timeout_s: float = 120.0
     confirm_breach: bool = True
+    abort: str = "step"  # "step" | "run"
+    max_aborts: int = DEFAULT_MAX_ABORTS_LOCAL
+    recovery_timeout_s: float = 60.0
+    recovery_probe_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -186,6 +199,10 @@ class _Table:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(f"expected a number, got {_describe(value)}", name)
+        if not math.isfinite(value):
+            # TOML allows nan and inf; neither is a rate, a duration or a share, and NaN would
+            # slip through every range check below (all comparisons with it are false).
+            raise self.error(f"expected a finite number, got {value}", name)
         too_low = low is not None and (value <= low if low_open else value < low)
         if too_low or (high is not None and value > high):
             raise self.error(f"expected a number {_range_text(low, high, low_open)}, got {value}", name)
@@ -357,8 +374,13 @@ def _parse_url_target(table: _Table) -> Target:
     if parts.hostname not in allowed:
         raise table.error(f"the target host {parts.hostname!r} is not listed; add it to allowed_hosts "
                           "to confirm this host may receive load", "allowed_hosts")
+    # A remote target has a health path only when the profile names one: recovery after an
+    # abort then waits for it, and it must not wait for a path the service may not serve.
+    health_path = table.string("health_path")
+    if health_path is not None and not health_path.startswith("/"):
+        raise table.error(f"expected a path starting with '/', got {health_path!r}", "health_path")
     return Target(kind="url", url=url.rstrip("/"), environment=environment, allowed_hosts=allowed,
-                  health_path=table.string("health_path", "/health"))
+                  health_path=health_path)
 
 
 def _parse_workload(table: _Table, base: Path) -> Workload:
@@ -463,8 +485,25 @@ def _parse_ramp(table: _Table, target: Target) -> Ramp:
         abort_latency_ms=table.number("abort_latency_ms", 10000.0, low=0, low_open=True),
         scale_timeout_s=table.number("scale_timeout_s", 120.0, low=1),
         confirm_breach=table.boolean("confirm_breach", True),
+        **_parse_abort_rules(table, target),
     )
     return ramp
+
+
+def _parse_abort_rules(table: _Table, target: Target) -> dict[str, Any]:
+    """What a hard abort ends, and how the run recovers from one (see docs/profiles.md)."""
+    probe = table.number("recovery_probe_s", 5.0, low=1, high=600)
+    timeout = table.number("recovery_timeout_s", 60.0, low=1, high=3600)
+    if timeout < probe:
+        raise table.error(f"must be at least recovery_probe_s ({probe:g} s): no probe could finish in it, "
+                          f"got {timeout:g}", "recovery_timeout_s")
+    default_aborts = DEFAULT_MAX_ABORTS_LOCAL if target.is_local else DEFAULT_MAX_ABORTS_URL
+    return {
+        "abort": table.string("abort", "step", choices=ABORT_SCOPES),
+        "max_aborts": table.integer("max_aborts", default_aborts, low=1, high=100),
+        "recovery_timeout_s": timeout,
+        "recovery_probe_s": probe,
+    }
 
 
 def _parse_capacity(table: _Table) -> Capacity:

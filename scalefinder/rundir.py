@@ -53,7 +53,7 @@ METRIC_COLUMNS = ["time_unix_s", "source", "metric", "task", "value", "unit"]
 
 STEP_COLUMNS = [
     "step_id",  # 0, 1, 2 ... in the order run
-    "phase",  # ramp | refine | replay | beyond
+    "phase",  # ramp | refine | replay | beyond | recovery (a probe after an aborted step; not a measurement)
     "tasks",  # task count during the step
     "offered_rps",  # the constant arrival rate the step offered
     "start_unix_s",
@@ -76,7 +76,7 @@ STEP_COLUMNS = [
     "valid",  # false when the generator, not the target, limited the step
     "invalid_reason",
     "slo_met",
-    "end_reason",  # held | steady | slo_breach | abort | interrupted | retried
+    "end_reason",  # held | steady | slo_breach | abort | interrupted | retried | generator_stall
     SLO_LATENCY_COLUMN,  # latency at the SLO's own percentile (any percentile, e.g. 99.9)
 ]
 # Step columns added to schema 1 after runs had been recorded with it. A reader fills them with

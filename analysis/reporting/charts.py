@@ -17,6 +17,7 @@ PHASE_COLOURS = {
     "replay": "rgba(255, 127, 14, 0.08)",
     "beyond": "rgba(214, 39, 40, 0.07)",
     "restore": "rgba(127, 127, 127, 0.08)",
+    "recovery": "rgba(44, 160, 44, 0.08)",
 }
 FIRST_TASKS_COLOUR = "#1f77b4"
 DOUBLED_TASKS_COLOUR = "#e6550d"

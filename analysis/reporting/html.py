@@ -436,7 +436,7 @@ def run_warnings(run: RunDirectory, findings: Mapping[str, Any]) -> list[str]:
     warnings += [str(w) for w in findings.get("warnings") or [] if str(w) not in warnings]
     steps = run.steps()
     for row in steps.to_dict("records"):
-        if row.get("valid") is False:
+        if row.get("valid") is False and row.get("phase") != "recovery":  # probes are invalid by design
             reason = row.get("invalid_reason")
             reason = reason if isinstance(reason, str) and reason else "no reason recorded"
             warnings.append(f'step {row.get("step_id")} ({row.get("phase")}, {format_number(as_float(row.get("offered_rps")))} '

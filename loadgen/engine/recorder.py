@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,13 +34,20 @@ LATE_SHARE_MAX = 0.10
 # The abort rule on errors looks at this many seconds and needs this many outcomes in them.
 ABORT_WINDOW_S = 2
 ABORT_MIN_OUTCOMES = 5
+# The generator ticks once a second. Two ticks this many seconds apart or more mean its loop
+# missed at least one whole second: the process was stopped, swapped out or starved of CPU. A
+# loop that merely wakes late moves a tick by a fraction of a second, and at most one second.
+STALL_TICK_GAP_S = 2
+# A stall is remembered for this many ticks: when the generator resumes it sends every overdue
+# arrival at once, and that burst takes a moment to be answered (or to fail).
+STALL_MEMORY_TICKS = ABORT_WINDOW_S + 2
 # A step is judged breaching before the end of its hold only on at least this many outcomes.
 BREACH_MIN_OUTCOMES = 20
 
 
 @dataclass(frozen=True)
 class StepInfo:
-    step_id: int
+    step_id: int | None  # None between steps (e.g. while the target recovers): no load is offered
     phase: str
     tasks: int
     offered_rps: float
@@ -63,6 +70,58 @@ class Outcome:
         return self.due_unix_s + (self.latency_ms or 0.0) / 1000.0
 
 
+@dataclass(frozen=True)
+class _TickRecord:
+    """What one tick brought: its second, the gap since the previous tick, the arrivals due in
+    the seconds it closed (sent, late) and the outcomes reported since the previous tick."""
+
+    second: float
+    gap_s: float
+    sent: int
+    late: int
+    outcomes: tuple[Outcome, ...]
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Evidence that the load generator itself stalled in the last few seconds."""
+
+    gaps: tuple[tuple[float, float], ...]  # (previous tick, tick) pairs at least STALL_TICK_GAP_S apart
+    late_share: float  # arrivals sent late over all sent, last ABORT_WINDOW_S seconds
+    sent: int
+    max_send_delay_ms: float  # the latest an arrival reported in the window was sent
+    explained: int = 0  # outcomes left out of the abort rule because the stall explains them
+
+    @property
+    def gap_s(self) -> float:
+        return max((end - start for start, end in self.gaps), default=0.0)
+
+    def describe(self) -> str:
+        parts = []
+        if self.gaps:
+            parts.append(f"two of its once-a-second ticks came {self.gap_s:g} s apart")
+        if self.sent and self.late_share > LATE_SHARE_MAX:
+            parts.append(f"{100.0 * self.late_share:.0f}% of the arrivals of the last {ABORT_WINDOW_S} s "
+                         "were sent late")
+        if not self.gaps and self.max_send_delay_ms > 0:  # with a gap, the gap measures the stall
+            parts.append(f"arrivals were sent up to {self.max_send_delay_ms:.0f} ms after their due time")
+        return "; ".join(parts) or "no detail"
+
+    def as_event(self) -> dict[str, Any]:
+        return {"gap_s": self.gap_s, "late_share": round(self.late_share, 4), "sent": self.sent,
+                "max_send_delay_ms": round(self.max_send_delay_ms, 1), "explained_outcomes": self.explained}
+
+
+@dataclass(frozen=True)
+class Safety:
+    """What the safety rules decided after a tick: ``abort`` the load (the target is failing),
+    or ``stall`` (the rule fired, but only because the generator itself stalled)."""
+
+    action: str  # "abort" | "stall"
+    reason: str
+    stall: Stall | None = None
+
+
 class LoadRecorder:
     def __init__(self, slo: Any, late_tolerance_ms: float):
         self.slo = slo
@@ -73,7 +132,8 @@ class LoadRecorder:
         self._outcomes: dict[int, list[Outcome]] = defaultdict(list)
         self._second: list[Outcome] = []
         self._cpu: list[tuple[float, float]] = []
-        self._recent: deque[tuple[int, int]] = deque(maxlen=ABORT_WINDOW_S)  # (failures, outcomes)
+        self._ticks: deque[_TickRecord] = deque(maxlen=STALL_MEMORY_TICKS)
+        self._previous_second: float | None = None
         self.last_tick: dict[str, Any] = {}
 
     def begin_step(self, step: StepInfo | None) -> None:
@@ -100,10 +160,15 @@ class LoadRecorder:
         outcomes, self._second = self._second, []
         finished = [o for o in outcomes if not o.dropped]
         failures = sum(1 for o in finished if o.error)
-        self._recent.append((failures + sum(1 for o in outcomes if o.dropped), len(outcomes)))
         totals: Counter = Counter()
         for counters in tick["counters"].values():
             totals.update(counters)
+        second = float(tick["time_unix_s"])
+        # Ticks are stamped with the generator's own clock, so a gap is the generator's, however
+        # late the orchestrator reads the messages.
+        gap = second - self._previous_second if self._previous_second is not None else 1.0
+        self._previous_second = second
+        self._ticks.append(_TickRecord(second, gap, int(totals["sent"]), int(totals["late"]), tuple(outcomes)))
         latencies = np.array([o.latency_ms for o in finished], dtype=float)
         self._cpu.append((tick["time_unix_s"], tick["cpu_pct"]))
         self.last_tick = tick
@@ -127,16 +192,82 @@ class LoadRecorder:
 
     # -- safety ---------------------------------------------------------------------------
     def abort_reason(self, abort_error_pct: float, abort_latency_ms: float) -> str | None:
-        """Why load must stop now, or None. Checked after every tick."""
-        failed = sum(f for f, _ in self._recent)
-        total = sum(n for _, n in self._recent)
+        """Why load must stop now, or None, on every outcome of the window. Checked after every tick."""
+        return self._rule(abort_error_pct, abort_latency_ms, self._window_outcomes(), 0.0)
+
+    def safety_check(self, abort_error_pct: float, abort_latency_ms: float) -> Safety | None:
+        """The abort rule, with the load generator's own stalls taken out.
+
+        When the rule fires and the generator stalled in the last seconds, the rule is applied
+        again without what the stall explains: outcomes of arrivals sent late or in flight while
+        the generator was frozen, and, for the request waiting longest, the part of its wait the
+        gap covers. If it still fires the target is failing on its own (``abort``); if not, the
+        step says nothing about the target (``stall``).
+        """
+        reason = self.abort_reason(abort_error_pct, abort_latency_ms)
+        if reason is None:
+            return None
+        stall = self.generator_stall()
+        if stall is None:
+            return Safety("abort", reason)
+        outcomes = self._window_outcomes()
+        kept = [o for o in outcomes if not self._explained(o, stall)]
+        stall = replace(stall, explained=len(outcomes) - len(kept))
+        remaining = self._rule(abort_error_pct, abort_latency_ms, kept, self._stalled_wait_s(stall))
+        if remaining is not None:
+            return Safety("abort", f"{remaining}, leaving out what the load generator's own stall explains", stall)
+        return Safety("stall", reason, stall)
+
+    def generator_stall(self) -> Stall | None:
+        """Evidence that the generator stalled in the last few seconds: a gap between its ticks,
+        or more than LATE_SHARE_MAX of the arrivals of the abort window sent late."""
+        records = list(self._ticks)
+        gaps = tuple((r.second - r.gap_s, r.second) for r in records if r.gap_s >= STALL_TICK_GAP_S)
+        window = records[-ABORT_WINDOW_S:]
+        sent = sum(r.sent for r in window)
+        late_share = sum(r.late for r in window) / sent if sent else 0.0
+        running_late = sent >= ABORT_MIN_OUTCOMES and late_share > LATE_SHARE_MAX
+        if not gaps and not running_late:
+            return None
+        delays = [o.send_delay_ms for r in records for o in r.outcomes if o.send_delay_ms is not None]
+        return Stall(gaps, late_share, sent, max(delays, default=0.0))
+
+    def reset_safety(self) -> None:
+        """Forget the abort window: after a step was halted, its last seconds must not count
+        against the next one (the probe of a recovering target, or a repeated step)."""
+        self._ticks.clear()
+
+    def _window_outcomes(self) -> list[Outcome]:
+        return [o for r in list(self._ticks)[-ABORT_WINDOW_S:] for o in r.outcomes]
+
+    def _rule(self, abort_error_pct: float, abort_latency_ms: float, outcomes: list[Outcome],
+              excused_wait_s: float) -> str | None:
+        failed = sum(1 for o in outcomes if o.error)  # a dropped arrival carries the error "dropped"
+        total = len(outcomes)
         if total >= ABORT_MIN_OUTCOMES and 100.0 * failed / total > abort_error_pct:
             return (f"errors at {100.0 * failed / total:.0f}% over the last {ABORT_WINDOW_S} s "
                     f"(abort threshold {abort_error_pct:g}%)")
-        oldest_ms = 1000.0 * self.last_tick.get("oldest_in_flight_s", 0.0)
+        oldest_ms = 1000.0 * (self.last_tick.get("oldest_in_flight_s", 0.0) - excused_wait_s)
         if oldest_ms > abort_latency_ms:
             return f"a request has waited {oldest_ms:.0f} ms (abort threshold {abort_latency_ms:g} ms)"
         return None
+
+    def _explained(self, outcome: Outcome, stall: Stall) -> bool:
+        """The outcome says nothing about the target: it was sent late, or it was due or in flight
+        while the generator was frozen (its latency and a timeout both count the frozen time)."""
+        if outcome.send_delay_ms is not None and outcome.send_delay_ms > self.late_tolerance_ms:
+            return True
+        start, end = outcome.due_unix_s, outcome.finished_unix_s
+        return any(start <= gap_end and end >= gap_start for gap_start, gap_end in stall.gaps)
+
+    def _stalled_wait_s(self, stall: Stall) -> float:
+        """How much of the longest wait now in flight the generator's stall covers: the overlap of
+        the gaps with that request's life so far, and at least the latest send seen, since it may
+        have been sent that late itself."""
+        now = float(self.last_tick.get("time_unix_s", 0.0))
+        due = now - float(self.last_tick.get("oldest_in_flight_s", 0.0))
+        overlap = sum(max(0.0, min(end, now) - max(start, due)) for start, end in stall.gaps)
+        return max(overlap, stall.max_send_delay_ms / 1000.0)
 
     # -- steps ----------------------------------------------------------------------------
     def latency_by_second(self, step_id: int, since_unix_s: float) -> list[float]:
