@@ -219,9 +219,9 @@ def saturation(rate_rps: Sequence[float], values: Sequence[float], *, limit: flo
                  f"slope, or the value reaches {AT_LIMIT:.0%} of the limit; still rising: 90% lower bound above it")
     inputs = {"steps": len(x), "rate_rps": _round(x), "values": _round(y), "limit": limit, "knee_rps": _r(knee_rps)}
     peak = float(np.max(y)) if len(y) else None
-    at_limit = limit is not None and peak is not None and peak >= AT_LIMIT * limit
-    limit_extra = ({"kind": "at_limit", "peak": _r(peak), "limit_reached_rps": _r(float(x[np.argmax(y >= AT_LIMIT * limit)]))}
-                   if at_limit else {})
+    reached = _stays_at_limit_from(x, y, limit)
+    at_limit = reached is not None
+    limit_extra = {"kind": "at_limit", "peak": _r(peak), "limit_reached_rps": _r(reached)} if at_limit else {}
     best = _best_hinge(x, y)
     anchored = _hinge_at(x, y, knee_rps) if knee_rps is not None else None
     if best is None and anchored is None:
@@ -270,6 +270,19 @@ def saturation(rate_rps: Sequence[float], values: Sequence[float], *, limit: flo
         verdict = INCONCLUSIVE
     return TestResult("saturation", method, inputs, _r(shown.post), None, (_r(shown.post_low), _r(shown.post_high)),
                       threshold, verdict, detail, extra)
+
+
+def _stays_at_limit_from(x: np.ndarray, y: np.ndarray, limit: float | None) -> float | None:
+    """The lowest rate from which the metric stays at 90% of its limit or more at every higher
+    rate (``x`` sorted), or None. One noisy step above the line mid-ramp is not the limit: the
+    resource must still be there at the highest rates run."""
+    if limit is None or not len(y):
+        return None
+    above = y >= AT_LIMIT * limit
+    if not above[-1]:
+        return None
+    first = len(above) - int(np.argmin(above[::-1])) if not above.all() else 0
+    return float(x[first])
 
 
 @dataclass(frozen=True)
