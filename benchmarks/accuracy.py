@@ -35,7 +35,7 @@ from benchmarks.experiments import (REPO, append_jsonl, load_average, machine, r
                                     scalefinder_command, utc_now, write_profile)
 from loadgen.cluster import archetypes
 
-ARCHETYPES = ("cpu", "memory", "retaining", "workers", "waiting", "jvm", "queue", "shared")
+ARCHETYPES = ("cpu", "memory", "retaining", "workers", "waiting", "jvm", "queue", "shared", "prefork")
 
 # Setting 1 is the example profile as committed; setting 2 moves the limiting parameter so the
 # capacity changes, which a tool that had learnt one answer by heart would miss.
@@ -48,6 +48,7 @@ SECOND_SETTING: dict[str, dict[str, Any]] = {
     "jvm": {"cpu_ms": 15},
     "queue": {"jobs_at_once": 3, "job_ms": 200},
     "shared": {"downstream_capacity": 3},
+    "prefork": {"mib_per_request": 24},
 }
 
 # Other right answers besides the archetype's expected metric (method.md §7).

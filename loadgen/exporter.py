@@ -5,9 +5,11 @@ It serves on 127.0.0.1:
 * ``/metrics`` - per running task, the container metrics cAdvisor publishes in Kubernetes
   (``container_cpu_usage_seconds_total``, ``container_spec_cpu_quota`` and ``_period``,
   ``container_memory_working_set_bytes``, ``container_spec_memory_limit_bytes``,
-  ``container_network_receive_bytes_total``, ``container_network_transmit_bytes_total``), labelled
-  ``pod`` and ``task`` with the task id, so the Prometheus source's built-in queries work on the
-  local cluster exactly as on a Kubernetes cluster; and, as a load balancer would report them,
+  ``container_network_receive_bytes_total``, ``container_network_transmit_bytes_total``,
+  ``container_oom_events_total``), labelled ``pod`` and ``task`` with the task id, so the
+  Prometheus source's built-in queries work on the local cluster exactly as on a Kubernetes
+  cluster; each task's restarts as kube-state-metrics counts them
+  (``kube_pod_container_status_restarts_total``); and, as a load balancer would report them,
   each task's requests and requests in flight (integrated over time: its rate is the average
   concurrency);
 * ``/targets`` - the running tasks in Prometheus's HTTP service discovery format
@@ -16,7 +18,10 @@ It serves on 127.0.0.1:
 Every value is read at scrape time through the cluster's public readers (``task_views``,
 ``usage``, ``balancer_report``) - the same readings the local metric source turns into rows - so
 Prometheus's numbers and the local source's agree. Working set is the resident memory of the
-task's process tree, which is what the local source calls memory used.
+task's process tree, which is what the local source calls memory used. The OOM and restart
+counts are per task id, summed over its incarnations (``LocalCluster.task_counters``); OOM
+kills come from the kernel's count in the task's cgroup, so they stay 0 when the cluster runs
+unenforced.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "container_spec_memory_limit_bytes": ("gauge", "Memory limit of the task in bytes."),
     "container_network_receive_bytes_total": ("counter", "Bytes the load balancer sent to the task."),
     "container_network_transmit_bytes_total": ("counter", "Bytes the task answered through the load balancer."),
+    "container_oom_events_total": ("counter", "Processes of the task the kernel's OOM killer killed."),
+    # kube-state-metrics' name, not cAdvisor's: the orchestrator, not the container, counts restarts.
+    "kube_pod_container_status_restarts_total": ("counter", "Times the task was started again after it ended."),
     # Not cAdvisor's: what a load balancer or ingress reports per target, for request-based metrics.
     "scalefinder_balancer_requests_total": ("counter", "Requests the load balancer sent to the task."),
     "scalefinder_balancer_in_flight_seconds_total": (
@@ -66,6 +74,7 @@ def render_metrics(cluster: Any) -> str:
             continue  # the task is going away between the listing and the read
         labels = f'pod="{view.task_id}",task="{view.task_id}",container="task"'
         balancer = targets.get(view.task_id, {})
+        counters = cluster.task_counters(view.task_id)
         values = {
             "container_cpu_usage_seconds_total": usage.cpu_s,
             "container_spec_cpu_quota": quota_us,
@@ -74,6 +83,8 @@ def render_metrics(cluster: Any) -> str:
             "container_spec_memory_limit_bytes": limit_bytes,
             "container_network_receive_bytes_total": balancer.get("bytes_in_total", 0),
             "container_network_transmit_bytes_total": balancer.get("bytes_out_total", 0),
+            "container_oom_events_total": counters["oom_kills"],
+            "kube_pod_container_status_restarts_total": counters["restarts"],
             "scalefinder_balancer_requests_total": balancer.get("requests_total", 0),
             "scalefinder_balancer_in_flight_seconds_total": balancer.get("in_flight_area_s", 0.0),
         }

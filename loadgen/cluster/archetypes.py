@@ -154,6 +154,24 @@ def _memory_limits(params: dict[str, float], sizing: Sizing) -> list[Limit]:
     return [memory, _cpu_limit(params, sizing)]
 
 
+def _prefork_limits(params: dict[str, float], sizing: Sizing) -> list[Limit]:
+    mib, hold_ms, workers = params["mib_per_request"], params["hold_ms"], params["workers"]
+    # No heap cap here: the kernel's limit on the whole cgroup decides. What the requests can
+    # hold is the limit less the idle tree (master and workers), and the request that does not
+    # fit gets a worker OOM-killed, so the mean count in flight may reach the whole number that
+    # fits, no more.
+    room = max(sizing.memory_mib - sizing.idle_mib, 0.0)
+    in_flight = math.floor(room / mib + 1e-9)
+    return [
+        Limit("memory", in_flight * 1000.0 / hold_ms,
+              f"floor((memory_mib - idle_mib) / mib_per_request) / (hold_ms/1000) = "
+              f"floor(({sizing.memory_mib} - {sizing.idle_mib:.1f}) / {mib:g}) / ({hold_ms:g}/1000)"),
+        Limit("concurrency", workers * 1000.0 / hold_ms,
+              f"workers / (hold_ms/1000) = {workers:g} / ({hold_ms:g}/1000)"),
+        _cpu_limit(params, sizing),
+    ]
+
+
 def _worker_limits(params: dict[str, float], sizing: Sizing) -> list[Limit]:
     workers, work_ms = params["workers"], params["work_ms"]
     return [
@@ -222,6 +240,25 @@ ARCHETYPES: dict[str, Archetype] = {
                 _cpu_param(1.0),
             ),
             "memory", "memory_utilization", _memory_limits,
+        ),
+        Archetype(
+            "prefork", "memory_bound",
+            "a master forks `workers` synchronous worker processes sharing one socket; each request holds "
+            "mib_per_request MiB in its worker for hold_ms; past the memory limit the kernel OOM-kills "
+            "a worker, the master starts another and the task keeps running",
+            (
+                Param("workers", int, 16, 1, "worker processes, each serving one request at a time",
+                      maximum=256),
+                # 18 MiB: the room an idle tree of 16 workers leaves in 256 MiB (about 226 MiB)
+                # holds 12.5 requests, so the kernel's kill point sits half a request from the
+                # whole number on either side, whatever it charges beyond what the tree measures.
+                Param("mib_per_request", float, 18.0, 0.0, "memory held by each in-flight request (MiB)",
+                      exclusive_minimum=True, maximum=4096),
+                Param("hold_ms", float, 1000.0, 0.0, "how long each request holds its memory and worker (ms)",
+                      exclusive_minimum=True, maximum=600_000),
+                _cpu_param(1.0),
+            ),
+            "memory", "memory_utilization", _prefork_limits,
         ),
         Archetype(
             "retaining", "memory_not_freed",

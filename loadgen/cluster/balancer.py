@@ -170,6 +170,13 @@ async def serve(port: int, admin_port: int, policy: str, timeout_s: float) -> No
         timeout=ClientTimeout(total=timeout_s),
         auto_decompress=False,
     )
+    # aiohttp sends an idempotent request again when its connection drops before the answer
+    # (meant for a kept-alive connection the server closed meanwhile; ours close idle ones long
+    # before a task server would). An ALB does not: a target that dies mid-request costs that
+    # request a 502. Retried, a request on a pre-forked worker killed by the OOM killer would
+    # land on a sibling worker and push it over the limit in turn, a cascade hidden as latency.
+    if hasattr(balancer.session, "_retry_connection"):
+        balancer.session._retry_connection = False
     front = web.Application(client_max_size=64 * 1024 * 1024)
     front.router.add_route("*", "/{tail:.*}", balancer.proxy)
     admin = web.Application()

@@ -54,17 +54,13 @@ class TaskCgroup:
         return int((self.dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e9
 
     def oom_kills(self) -> int:
-        """Kernel OOM kills inside this group since it was created."""
+        """Kernel OOM kills inside this group since it was created (0 when it cannot be read)."""
         name = "memory.events" if self.mode == MODE_V2 else "memory.oom_control"
         directory = self.dirs["unified" if self.mode == MODE_V2 else "memory"]
         try:
-            for line in (directory / name).read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
+            return parse_oom_kills((directory / name).read_text()) or 0
         except OSError:
-            pass
-        return 0
+            return 0
 
     def pids(self) -> list[int]:
         found: set[int] = set()
@@ -231,6 +227,22 @@ class Cgroups:
             except OSError:
                 pass  # another cluster still has groups there
         return ok
+
+
+def parse_oom_kills(text: str) -> int | None:
+    """The ``oom_kill N`` line of v1 ``memory.oom_control`` or v2 ``memory.events``, or None.
+
+    Both files are ``key value`` lines; v2's also has ``oom`` (the limit was hit, whether or not
+    a process died) and ``oom_group_kill``, which are other counts.
+    """
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == "oom_kill":
+            try:
+                return int(value.strip())
+            except ValueError:
+                return None
+    return None
 
 
 def _favour(root: Path, base: Path, weight_file: str, weight: int) -> None:

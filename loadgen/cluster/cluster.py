@@ -2,7 +2,9 @@
 
 ``LocalCluster`` starts the balancer, any helper process the archetype shares between tasks (a
 job broker, a downstream), and the tasks; it restarts a task that dies and reports every
-crash, restart and scale change through ``on_event(kind, **detail)``.
+crash, restart and scale change through ``on_event(kind, **detail)``, and what happens inside a
+task that keeps running: processes the kernel's OOM killer killed (``oom_kill``) and processes
+of its tree replaced by new ones (``process_restart``, a pre-forking server's worker).
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class LocalCluster:
         self.cgroup_mode = ""
         self.cgroup_detail = ""
         self.crashes: list[dict[str, Any]] = []
+        # Per task id across incarnations, as cAdvisor and kube-state-metrics count per container:
+        # processes the kernel's OOM killer killed, and restarts of the task.
+        self._oom_kills_total: dict[str, int] = {}
+        self._restarts_total: dict[str, int] = {}
         self._lock = threading.RLock()
         self._tasks: dict[str, TaskProcess] = {}  # every task the service should have, by id
         self._in_rotation: set[str] = set()  # tasks registered with the balancer and healthy
@@ -146,6 +152,13 @@ class LocalCluster:
     def usage(self, view: TaskView):
         assert self._supervisor is not None
         return self._supervisor.usage(view)
+
+    def task_counters(self, task_id: str) -> dict[str, int]:
+        """Counts of a task id since the cluster started: ``oom_kills`` (kernel OOM kills in its
+        cgroups; none when unenforced) and ``restarts``."""
+        with self._lock:
+            return {"oom_kills": self._oom_kills_total.get(task_id, 0),
+                    "restarts": self._restarts_total.get(task_id, 0)}
 
     def balancer_report(self) -> dict[str, Any]:
         """Per-target counters of the balancer (see balancer.Target.report)."""
@@ -272,8 +285,15 @@ class LocalCluster:
             with self._lock:
                 tasks = [task for task in self._tasks.values() if task.task_id in self._in_rotation]
             for task in tasks:
-                if task.process.poll() is None and not self._supervisor.over_memory(task):
-                    continue
+                if task.process.poll() is None:
+                    try:
+                        events, killed = self._supervisor.look(task)
+                    except Exception:  # one bad reading must not end the watch over every task
+                        log.exception("looking at %s failed", task.task_id)
+                        continue
+                    self._report_inside(events)
+                    if not killed:
+                        continue
                 task.process.wait()
                 self._on_crash(task)
 
@@ -287,6 +307,9 @@ class LocalCluster:
             self._admin("DELETE", f"/targets/{task.task_id}")
         except InfrastructureError:
             pass
+        # Kills the last look did not see (the one that ended the task, most often) are
+        # recorded before the crash, while the cgroup still holds its count.
+        self._report_inside(self._supervisor.oom_events(task))
         reason = self._supervisor.exit_reason(task)
         crash = {"task": task.task_id, "incarnation": task.incarnation, "pid": task.process.pid,
                  "exit_code": task.process.returncode, "reason": reason,
@@ -323,9 +346,19 @@ class LocalCluster:
                 self._supervisor.stop(task)
                 return
             self._register(task)
+            with self._lock:
+                self._restarts_total[task.task_id] = self._restarts_total.get(task.task_id, 0) + 1
             self._event("task_restart", task=task.task_id, incarnation=task.incarnation, pid=task.process.pid,
                         port=task.port, downtime_s=round(time.monotonic() - crashed_at, 3))
             return
+
+    def _report_inside(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """Events from inside a task (OOM kills, process restarts): counted, then reported."""
+        for kind, detail in events:
+            if kind == "oom_kill":
+                with self._lock:
+                    self._oom_kills_total[detail["task"]] = self._oom_kills_total.get(detail["task"], 0) + detail["count"]
+            self._event(kind, **detail)
 
     # -- helpers ----------------------------------------------------------------------------
     def _register(self, task: TaskProcess) -> None:

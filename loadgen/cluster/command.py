@@ -31,7 +31,7 @@ def _print_event(kind: str, **detail: Any) -> None:
 
 
 @click.command("cluster")
-@click.option("--archetype", help="Archetype to run: cpu, memory, retaining, workers, waiting, jvm, queue, shared.")
+@click.option("--archetype", help="Archetype to run: cpu, memory, retaining, workers, waiting, jvm, queue, shared, prefork.")
 @click.option("--command", "command_template",
               help="Run any HTTP server instead, e.g. \"gunicorn app:app -b 127.0.0.1:{port}\".")
 @click.option("--tasks", type=int, default=2, show_default=True, help="Number of tasks.")

@@ -62,7 +62,9 @@ class ClusterSpec:
         if self.command is not None:
             values = {name: str(value) for name, value in self.params.items()}
             return shlex.split(self.command.format(port=port, host=self.host, **values))
-        argv = [sys.executable, "-m", "loadgen.cluster.task", "serve", "--port", str(port),
+        # The pre-forking server has its own module: its master must not import aiohttp.
+        module = "loadgen.cluster.prefork" if self.archetype == "prefork" else "loadgen.cluster.task"
+        argv = [sys.executable, "-m", module, "serve", "--port", str(port),
                 "--archetype", self.archetype, "--memory-mib", str(self.memory_mib)]
         for name, value in self.params.items():
             argv += ["--param", f"{name}={value}"]

@@ -1,4 +1,5 @@
-"""Task processes: start one in its cgroup, wait for health, read its usage, stop it, explain an exit."""
+"""Task processes: start one in its cgroup, wait for health, read its usage, watch it, stop it,
+explain an exit."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import logging
 import signal
 import subprocess
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -21,6 +24,16 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 START_ATTEMPTS = 3  # a port taken between choosing and binding it is retried with another
+# A process of a task's tree counts as one of its long-lived processes (a worker) once it has
+# been seen this long; one that comes and goes faster is taken for a helper run per request,
+# whose successor is no restart. Short, because far past capacity a respawned worker may be
+# killed again within a second or two.
+MEMBER_AFTER_S = 0.5
+# A process that appears within this long of a sibling's end, started by the same parent, is
+# taken as that sibling's replacement.
+REPLACEMENT_WITHIN_S = 5.0
+
+Event = tuple[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,11 @@ class TaskProcess:
         self.url = f"http://{host}:{port}"
         self.started_unix_s = time.time()
         self.memory_kill = False  # killed by the emulated memory limit (unenforced mode)
+        # What the last look at the task saw: the kernel's OOM-kill count of its cgroup, and
+        # the processes of its tree (pid -> (parent pid, monotonic time first seen)).
+        self.oom_kills_seen = 0
+        self.members: dict[int, tuple[int, float]] | None = None
+        self.ended: deque[tuple[int, int, float]] = deque()  # (pid, parent pid, when) of long-lived ones
 
     def view(self) -> TaskView:
         return TaskView(self.task_id, self.incarnation, self.process.pid, self.port, self.url,
@@ -113,9 +131,16 @@ class Supervisor:
         if task.cgroup is not None:
             task.cgroup.remove()
 
-    def usage(self, view: TaskView) -> Usage:
-        """Counters of the task's whole process tree (or the cgroup's, when enforced)."""
-        processes = _tree(view)
+    def usage(self, view: TaskView, processes: list[psutil.Process] | None = None) -> Usage:
+        """Counters of the task's whole process tree (or the cgroup's, when enforced).
+
+        Memory is the resident set of the task's own process plus the private memory (USS) of
+        every other process in its tree. Forked workers share most of their pages with the
+        process that forked them, and summing every process's RSS would count those pages once
+        per worker: a Gunicorn-like server with 16 workers would seem to use seven times what
+        the kernel charges it.
+        """
+        processes = _tree(view) if processes is None else processes
         cpu_s = 0.0
         rss = read = write = 0
         for process in processes:
@@ -124,7 +149,7 @@ class Supervisor:
                     if view.cgroup is None:
                         times = process.cpu_times()
                         cpu_s += times.user + times.system
-                    rss += process.memory_info().rss
+                    rss += _resident(process, own=process.pid == view.pid)
                     try:
                         io = process.io_counters()
                         read += io.read_bytes
@@ -137,11 +162,70 @@ class Supervisor:
             cpu_s = view.cgroup.cpu_seconds()
         return Usage(cpu_s, rss, read, write)
 
-    def over_memory(self, task: TaskProcess) -> bool:
+    def look(self, task: TaskProcess) -> tuple[list[Event], bool]:
+        """One look at a running task: what happened inside it since the last look, and whether
+        it is over its emulated memory limit (unenforced mode; then it has just been killed).
+
+        Events: ``oom_kill`` when the kernel's OOM-kill count of its cgroup went up, and
+        ``process_restart`` for each long-lived process of its tree that ended and was replaced
+        by a new one from the same parent while the task itself kept running.
+        """
+        processes = _tree(task.view())
+        events = self.oom_events(task) + self._restarts(task, processes)
+        return events, self.over_memory(task, processes)
+
+    def oom_events(self, task: TaskProcess) -> list[Event]:
+        """An ``oom_kill`` event when the cgroup's OOM-kill count went up since the last reading."""
+        if task.cgroup is None:
+            return []  # no kernel counter: the emulated limit ends the whole task instead
+        count = task.cgroup.oom_kills()
+        if count <= task.oom_kills_seen:
+            return []
+        new, task.oom_kills_seen = count - task.oom_kills_seen, count
+        log.info("%s: the kernel's OOM killer killed %d process(es) in its cgroup", task.task_id, new)
+        return [("oom_kill", {"task": task.task_id, "incarnation": task.incarnation, "count": new,
+                              "total": count})]
+
+    def _restarts(self, task: TaskProcess, processes: list[psutil.Process]) -> list[Event]:
+        now = time.monotonic()
+        previous = task.members
+        current: dict[int, tuple[int, float]] = {}
+        for process in processes:
+            if process.pid == task.process.pid:
+                continue  # the task's own process ending is a crash, not a restart
+            known = previous.get(process.pid) if previous else None
+            if known is not None:
+                current[process.pid] = known
+                continue
+            try:
+                current[process.pid] = (process.ppid(), now)
+            except psutil.Error:  # gone between the listing and the read
+                continue
+        task.members = current
+        if previous is None:
+            return []
+        for pid, (parent, first_seen) in previous.items():
+            if pid not in current and now - first_seen >= MEMBER_AFTER_S:
+                task.ended.append((pid, parent, now))
+        while task.ended and now - task.ended[0][2] > REPLACEMENT_WITHIN_S:
+            task.ended.popleft()
+        events: list[Event] = []
+        for pid in sorted(set(current) - set(previous or {})):
+            parent = current[pid][0]
+            match = next((item for item in task.ended if item[1] == parent), None)
+            if match is None:
+                continue
+            task.ended.remove(match)
+            log.info("%s: process %s ended and %s (parent %s) took its place", task.task_id, match[0], pid, parent)
+            events.append(("process_restart", {"task": task.task_id, "incarnation": task.incarnation,
+                                               "pid_gone": match[0], "pid_new": pid, "parent_pid": parent}))
+        return events
+
+    def over_memory(self, task: TaskProcess, processes: list[psutil.Process] | None = None) -> bool:
         """Whether an unenforced task's tree is over its limit; if so kill it as the kernel would."""
         if task.cgroup is not None:
             return False
-        rss = self.usage(task.view()).rss_bytes
+        rss = self.usage(task.view(), processes).rss_bytes
         if rss <= self.spec.memory_mib * MIB:
             return False
         log.warning("%s uses %.0f MiB, over its %s MiB limit: killing it", task.task_id, rss / MIB,
@@ -163,6 +247,16 @@ class Supervisor:
         if code is not None and code < 0:
             return f"killed by signal {signal.Signals(-code).name}"
         return f"exited with code {code}"
+
+
+def _resident(process: psutil.Process, own: bool) -> int:
+    """The task's own process: its RSS. Any other: its private pages, the rest being shared."""
+    if own:
+        return process.memory_info().rss
+    try:
+        return process.memory_full_info().uss
+    except psutil.AccessDenied:
+        return process.memory_info().rss
 
 
 def _tree(view: TaskView) -> list[psutil.Process]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import ctypes
-import mmap
 import os
 import signal
 import sys
@@ -29,39 +27,9 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 from loadgen.cluster import archetypes
 from loadgen.cluster.process import watch_parent
+from loadgen.cluster.work import MIB, PAGE, burn_cpu, touched_block
 
-MIB = 1024 * 1024
-PAGE = mmap.PAGESIZE
-HUGE_PAGE = 2 * MIB
 SHUTDOWN_S = 2.0  # a stopping task gets this long to finish requests in flight
-
-
-def burn_cpu(ms: float) -> None:
-    """Spend ``ms`` of this thread's CPU time. Thread CPU time, not wall time, so a throttled
-    task does the same work per request and takes longer, as a real one would."""
-    end = time.thread_time() + ms / 1000.0
-    spin = 0
-    while time.thread_time() < end:
-        for _ in range(200):
-            spin += 1
-
-
-def touched_block(size_bytes: int) -> mmap.mmap:
-    """Private anonymous memory written page by page so it is resident, returned to the OS on close.
-
-    The block is aligned to and advised for transparent huge pages where the kernel offers them:
-    faulting in 4 KiB pages one by one costs several times more CPU than the request's own work.
-    """
-    block = mmap.mmap(-1, size_bytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    address = ctypes.addressof(ctypes.c_char.from_buffer(block))
-    start = (-address) % HUGE_PAGE
-    try:
-        block.madvise(mmap.MADV_HUGEPAGE, start, size_bytes)
-    except (AttributeError, OSError):
-        pass
-    for offset in range(start, start + size_bytes, PAGE):
-        block[offset] = 1
-    return block
 
 
 class Gauges:

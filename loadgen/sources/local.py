@@ -1,8 +1,9 @@
 """The local metric source: Container Insights and ALB style metrics of the embedded cluster.
 
 Every ``interval_s`` a thread reads, for each task in rotation: its CPU time (the cgroup's
-``cpuacct``/``cpu.stat`` when enforced, the process tree's otherwise), the resident memory and
-storage I/O of its process tree, the balancer's counters for it, and the gauges it serves in
+``cpuacct``/``cpu.stat`` when enforced, the process tree's otherwise), the resident memory of
+its process tree (shared pages of forked workers counted once: see ``Supervisor.usage``), its
+storage I/O, the balancer's counters for it, and the gauges it serves in
 Prometheus text format on the cluster's ``metrics_path``. Rates are differences between two
 reads divided by the time between them, so a row describes the interval that ends at its time.
 
@@ -123,7 +124,8 @@ class LocalMetricSource(MetricSource):
         return {
             "kind": "local", "interval_s": self.interval_s, "cgroup_mode": self.cluster.cgroup_mode,
             "cpu_from": "cgroup" if self.cluster.cgroup_mode != "unenforced" else "process tree",
-            "memory_from": "resident set size of each task's process tree",
+            "memory_from": "resident set size of each task's own process plus the private memory (USS) "
+                           "of every other process in its tree",
             "network_from": "load balancer bytes to and from each task",
             "gauges_from": self.cluster.spec.metrics_path,
             "samples_taken": self.samples_taken, "scrape_failures": self.scrape_failures,

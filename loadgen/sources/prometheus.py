@@ -15,6 +15,14 @@ per-task series, its service rows are derived as the catalogue's scope says (the
 tasks, or their total). A rate at time t covers ``[t - window, t]``, so a row describes the
 interval that ends at its time, as the local source's rows do.
 
+Besides rows, the source reads two counters as events (``events = true``, the default): an
+increase of cAdvisor's ``container_oom_events_total`` becomes an ``oom_kill`` event and an
+increase of kube-state-metrics' ``kube_pod_container_status_restarts_total`` a ``task_restart``
+event, each with the task, the count and the time of the sample that showed it. A pre-forking
+server whose worker the kernel kills keeps running, so the OOM counter is the only sign of it.
+Either series may be missing (no kube-state-metrics, an older cAdvisor): then it gives nothing.
+Events go to ``on_event``, the run's event log; without one they are not read.
+
 Credentials come from environment variables the profile names; neither they nor the header built
 from them are ever written to the run directory or the log.
 """
@@ -33,7 +41,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 from loadgen.kind_config import seconds, with_defaults
 from loadgen.sources.base import MetricRow, MetricSource
@@ -61,6 +70,18 @@ TEMPLATES: dict[str, str] = {
     catalog.RUNNING_TASK_COUNT: "count(sum by ($task_label) (container_memory_working_set_bytes{$selector}))",
 }
 
+# Counters read as events: event kind -> PromQL. Every series on its own (no sum): a container
+# restarted by its orchestrator may start a new series, and a sum would see the old one's end
+# as a fall.
+EVENT_QUERIES: dict[str, str] = {
+    "oom_kill": "container_oom_events_total{$selector}",
+    "task_restart": "kube_pod_container_status_restarts_total{$selector}",
+}
+# cAdvisor also reports the pod's own cgroup (container "" ) and its sandbox ("POD"); their
+# counts repeat those of the containers inside, so they are read only for a task without any
+# container series.
+POD_LEVEL_CONTAINERS = ("", "POD")
+
 DEFAULTS: dict[str, Any] = {
     "step_s": 15.0,
     "settle_s": 30.0,
@@ -74,6 +95,7 @@ DEFAULTS: dict[str, Any] = {
     "basic_auth_password_env": None,
     "bearer_token_env": None,
     "exporter_port": None,
+    "events": True,
 }
 _DURATION = re.compile(r"^\d+(ms|s|m|h|d)$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -114,6 +136,8 @@ def validate_config(table: dict, where: str) -> dict:
                            key=f"{where}.basic_auth_user_env")
     if config["bearer_token_env"] is not None and config["basic_auth_user_env"] is not None:
         raise ProfileError("give either basic auth or a bearer token, not both", key=f"{where}.bearer_token_env")
+    if not isinstance(config["events"], bool):
+        raise ProfileError(f"expected true or false, got {config['events']!r}", key=f"{where}.events")
     port = config["exporter_port"]
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
         raise ProfileError(f"expected a port number from 1 to 65535, got {port!r}", key=f"{where}.exporter_port")
@@ -175,7 +199,8 @@ def build(config: dict, context: Any) -> "PrometheusSource":
 
         exporter = ClusterExporter(context.cluster, port=config["exporter_port"])
         exporter.start()
-    source = PrometheusSource(config, headers=auth_headers(config), exporter=exporter)
+    source = PrometheusSource(config, headers=auth_headers(config), exporter=exporter,
+                              on_event=getattr(context, "on_event", None))
     try:
         source.check()
     except BaseException:
@@ -247,6 +272,54 @@ def rows_from(query: MetricQuery, series: list[dict[str, Any]], task_label: str)
     return rows
 
 
+def event_queries(config: dict) -> list[MetricQuery]:
+    """The filled-in query of each counter read as events (none when ``events`` is off)."""
+    if not config.get("events", True):
+        return []
+    values = {"selector": config["selector"], "window": config["rate_window"], "task_label": config["task_label"]}
+    return [MetricQuery(kind, string.Template(template).safe_substitute(values), "count")
+            for kind, template in EVENT_QUERIES.items()]
+
+
+def events_from(kind: str, series: list[dict[str, Any]], task_label: str, first_s: float) -> list[dict[str, Any]]:
+    """Events from a counter's ``matrix`` result: one per series and sample where it went up.
+
+    A series present from ``first_s`` (the first evaluation time) starts at its baseline; one
+    that appears later is a container started during the window, whose first value counts from
+    zero. A fall is a reset (a new container under the same labels): its new value is what was
+    added since. ``earliest_unix_s`` is the previous sample: the increase happened in between.
+    """
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for item in series:
+        labels = item.get("metric", {})
+        by_task.setdefault(labels.get(task_label, ""), []).append(item)
+    events = []
+    for task, items in sorted(by_task.items()):
+        named = [i for i in items if i.get("metric", {}).get("container", "") not in POD_LEVEL_CONTAINERS]
+        for item in named or items:
+            container = item.get("metric", {}).get("container")
+            previous: tuple[float, float] | None = None
+            for stamp, raw in item.get("values", []):
+                stamp, value = float(stamp), float(raw)
+                if not math.isfinite(value):
+                    continue
+                if previous is None:
+                    added = value if stamp > first_s + 1e-6 else 0.0
+                    earliest = first_s
+                else:
+                    added = value - previous[1] if value >= previous[1] else value
+                    earliest = previous[0]
+                previous = (stamp, value)
+                if added >= 1:
+                    event = {"kind": kind, "task": task, "count": int(round(added)), "time_unix_s": stamp,
+                             "earliest_unix_s": earliest, "source": PrometheusSource.name}
+                    if container is not None:
+                        event["container"] = container
+                    events.append(event)
+    events.sort(key=lambda event: (event["time_unix_s"], event["task"], event["kind"]))
+    return events
+
+
 def _row(stamp: float, query: MetricQuery, task: str, value: float) -> MetricRow:
     return {"time_unix_s": stamp, "source": PrometheusSource.name, "metric": query.metric, "task": task,
             "value": value, "unit": query.unit}
@@ -271,13 +344,17 @@ class PrometheusSource(MetricSource):
     name = "prometheus"
     live = False
 
-    def __init__(self, config: dict, headers: dict[str, str] | None = None, exporter: Any = None):
+    def __init__(self, config: dict, headers: dict[str, str] | None = None, exporter: Any = None,
+                 on_event: Callable[..., None] | None = None):
         self.config = config
         self.url = config["url"]
         self.step_s = float(config["step_s"])
         self.settle_s = float(config["settle_s"])
         self.timeout_s = float(config["timeout_s"])
         self.queries = queries_for(config)
+        self.on_event = on_event
+        self.event_queries = event_queries(config) if on_event is not None else []
+        self.events_recorded = 0
         self.exporter = exporter
         self.exporter_url = exporter.url if exporter is not None else None
         self._headers = dict(headers or {})
@@ -313,12 +390,37 @@ class PrometheusSource(MetricSource):
             rows += rows_from(query, series, self.config["task_label"])
         if not rows and empty:
             raise InfrastructureError("; ".join(empty))
+        if spans:
+            self._record_events(spans)
         # One metric without data (a family this exporter does not have) costs that metric only;
         # the run keeps the others and says which one is missing.
         self.warnings += empty
         self.points += len(rows)
         log.info("prometheus: %d rows from %d queries", len(rows), len(self.queries))
         return rows
+
+    def _record_events(self, spans: list[tuple[float, float]]) -> None:
+        """Read the event counters over ``spans`` and hand each increase to ``on_event``.
+
+        Optional series: one that is missing gives nothing, and one that cannot be read costs
+        a warning, never the metrics already read.
+        """
+        for query in self.event_queries:
+            series: list[dict[str, Any]] = []
+            try:
+                for first, last in spans:
+                    data = self._api("query_range", {"query": query.promql, "start": f"{first:.3f}",
+                                                     "end": f"{last:.3f}", "step": f"{self.step_s:g}"}, query)
+                    series += data.get("result", [])
+            except InfrastructureError as exc:
+                self.warnings.append(f"{query.metric} events could not be read: {exc}")
+                continue
+            for event in events_from(query.metric, series, self.config["task_label"], spans[0][0]):
+                kind = event.pop("kind")
+                self.on_event(kind, **event, time_utc=_iso_utc(event["time_unix_s"]))
+                self.events_recorded += 1
+        if self.events_recorded:
+            log.info("prometheus: %d events from %d counters", self.events_recorded, len(self.event_queries))
 
     def stop(self) -> None:
         if self.exporter is not None:
@@ -336,7 +438,8 @@ class PrometheusSource(MetricSource):
             "rate_window": self.config["rate_window"], "task_label": self.config["task_label"],
             "auth": auth, "queries": {q.metric: q.promql for q in self.queries},
             "exporter": self.exporter_url,
-            "api_calls": self.api_calls, "rows": self.points,
+            "event_queries": {q.metric: q.promql for q in self.event_queries},
+            "api_calls": self.api_calls, "rows": self.points, "events": self.events_recorded,
         }
 
     # -- the HTTP API -------------------------------------------------------------------------
@@ -375,3 +478,7 @@ class PrometheusSource(MetricSource):
                                        f"Query: {query.promql}")
         return InfrastructureError(f"the Prometheus server at {self.url} answered HTTP {exc.code} "
                                    f"to the query for {query.metric}")
+
+
+def _iso_utc(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, timezone.utc).isoformat()
