@@ -21,6 +21,10 @@ from analysis.properties import FAIL, INCONCLUSIVE, PASS, TestResult
 from scalefinder import catalog
 
 HIGH_LEVEL = 0.6  # a plateau below 60% of the limit is not a resource running out
+# "The limit is outside the task" is claimed only when every resource with a limit stood below
+# this share of it at the knee: between it and HIGH_LEVEL a resource is not shown to have run
+# out, but not shown clear either (one core of two, a noisy step), and the answer stays open.
+CLEAR_LEVEL = 0.45
 QUEUE_BACKLOGS = (catalog.QUEUE_BACKLOG, catalog.QUEUE_BACKLOG_PER_TASK)
 
 LABELS = {
@@ -114,6 +118,11 @@ def decide(metric_data, results, verdicts, knee, doubling, capacity, first_steps
         return _shared(results, candidates, doubling)
     if catalog.QUEUE_BACKLOG_PER_TASK in candidates and _backlog_passed(results, catalog.QUEUE_BACKLOG_PER_TASK):
         return _job_processor(metric_data, results, knee)
+    undecided_queue = _undecided_backlog(results)
+    if undecided_queue is not None:
+        # A job processor is scaled on its queue whatever else runs out, so a queue that might
+        # have overflowed leaves every other answer a guess.
+        return undecided_queue
     vcpus = _vcpus(manifest)
     exhausted = _exhausted(metric_data, results, candidates, knee, vcpus)
     undecided = _possibly_exhausted(metric_data, results, verdicts, knee, vcpus,
@@ -142,7 +151,7 @@ def decide(metric_data, results, verdicts, knee, doubling, capacity, first_steps
     # shown not to have run out: one rejected as a scaling metric (it grows with time, say) may
     # still be what ran out.
     undecided += _possibly_exhausted(metric_data, results, verdicts, knee, vcpus,
-                                     exclude={u[0] for u in undecided}, include_rejected=True)
+                                     exclude={u[0] for u in undecided}, include_rejected=True, share=CLEAR_LEVEL)
     if undecided:
         return _undecided_resources(metric_data, undecided, knee, _bottleneck(None, None, knee, ""),
                                     "a resource with a known limit may be the bottleneck, but the run does not settle it")
@@ -191,8 +200,8 @@ def _knee_level(metric_data, name: str, knee, sat) -> float | None:
     return max((v for v in values if v is not None), default=None)
 
 
-def _possibly_exhausted(metric_data, results, verdicts, knee, vcpus, exclude,
-                        include_rejected: bool = False) -> list[tuple[str, float | None, bool, str, tuple]]:
+def _possibly_exhausted(metric_data, results, verdicts, knee, vcpus, exclude, include_rejected: bool = False,
+                        share: float = HIGH_LEVEL) -> list[tuple[str, float | None, bool, str, tuple]]:
     """Resources with a known limit that may have run out, but whose tests could not show it:
     (name, per-task rate, near the knee, why, the tests left open). A metric not rejected for a cause, whose
     saturation test is undecided or passed, and that stood at a high share of its limit (or at
@@ -212,7 +221,10 @@ def _possibly_exhausted(metric_data, results, verdicts, knee, vcpus, exclude,
             continue  # a heap reserved up front, or a level that ignores load, is not running out
         sat = results[name]["saturation"]
         level = _knee_level(metric_data, name, knee, sat)
-        if level is None or not (level >= HIGH_LEVEL * info.limit or _one_core(name, level, vcpus)):
+        plateau = sat.extra.get("plateau_value") if sat.extra.get("kind") == "plateau" else None
+        # a plateau at one vCPU's share counts even when noise put the knee's own step above it
+        single_core = any(_one_core(name, v, vcpus) for v in (level, plateau) if v is not None)
+        if level is None or not (level >= share * info.limit or single_core):
             continue
         rate = sat.extra.get("breakpoint_rps") if sat.verdict == PASS else knee_rate
         open_tests = [t for t in ("saturation", "demand_correlation", "proportionality", "capacity_ratio")
@@ -278,6 +290,22 @@ def _misaligned(name: str, rate: float, kind: str, knee, bottleneck) -> Decision
             "limit), and collect the limiting resource's own gauge (concurrency, a pool, a queue), then run again")
     return Decision("inconclusive", None, {"name": "unknown", "label": PATTERNS["unknown"], "evidence": [reason]},
                     bottleneck, (reason,), (step,))
+
+
+def _undecided_backlog(results) -> Decision | None:
+    """Inconclusive when a queue backlog was recorded but its overflow test could not decide."""
+    for name in QUEUE_BACKLOGS:
+        growth = results.get(name, {}).get("backlog_growth")
+        if growth is None or growth.verdict != INCONCLUSIVE:
+            continue
+        reason = (f"{label(name)} was recorded, but whether the queue overflows past capacity is undecided "
+                  f"({growth.detail}); if it does, the service is a job processor to scale on its backlog")
+        step = ("hold each step long enough for several samples of the queue after the warm-up (with 60-second "
+                "metrics, at least 5 minutes), or collect the queue's depth more often")
+        return Decision("inconclusive", None, {"name": "unknown", "label": PATTERNS["unknown"], "evidence": [reason]},
+                        {"metric": None, "saturation_rps": None, "aligned_with_knee": None, "evidence": reason,
+                         "tied_with": []}, (reason,), (step,))
+    return None
 
 
 def _backlog_passed(results, name: str) -> bool:

@@ -676,9 +676,15 @@ def backlog_growth(holds: Sequence[Hold], *, breach_per_task_rps: float | None, 
     inputs = {"steps": len(rows), "breach_per_task_rps": breach_per_task_rps, "empty_below": _r(empty_below),
               "one_job": _r(one_job), "alpha": alpha}
     extra: dict[str, Any] = {"holds": rows, "peak": _r(peak)}
-    if len(tested) < MIN_EMPTY_STEPS + 1:
+    # Levels need one sample a hold; growth within a hold needs MIN_HOLD_SAMPLES. With 1-minute
+    # data a hold keeps three or four samples, too few for a trend test, so only the levels can
+    # speak: empty below some rate and full from it is still an overflow.
+    measured = [r for r in rows if r["samples"] > 0]
+    if len(measured) < MIN_EMPTY_STEPS + 1:
         return TestResult("backlog_growth", method, inputs, None, None, None, threshold, INCONCLUSIVE,
-                          f"only {len(tested)} hold(s) with {MIN_HOLD_SAMPLES}+ samples", extra)
+                          f"only {len(measured)} hold(s) with samples ({len(tested)} with {MIN_HOLD_SAMPLES}+ for a "
+                          "trend test)", extra)
+    rows = measured
     onset = _overflow_start(rows)
     fills = MIN_EMPTY_STEPS <= onset < len(rows) and all(r["empty"] for r in rows[:onset])
     if not any(r["growing"] for r in rows) and not fills:
