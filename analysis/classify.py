@@ -467,16 +467,11 @@ def _rejects_at_breach(steps, knee) -> bool:
 
 
 def _utilization_at_knee(metric_data, knee) -> list[str]:
-    if knee is None or knee.last_good_step is None:
-        return []
     lines = []
     for name in (catalog.CPU_UTILIZATION, catalog.MEMORY_UTILIZATION):
-        data = metric_data.get(name)
-        if data is None:
-            continue
-        row = data.steps[data.steps["step_id"] == knee.last_good_step]
-        if len(row):
-            lines.append(f"{label(name)} was {float(row['value'].iloc[0]):.3g}% at the last step that met the SLO")
+        value = _value_at_knee(metric_data, name, knee)
+        if value is not None:
+            lines.append(f"{label(name)} was {value:.3g}% at the last step that met the SLO")
     return lines
 
 
