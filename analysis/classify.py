@@ -139,10 +139,18 @@ def decide(metric_data, results, verdicts, knee, doubling, capacity, first_steps
         tied = [other for other, other_rate, _, other_span in exhausted[1:]
                 if _bottleneck(other, other_rate, knee, "", other_span)["aligned_with_knee"]]
         tied += [u[0] for u in undecided if u[2]]
+        # A resource rejected as a scaling metric (it grows with time, say) may still have run
+        # out at this knee; the tie is about what ran out, so it is named too, with why it is
+        # not the metric to scale on.
+        tied_rejected = [u[0] for u in _possibly_exhausted(metric_data, results, verdicts, knee, vcpus,
+                                                            exclude={name, *tied}, include_rejected=True)
+                         if verdicts[u[0]][0] == "rejected" and _aligned_if_known(u[0], u[1], knee)]
+        tied += tied_rejected
         pattern = _pattern_for(name, verdicts, results)
         evidence = [f"{label(name)} {kind} at {rate:.3g} req/s per task"] + _pattern_evidence(pattern, verdicts, results)
         if tied:
-            evidence.append(_tie_note(name, tied, metric_data, knee))
+            evidence.append(_tie_note(name, tied, metric_data, knee,
+                                      {other: verdicts[other][1][0] for other in tied_rejected if verdicts[other][1]}))
             bottleneck["evidence"] = f"{bottleneck['evidence']}; tied with {', '.join(label(t) for t in tied)}"
         bottleneck["tied_with"] = tied
         return Decision("recommended", name, {"name": pattern, "label": PATTERNS[pattern], "evidence": evidence},
@@ -173,16 +181,24 @@ def _one_core(name: str, level: float, vcpus: float | None) -> bool:
     return 0.85 * core <= level <= 1.1 * core
 
 
-def _tie_note(name: str, tied: list[str], metric_data, knee) -> str:
+def _tie_note(name: str, tied: list[str], metric_data, knee, not_scaling: dict[str, str] | None = None) -> str:
     levels = []
     for other in [name, *tied]:
         value = _value_at_knee(metric_data, other, knee)
         if value is not None:
             levels.append(f"{label(other)} {value:.3g}")
-    return (f"tie: {', '.join(label(t) for t in [name, *tied])} all ran out at the knee within the resolution of the "
+    note = (f"tie: {', '.join(label(t) for t in [name, *tied])} all ran out at the knee within the resolution of the "
             f"steps ({'; '.join(levels)} at the last step that met the SLO); {label(name)} is chosen because it "
             "crashed or flattened first on the point estimates, and a policy on either would act at about the same "
             "load: watch both")
+    for other, why in (not_scaling or {}).items():
+        note += f"; {label(other)} is not a scaling metric here ({why})"
+    return note
+
+
+def _aligned_if_known(name: str, rate: float | None, knee) -> bool:
+    """True unless the resource is known to have run out away from the knee."""
+    return rate is None or _bottleneck(name, rate, knee, "")["aligned_with_knee"] is not False
 
 
 def _value_at_knee(metric_data, name: str, knee) -> float | None:
@@ -347,7 +363,16 @@ def _exhausted(metric_data, results, candidates, knee, vcpus=None) -> list[tuple
             # a CPU-bound service whose latency breaks at 75% CPU, from queueing, before the CPU
             # is full. It is the resource closest to running out whether or not it flattened.
             level = _knee_level(metric_data, name, knee, sat)
-            if level is None or knee_rate is None or level < HIGH_LEVEL * info.limit:
+            if level is None or knee_rate is None:
+                continue
+            # One vCPU's share is a single-threaded process's 100%. Still rising well past the
+            # knee would rule that out, so only an open saturation test lets it count.
+            if sat.verdict == INCONCLUSIVE and _one_core(name, level, vcpus):
+                found.append((name, knee_rate, f"stood at about {level:.3g}% when the SLO broke, one of its {vcpus:g} "
+                              "vCPUs (a single-threaded process is full there; whether it flattened past it is open)",
+                              (knee_rate, knee_rate)))
+                continue
+            if level < HIGH_LEVEL * info.limit:
                 continue
             how = (f"stood at about {level:.3g} of {info.limit:g} when the SLO broke and kept rising past it "
                    "(latency broke from queueing before it ran out)" if sat.verdict == FAIL else

@@ -35,3 +35,26 @@ def test_noisy_one_minute_data_with_few_steps_may_be_inconclusive_but_never_wron
     for record in records:
         if record["outcome"] == "inconclusive":
             assert record["reason"], "an inconclusive answer always says why"
+
+
+# Scenarios in which one of the tied resources is rejected as a scaling metric by a false
+# "grows with time" verdict (the time test's level allows a few in a hundred per metric).
+TIE_WITH_ONE_REJECTED = [("1s", 0.15, 12, 6), ("60s", 0.05, 5, 4), ("60s", 0.05, 6, 19), ("60s", 0.15, 8, 4),
+                         ("60s", 0.15, 8, 7)]
+
+
+@pytest.mark.parametrize("regime, cv, steps, seed", TIE_WITH_ONE_REJECTED)
+def test_a_tied_resource_rejected_as_a_scaling_metric_is_still_named_in_the_tie(regime, cv, steps, seed):
+    record = bench.run_scenario(bench.Scenario("tie", regime, cv, steps, seed))
+    assert record["outcome"] in ("right", "inconclusive"), (record["reason"], record["headline"])
+    if record["outcome"] == "right":
+        assert "tied with" in record["headline"]
+
+
+def test_a_single_threaded_service_at_one_vcpu_when_the_slo_breaks_is_cpu_bound_without_a_plateau():
+    # Dense but noisy data: the ramp ends right at the knee, so no plateau past it can be shown,
+    # but CPU stood at one of the task's two vCPUs when latency broke.
+    records = [bench.run_scenario(bench.Scenario("cpu50_single", "1s", 0.15, 8, seed)) for seed in range(10)]
+    outcomes = [r["outcome"] for r in records]
+    assert "wrong" not in outcomes and "error" not in outcomes, [r["headline"] for r in records]
+    assert outcomes.count("right") >= 8, [r["headline"] for r in records]
