@@ -21,6 +21,7 @@ from analysis.findings import KIND, SCHEMA_VERSION
 from analysis.steady import build_windows, service_samples
 from scalefinder import catalog, slo as slos
 from scalefinder.errors import InputError, RunDirectoryError
+from scalefinder.redact import redact_urls_in
 from scalefinder.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -503,7 +504,8 @@ def _run_block(manifest: dict[str, Any], run: RunDirectory) -> dict[str, Any]:
     profile = manifest.get("profile") or {}
     return {"run_id": manifest.get("run_id"), "status": run.status, "profile_name": profile.get("name"),
             "started_utc": manifest.get("started_utc"), "finished_utc": manifest.get("finished_utc"),
-            "target": manifest.get("target"), "cgroup_mode": (manifest.get("environment") or {}).get("cgroup_mode"),
+            "target": redact_urls_in(manifest.get("target")),  # an older manifest may hold credentials
+            "cgroup_mode": (manifest.get("environment") or {}).get("cgroup_mode"),
             "path": str(run.path)}
 
 

@@ -12,12 +12,23 @@ import click
 from loadgen.aws.options import aws_options
 from loadgen.engine.protocol import DEFAULT_MASTER_PORT
 from loadgen.plan import abort_rules, plan_profile
-from loadgen.profile import is_loopback, load_profile
+from loadgen.profile import is_loopback, load_profile, with_secrets
 from scalefinder.errors import InputError, InfrastructureError
+from scalefinder.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
-profile_argument = click.argument("profile", type=click.Path(dir_okay=False, path_type=Path))
+
+class ProfilePath(click.Path):
+    """``click.Path``, with a NUL in the name a usage error: checking the path would raise ValueError."""
+
+    def convert(self, value, param, ctx):
+        if "\0" in str(value):
+            self.fail("the file name contains a NUL character", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+profile_argument = click.argument("profile", type=ProfilePath(dir_okay=False, path_type=Path))
 
 
 @click.command("plan")
@@ -66,25 +77,30 @@ def plan_command(profile: Path) -> None:
               help="Remote workers (`scalefinder worker`) to wait for before the run starts.")
 @click.option("--master-bind-host", default="127.0.0.1", show_default=True,
               help="Address the Locust master listens on for workers.")
-@click.option("--master-port", type=click.IntRange(1, 65535), default=DEFAULT_MASTER_PORT, show_default=True)
+@click.option("--master-port", type=click.IntRange(1, 65535), default=None,
+              help=f"Port the Locust master listens on for workers (default: {DEFAULT_MASTER_PORT}, where "
+                   "`scalefinder worker` looks, with --expect-workers; otherwise any free port).")
 @click.option("--no-progress", is_flag=True, help="No live display (progress goes to the log).")
 @aws_options
 def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect_workers: int,
-                master_bind_host: str, master_port: int, no_progress: bool, aws_region: str | None,
+                master_bind_host: str, master_port: int | None, no_progress: bool, aws_region: str | None,
                 aws_profile: str | None) -> None:
     """Run PROFILE's staged-ramp experiment and write a run directory.
 
     Ctrl-C or SIGTERM stops the load, restores the original task count and keeps the partial
-    run directory (exit code 130).
+    run directory (exit code 130). Answering no when asked to confirm load on a remote target
+    runs nothing (exit code 0).
     """
     from loadgen.experiment import END_ABORT, END_RETRIED, RECOVERY, RunOptions, run_experiment
     from loadgen.progress import ProgressDisplay
 
     loaded = load_profile(profile)
+    with_secrets(loaded)  # a variable the profile refers to and is not set: say so before anything starts
     if out is not None and out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already exists and is not empty; choose another --out")
-    if not loaded.target.is_local:
-        _confirm_remote(loaded, yes)
+    if not loaded.target.is_local and not _confirm_remote(loaded, yes):
+        click.echo("Nothing was run: sending load was not confirmed.")
+        return
     options = RunOptions(out=out, workers=workers, expect_workers=expect_workers,
                          master_bind_host=master_bind_host, master_port=master_port,
                          context_options={"aws_region": aws_region, "aws_profile": aws_profile})
@@ -112,14 +128,19 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
                                   f"the data up to the abort is in {result.path}")
 
 
-def _confirm_remote(profile, yes: bool) -> None:
+def _confirm_remote(profile, yes: bool) -> bool:
+    """Whether the user agrees to send load to a remote target. Declining is a choice, not an
+    error, so it is not reported as one."""
     target = profile.target
     if yes:
-        return
+        return True
     if not sys.stdin.isatty():
-        raise InputError(f"refusing to send load to {target.url} without confirmation; pass --yes")
-    click.confirm(f"Send up to {profile.ramp.max_rps:g} req/s to {target.url} "
-                  f"({target.environment})?", abort=True)
+        raise InputError(f"refusing to send load to {redact_url(target.url)} without confirmation; pass --yes")
+    try:
+        return click.confirm(f"Send up to {profile.ramp.max_rps:g} req/s to {redact_url(target.url)} "
+                             f"({target.environment})?")
+    except click.Abort:  # Ctrl-C or the end of input at the prompt: an interruption, like anywhere else
+        raise KeyboardInterrupt from None
 
 
 @click.command("worker")
@@ -153,4 +174,4 @@ def _target_text(profile) -> str:
         what = target.archetype and f"archetype {target.archetype}" or f"command {target.command!r}"
         return f"local cluster ({what}), {profile.capacity.tasks} tasks of {target.cpu_units} CPU units"
     note = "" if is_loopback(target.url) else f" ({target.environment}; confirmation required unless --yes)"
-    return f"{target.url}{note}"
+    return f"{redact_url(target.url)}{note}"

@@ -9,6 +9,7 @@ run: success, an error, a safety abort, Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib
 import logging
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 import psutil
@@ -32,15 +34,16 @@ import psutil
 from loadgen import plan
 from loadgen.capacity import CONTROLLER_KINDS
 from loadgen.context import RunContext
-from loadgen.engine.client import EngineProcess
-from loadgen.engine.protocol import DEFAULT_MASTER_PORT, engine_config
+from loadgen.engine.client import EngineProcess, check_master_port
+from loadgen.engine.protocol import ANY_FREE_PORT, choose_master_port, engine_config
 from loadgen.engine.recorder import ABORT_WINDOW_S, LoadRecorder, Safety, StepInfo
-from loadgen.profile import Profile
+from loadgen.profile import Profile, with_secrets
 from loadgen.sources import SOURCE_KINDS
 from scalefinder import __version__, catalog
 from scalefinder.errors import InfrastructureError, Interrupted, ScalefinderError
+from scalefinder.redact import redact_url, redact_urls_in
 from scalefinder.rundir import (STATUS_ABORTED, STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED,
-                                RunWriter, utc_now)
+                                RunWriter, create_run_directory, utc_now)
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ class RunOptions:
     workers: int = 0
     expect_workers: int = 0
     master_bind_host: str = "127.0.0.1"
-    master_port: int = DEFAULT_MASTER_PORT
+    master_port: int | None = None  # None: not chosen (see ``choose_master_port``)
     reports_dir: Path = Path("reports")
     context_options: dict[str, Any] = field(default_factory=dict)
 
@@ -152,6 +155,9 @@ def run_experiment(profile: Profile, options: RunOptions = RunOptions(),
 class Experiment:
     def __init__(self, profile: Profile, options: RunOptions, on_progress: Callable[[Progress], None] | None):
         self.profile = profile
+        # What is sent: the profile with its environment references filled in. It stays in
+        # memory; everything recorded or shown comes from ``profile``, which keeps them.
+        self._sending = with_secrets(profile)
         self.options = options
         self.on_progress = on_progress or (lambda progress: None)
         self.writer: RunWriter | None = None
@@ -172,6 +178,7 @@ class Experiment:
         self._aborts = 0  # aborted steps so far (recovery probes not counted)
         self._lowest_aborted_rps: float | None = None
         self._stalled_steps: set[int] = set()  # cut short by a generator stall and to be repeated
+        self._signal_during_cleanup: str | None = None  # SIGINT or SIGTERM, once the restore began
 
     # -- the run as a whole ---------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -190,12 +197,16 @@ class Experiment:
                 except Exception as exc:  # restoring failed: the most important thing to say
                     status, reason = STATUS_FAILED, f"restoring the task count failed: {exc}"
                     error = exc if isinstance(exc, ScalefinderError) else InfrastructureError(reason)
-                self._resume_signals()
+            if self._signal_during_cleanup and status in (STATUS_COMPLETE, STATUS_ABORTED):
+                # the restore was let finish, but the run was still asked to stop
+                status, reason, error = self._outcome(_Stopped(self._signal_during_cleanup))
             if status in (STATUS_COMPLETE, STATUS_ABORTED):  # an abort leaves valid steps to measure
+                self._resume_signals()
                 try:
                     self._fetch_retrospective(sources)
                 except _Stopped as exc:
                     status, reason, error = self._outcome(exc)
+                self._defer_signals()  # the run directory is finished whole
             if self.writer is not None:
                 self.writer.update_manifest(capacity_result={"capacity_rps": self.capacity_rps})
                 self.writer.finish(status, reason)
@@ -206,6 +217,8 @@ class Experiment:
 
     def _set_up_and_run(self, stack: contextlib.ExitStack, sources: dict[str, Any]) -> None:
         """Start everything, each with its undo on ``stack``, then run the phases."""
+        if self._distributed and self._master_port != ANY_FREE_PORT:  # fail before the cluster starts
+            check_master_port(self.options.master_bind_host, self._master_port)
         cluster = stack.enter_context(self._open_target())
         context = RunContext(profile=self.profile, cluster=cluster, on_event=self._on_event,
                              options=dict(self.options.context_options))
@@ -233,13 +246,13 @@ class Experiment:
         if isinstance(exc, _Stopped):
             self._event("interrupt", signal=exc.signal_name)
             return STATUS_INTERRUPTED, f"stopped by {exc.signal_name}", Interrupted(
-                f"the run was stopped by {exc.signal_name}; the partial run is in {self._path_text()}")
+                f"the run was stopped by {exc.signal_name}; {self._partial_run_text()}")
         if isinstance(exc, ScalefinderError):
             return STATUS_FAILED, str(exc), exc
         logger.exception("the run failed")
         reason = f"{type(exc).__name__}: {exc}"
         return STATUS_FAILED, reason, InfrastructureError(
-            f"the run failed ({reason}); the partial run is in {self._path_text()}")
+            f"the run failed ({reason}); {self._partial_run_text()}")
 
     @contextlib.contextmanager
     def _signals_stop_the_run(self) -> Iterator[None]:
@@ -263,7 +276,14 @@ class Experiment:
     def _defer_signals(self) -> None:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, _ignore_during_cleanup)
+                signal.signal(signum, self._stop_after_cleanup)
+
+    def _stop_after_cleanup(self, signum: int, frame: Any) -> None:
+        """A signal during the clean-up must not cut the restore short, nor be forgotten: the run
+        still ends as stopped by it once the task count is back."""
+        name = signal.Signals(signum).name
+        logger.warning("%s received during the clean-up; finishing it first", name)
+        self._signal_during_cleanup = self._signal_during_cleanup or name
 
     @contextlib.contextmanager
     def _open_target(self) -> Iterator[Any]:
@@ -284,17 +304,20 @@ class Experiment:
     def _create_writer(self, cluster: Any, snapshot: dict[str, Any], sources: dict[str, Any]) -> None:
         started = utc_now()
         run_id = f"{started:%Y%m%dT%H%M%SZ}-{self.profile.name}"
-        path = self.options.out or _free_path(self.options.reports_dir / run_id)
+        if self.options.out is not None:
+            path = self.options.out
+        else:  # a run started in the same second may hold this id already: claim the next free one
+            run_id, path = create_run_directory(self.options.reports_dir, run_id)
         self.writer = RunWriter.create(path, {
             "run_id": run_id,
             "profile": self.profile.to_dict(),
             "environment": _environment(cluster),
-            "target": _target(self.profile, cluster),
+            "target": redact_urls_in(_target(self.profile, cluster)),
             "slo": {"percentile": self.profile.slo.percentile, "latency_ms": self.profile.slo.latency_ms,
                     "error_budget_pct": self.profile.slo.error_budget_pct},
             "capacity": {"controller": self.profile.capacity.controller, "original": snapshot,
                          "initial_tasks": self.profile.capacity.tasks},
-            "sources": {kind: source.describe() for kind, source in sources.items()},
+            "sources": redact_urls_in({kind: source.describe() for kind, source in sources.items()}),
             "generator": {"mode": "distributed" if self._distributed else "local",
                           "workers": self.options.workers + self.options.expect_workers},
         })
@@ -307,11 +330,15 @@ class Experiment:
     def _distributed(self) -> bool:
         return bool(self.options.workers or self.options.expect_workers)
 
+    @property
+    def _master_port(self) -> int:
+        return choose_master_port(self.options.master_port, self.options.expect_workers)
+
     def _engine_config(self, cluster: Any) -> dict[str, Any]:
-        url = cluster.url if cluster is not None else self.profile.target.url
-        return engine_config(self.profile, url, workers=self.options.workers,
+        url = cluster.url if cluster is not None else self._sending.target.url
+        return engine_config(self._sending, url, workers=self.options.workers,
                              expect_workers=self.options.expect_workers,
-                             master_bind_host=self.options.master_bind_host, master_port=self.options.master_port)
+                             master_bind_host=self.options.master_bind_host, master_port=self._master_port)
 
     def _start_sources(self, sources: dict[str, Any], stack: contextlib.ExitStack) -> None:
         for source in sources.values():
@@ -703,18 +730,19 @@ class Experiment:
             return f"the task count could not be read: {exc}"
         if running < tasks:
             return f"{running} of {tasks} tasks running and healthy"
-        target = self.profile.target
+        target = self._sending.target
         if target.is_local or not target.health_path:
             return None  # the local cluster's tasks were health-checked before taking traffic
         url = target.url + target.health_path
+        shown = redact_url(url)
         try:
-            with urllib.request.urlopen(url, timeout=HEALTH_REQUEST_TIMEOUT_S) as reply:
+            with _HEALTH_OPENER.open(_health_request(url), timeout=HEALTH_REQUEST_TIMEOUT_S) as reply:
                 status = reply.status
-        except urllib.error.HTTPError as exc:
+        except urllib.error.HTTPError as exc:  # also a redirect, which is not followed
             status = exc.code
         except (OSError, ValueError) as exc:
-            return f"{url} did not answer ({exc})"
-        return None if 200 <= status < 300 else f"{url} answered {status}"
+            return f"{shown} did not answer ({exc})"
+        return None if 200 <= status < 300 else f"{shown} answered {status}"
 
     def _idle(self, seconds: float, tasks: int) -> None:
         """Wait with no load offered, still recording the generator's seconds (as no step's)."""
@@ -826,8 +854,10 @@ class Experiment:
             capacity_rps=self.capacity_rps,
         ))
 
-    def _path_text(self) -> str:
-        return str(self.writer.path) if self.writer is not None else "(no run directory was created)"
+    def _partial_run_text(self) -> str:
+        if self.writer is None:
+            return "no run directory was created"
+        return f"the partial run is in {self.writer.path}"
 
 
 def _stop_on_signal(signum: int, frame: Any) -> None:
@@ -838,6 +868,28 @@ def _stop_on_signal(signum: int, frame: Any) -> None:
 
 def _ignore_during_cleanup(signum: int, frame: Any) -> None:
     logger.warning("%s received while restoring; finishing the clean-up first", signal.Signals(signum).name)
+
+
+class _RedirectNotFollowed(urllib.request.HTTPRedirectHandler):
+    """The health check takes a redirect as its answer (not 2xx: not healthy) and never follows
+    it: its Location may name a host that is not in ``allowed_hosts``."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_HEALTH_OPENER = urllib.request.build_opener(_RedirectNotFollowed)
+
+
+def _health_request(url: str) -> urllib.request.Request:
+    """A GET of ``url`` with its user info sent as Basic credentials, as the load generator sends
+    it; urllib would take a user info left in the URL for part of the host."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return urllib.request.Request(url)
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+    return urllib.request.Request(bare, headers={"Authorization": "Basic " + base64.b64encode(credentials).decode()})
 
 
 def _marked_for_repeat(row: dict[str, Any]) -> dict[str, Any]:
@@ -863,14 +915,6 @@ def _halves_agree(values: list[float], share: float, floor: float) -> bool:
 def _build(registry: dict[str, str], kind: str, config: dict[str, Any], context: RunContext) -> Any:
     module = importlib.import_module(registry[kind])
     return module.build(config, context)
-
-
-def _free_path(path: Path) -> Path:
-    candidate, number = path, 1
-    while candidate.exists():
-        number += 1
-        candidate = path.with_name(f"{path.name}-{number}")
-    return candidate
 
 
 def _environment(cluster: Any) -> dict[str, Any]:

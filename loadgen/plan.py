@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from loadgen.profile import Profile, Ramp
+from loadgen.profile import MAX_RAMP_STEPS, Profile, Ramp
+from scalefinder.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,9 @@ def ramp_rates(ramp: Ramp) -> list[float]:
     rate = ramp.start_rps
     while rate < ramp.max_rps - 1e-9:
         rates.append(round_rate(rate))
+        if len(rates) > MAX_RAMP_STEPS:  # load_profile refuses such a ramp; one built otherwise must not fill memory
+            raise InputError(f"the ramp from {ramp.start_rps:g} to {ramp.max_rps:g} req/s has more than "
+                             f"{MAX_RAMP_STEPS} steps; use a larger step_rps or step_factor")
         rate = rate + ramp.step_rps if ramp.step_rps else rate * ramp.step_factor
     rates.append(round_rate(ramp.max_rps))
     return rates

@@ -12,15 +12,18 @@ import importlib
 import ipaddress
 import logging
 import math
+import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from loadgen.capacity import CONTROLLER_KINDS
 from loadgen.sources import SOURCE_KINDS
-from scalefinder.errors import InputError, ProfileError
+from scalefinder.errors import InputError, ProfileError, printable
+from scalefinder.redact import check_references, expand_references, redact_profile
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,30 @@ DEFAULT_MAX_ABORTS_LOCAL = 3
 DEFAULT_MAX_ABORTS_URL = 1
 # Retrospective sources deliver one datapoint per period; a hold must span several of them.
 MIN_DATAPOINTS_PER_HOLD = 3
+
+# Ranges and limits (docs/profiles.md, "Ranges and limits"). Rates are planned to 0.01 req/s
+# (loadgen.plan.round_rate): a lower rate, or a smaller step, would plan zero or one rate twice.
+MIN_RATE_RPS = 0.01
+MAX_RATE_RPS = 1_000_000.0
+MAX_HOLD_S = 3600.0
+MAX_RUN_S = 86400.0  # max_duration_s: a run lasts at most a day
+MAX_LATENCY_MS = 3_600_000.0
+MAX_TIMEOUT_S = 3600.0
+# The size of a plan: a profile beyond these is almost always a typo (a rate in the wrong unit, a
+# step a thousand times too small), and building its plan would exhaust memory before it said so.
+MAX_RAMP_STEPS = 1000
+MAX_PLANNED_REQUESTS = 1_000_000_000
+# Whatever the key, no number in a profile is larger than this; no setting needs more, beyond
+# 2**53 a whole number is not even exact as a float, and Python refuses to print one of more
+# than 4,300 digits.
+MAX_MAGNITUDE = 1e15
+# Tables and arrays nest a few levels in any real profile; this is far deeper, and still far
+# from the recursion limit of the code that walks a profile.
+MAX_NESTING = 16
+# A profile is a short TOML file; this much text still parses in a fraction of a second.
+MAX_PROFILE_CHARS = 1_000_000
+# No real path is this long; a longer file name is shown cut short in the error.
+MAX_SHOWN_PATH_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -143,10 +170,12 @@ class Profile:
     gate: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        """The profile as resolved (defaults filled in), JSON-serialisable, for the manifest."""
+        """The profile as resolved (defaults filled in), JSON-serialisable, for the manifest:
+        header values, bodies, user info and query values redacted (see ``scalefinder.redact``),
+        environment references kept as written."""
         data = asdict(self)
         data["profile_path"] = data.pop("path")
-        return data
+        return redact_profile(data)
 
 
 # -- reading typed values ------------------------------------------------------------------
@@ -163,9 +192,9 @@ class _Table:
         self.data = data
 
     def where(self, name: str | None = None) -> str:
-        if not name:
+        if name is None:
             return self.key
-        return f"{self.key}.{name}" if self.key else name
+        return _key_path(self.key, name)
 
     def error(self, message: str, name: str | None = None) -> ProfileError:
         return ProfileError(message, path=self.path, key=self.where(name) or None)
@@ -245,12 +274,30 @@ class _Table:
         return self
 
 
+def _key_path(parent: str, name: str) -> str:
+    """``parent.name`` as an error shows it; an empty key as TOML writes it."""
+    name = name or '""'
+    return f"{parent}.{name}" if parent else name
+
+
 def _describe(value: Any) -> str:
     kinds = {bool: "a boolean", int: "a whole number", float: "a number", str: "a string",
              list: "a list", dict: "a table"}
     kind = next((text for cls, text in kinds.items() if type(value) is cls), type(value).__name__)
-    shown = repr(value) if not isinstance(value, (dict, list)) else ""
+    shown = _shown_value(value) if not isinstance(value, (dict, list)) else ""
     return f"{shown} ({kind})" if shown else kind
+
+
+def _shown_value(value: Any) -> str:
+    """repr() of a value as an error line can show it: a huge whole number by its size (repr()
+    refuses one of more than 4,300 digits), a long string cut short."""
+    if type(value) is int and abs(value) > MAX_MAGNITUDE:
+        return f"a {_digit_count(value)}-digit number"
+    return printable(repr(value))
+
+
+def _digit_count(value: int) -> int:
+    return len(str(abs(value))) if value.bit_length() < 10_000 else int(value.bit_length() * math.log10(2)) + 1
 
 
 def _range_text(low: float | None, high: float | None, low_open: bool) -> str:
@@ -272,18 +319,76 @@ def _suggestion(name: str, known: set[str]) -> str:
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile; raise ``ProfileError`` (exit 2) on the first problem."""
     path = Path(path)
-    shown = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProfileError("no such file", path=shown) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"cannot be read ({exc})", path=shown) from None
+    shown = printable(str(path), MAX_SHOWN_PATH_CHARS)
+    text = _read_text(path, shown)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"is not valid TOML ({exc})", path=shown) from None
+    except ValueError:  # Python refuses to read a whole number of more than 4,300 digits
+        raise ProfileError(f"{_long_number_line(text)}holds a whole number too long to read; no setting takes "
+                           f"more than {MAX_MAGNITUDE:g}", path=shown) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ProfileError(f"nests arrays or tables too deeply (a profile needs a few levels; at most "
+                           f"{MAX_NESTING} are allowed)", path=shown) from None
+    _check_values(data, shown)
     return _parse(data, path)
+
+
+def _long_number_line(text: str) -> str:
+    """Where the first run of more than 4,300 digits is, as "line N "; tomllib does not say."""
+    found = re.search(r"[=\[,]\s*[+-]?(?:0[xob])?[0-9a-fA-F_]{4301,}", text)
+    return f"line {text.count(chr(10), 0, found.start()) + 1} " if found else ""
+
+
+def _read_text(path: Path, shown: str) -> str:
+    try:
+        with path.open(encoding="utf-8") as stream:
+            # a bounded read: a huge file, or a device such as /dev/zero, must not fill the memory
+            text = stream.read(MAX_PROFILE_CHARS + 1)
+    except FileNotFoundError:
+        raise ProfileError("no such file", path=shown) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the file name
+        reason = getattr(exc, "strerror", None) or str(exc)  # strerror: without the file name again
+        raise ProfileError(f"cannot be read ({printable(reason)})", path=shown) from None
+    if len(text) > MAX_PROFILE_CHARS:
+        raise ProfileError(f"is longer than {MAX_PROFILE_CHARS:,} characters; a profile is a short TOML file",
+                           path=shown)
+    return text
+
+
+def _check_values(data: dict[str, Any], shown: str) -> None:
+    """Refuse, wherever it is, a value no setting can take: one nested too deeply, a number that is
+    not finite or beyond ``MAX_MAGNITUDE``, a string with a NUL character.
+
+    This covers the tables other modules check (params, sources, controllers) before any of
+    them sees a value; each key's own range is checked where the key is read. The walk uses its
+    own stack: a deeply nested value must not exhaust Python's.
+    """
+    pending: list[tuple[str, Any, int]] = [("", data, 0)]
+    while pending:
+        key, value, depth = pending.pop()
+        if depth > MAX_NESTING:
+            raise ProfileError(f"nests arrays or tables more than {MAX_NESTING} levels deep", path=shown, key=key)
+        if isinstance(value, dict):
+            pending.extend((_key_path(key, name), item, depth + 1) for name, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((f"{key}[{index}]", item, depth + 1) for index, item in enumerate(value))
+        else:
+            _check_scalar(value, key, shown)
+
+
+def _check_scalar(value: Any, key: str, shown: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        # TOML allows nan and inf; neither is a rate, a duration or a share, and NaN would slip
+        # through every range check (all comparisons with it are false).
+        raise ProfileError(f"expected a finite number, got {value}", path=shown, key=key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_MAGNITUDE:
+        raise ProfileError(f"expected a number between {-MAX_MAGNITUDE:g} and {MAX_MAGNITUDE:g} (no setting takes "
+                           f"more), got {_shown_value(value)}", path=shown, key=key)
+    if isinstance(value, str) and "\0" in value:
+        raise ProfileError("contains a NUL character, which no file name, command line or HTTP request can "
+                           "carry", path=shown, key=key)
 
 
 def _parse(data: dict[str, Any], path: Path) -> Profile:
@@ -310,6 +415,7 @@ def _parse(data: dict[str, Any], path: Path) -> Profile:
                       analysis=analysis, gate=gate)
     _check_holds_cover_datapoints(profile)
     _check_rate_window_within_warmup(profile)
+    _check_planned_requests(profile)
     return profile
 
 
@@ -361,9 +467,14 @@ def _resolved_cluster_params(target: Target, table: _Table) -> dict[str, Any]:
 
 def _parse_url_target(table: _Table) -> Target:
     url = table.string("url", required=True)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise table.error(f"expected an http:// or https:// URL with a host, got {url!r}", "url")
+    parts = _split_url(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise table.error(f"expected an http:// or https:// URL with a host, got {_shown_value(url)}", "url")
+    check_references(url, table.where("url"), table.path)
+    if "${" in parts.netloc.rpartition("@")[2]:
+        # The allowlist is checked on the host as written; a host read from the environment
+        # would escape it.
+        raise table.error("may refer to the environment in its user info, path and query, not in its host", "url")
     environment = table.string("environment")
     if environment is None:
         raise table.error("a remote target must declare its environment (e.g. \"staging\"); "
@@ -383,6 +494,17 @@ def _parse_url_target(table: _Table) -> Target:
                   health_path=health_path)
 
 
+def _split_url(url: str) -> Any:
+    """The parts of a URL, or None when urllib cannot split it (an unclosed '[' of an IPv6 host,
+    a port out of range)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # read here: an invalid port raises only when asked for
+    except ValueError:
+        return None
+    return parts
+
+
 def _parse_workload(table: _Table, base: Path) -> Workload:
     table.expect("requests", "locustfile", "user_classes", "max_in_flight", "timeout_s", "late_tolerance_ms")
     has_requests = table.has("requests")
@@ -395,9 +517,10 @@ def _parse_workload(table: _Table, base: Path) -> Workload:
     if has_requests:
         requests = _parse_requests(table)
     else:
-        candidate = (base / locustfile).resolve()
-        if not candidate.is_file():
-            raise table.error(f"no such file {str(candidate)!r}", "locustfile")
+        candidate = _existing_file(base / locustfile)
+        if candidate is None:
+            shown = printable(repr(os.path.abspath(base / locustfile)), MAX_SHOWN_PATH_CHARS)
+            raise table.error(f"no such file {shown}", "locustfile")
         resolved = str(candidate)
         user_classes = table.strings("user_classes")
     workload = Workload(
@@ -406,9 +529,19 @@ def _parse_workload(table: _Table, base: Path) -> Workload:
         user_classes=user_classes,
         max_in_flight=table.integer("max_in_flight", 500, low=1, high=100000),
         timeout_s=table.number("timeout_s", 10.0, low=0, low_open=True, high=600),
-        late_tolerance_ms=table.number("late_tolerance_ms", 25.0, low=0, low_open=True),
+        late_tolerance_ms=table.number("late_tolerance_ms", 25.0, low=0, low_open=True, high=60000),
     )
     return workload
+
+
+def _existing_file(path: Path) -> Path | None:
+    """The resolved path of a file, or None when there is none; a name the system refuses (too
+    long, say) is no file either."""
+    try:
+        resolved = path.resolve()
+        return resolved if resolved.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _parse_requests(table: _Table) -> tuple[RequestSpec, ...]:
@@ -429,22 +562,67 @@ def _parse_requests(table: _Table) -> tuple[RequestSpec, ...]:
         body = entry.raw("body")
         if body is not None and not isinstance(body, str):
             raise entry.error(f"expected a string, got {_describe(body)}", "body")
+        for key, text in _secret_fields(path, headers, body):
+            check_references(text, entry.where(key), entry.path)
         specs.append(RequestSpec(
             name=entry.string("name", default=path),
             path=path,
             method=entry.string("method", "GET", choices=HTTP_METHODS),
-            weight=entry.integer("weight", 1, low=1),
+            weight=entry.integer("weight", 1, low=1, high=1_000_000),
             body=body,
             headers=headers,
         ))
     return tuple(specs)
 
 
+def _secret_fields(path: str, headers: dict[str, str], body: str | None) -> list[tuple[str, str]]:
+    """The fields of one request that may refer to the environment, by their key in the table."""
+    fields = [("path", path)] + [(f"headers.{name}", value) for name, value in headers.items()]
+    return fields + ([("body", body)] if body is not None else [])
+
+
+def with_secrets(profile: Profile, environ: Mapping[str, str] | None = None) -> Profile:
+    """The profile to send with: every ``${NAME}`` in the target URL and in the requests' paths,
+    header values and bodies replaced by the environment's value.
+
+    Only for sending, and only in memory: what is recorded or printed is ``profile`` itself,
+    whose ``to_dict`` keeps the references. A variable that is not set is a ``ProfileError``
+    naming the key and the variable.
+    """
+    environ = os.environ if environ is None else environ
+    target = profile.target
+    if target.url is not None:
+        url = expand_references(target.url, "target.url", environ, profile.path)
+        _check_same_host(target.url, url, profile.path)
+        target = replace(target, url=url)
+    requests = []
+    for index, spec in enumerate(profile.workload.requests):
+        where = f"workload.requests[{index}]"
+        values = {key: expand_references(text, f"{where}.{key}", environ, profile.path)
+                  for key, text in _secret_fields(spec.path, spec.headers, spec.body)}
+        requests.append(replace(spec, path=values["path"], body=values.get("body"),
+                                headers={name: values[f"headers.{name}"] for name in spec.headers}))
+    return replace(profile, target=target, workload=replace(profile.workload, requests=tuple(requests)))
+
+
+def _check_same_host(written: str, expanded: str, path: str) -> None:
+    """A value from the environment must not move the load to another host or port than the
+    one ``allowed_hosts`` was checked against (a user info holding an '@', for one)."""
+    try:
+        before, after = urlsplit(written), urlsplit(expanded)
+        same = (before.hostname, before.port) == (after.hostname, after.port)
+    except ValueError:
+        same = False
+    if not same:
+        raise ProfileError("the values of its environment references change its host or port; "
+                           "they may only fill in the user info, path and query", path=path, key="target.url")
+
+
 def _parse_slo(table: _Table) -> Slo:
     table.expect("percentile", "latency_ms", "error_budget_pct")
     slo = Slo(
         percentile=table.number("percentile", required=True, low=0, low_open=True, high=100),
-        latency_ms=table.number("latency_ms", required=True, low=0, low_open=True),
+        latency_ms=table.number("latency_ms", required=True, low=0, low_open=True, high=MAX_LATENCY_MS),
         error_budget_pct=table.number("error_budget_pct", 1.0, low=0, high=100),
     )
     return slo
@@ -452,21 +630,22 @@ def _parse_slo(table: _Table) -> Slo:
 
 def _parse_ramp(table: _Table, target: Target) -> Ramp:
     table.expect(*RAMP_KEYS)
-    start = table.number("start_rps", required=True, low=0, low_open=True)
-    step_rps = table.number("step_rps", low=0, low_open=True)
-    step_factor = table.number("step_factor", low=1, low_open=True)
+    start = table.number("start_rps", required=True, low=MIN_RATE_RPS, high=MAX_RATE_RPS)
+    step_rps = table.number("step_rps", low=MIN_RATE_RPS, high=MAX_RATE_RPS)
+    step_factor = table.number("step_factor", low=1, low_open=True, high=10)
     if (step_rps is None) == (step_factor is None):
         raise table.error("needs exactly one of 'step_rps' (additive) or 'step_factor' (geometric)")
-    hold = table.number("hold_s", 20.0, low=1)
-    min_hold = table.number("min_hold_s", min(hold, 10.0), low=1)
+    hold = table.number("hold_s", 20.0, low=1, high=MAX_HOLD_S)
+    min_hold = table.number("min_hold_s", min(hold, 10.0), low=1, high=MAX_HOLD_S)
     if min_hold > hold:
         raise table.error(f"must not exceed hold_s ({hold:g}), got {min_hold:g}", "min_hold_s")
-    warmup = table.number("warmup_s", min(4.0, min_hold / 2), low=0)
+    warmup = table.number("warmup_s", min(4.0, min_hold / 2), low=0, high=MAX_HOLD_S)
     if warmup >= min_hold:
         raise table.error(f"must be shorter than min_hold_s ({min_hold:g}), got {warmup:g}", "warmup_s")
-    max_rps = table.number("max_rps", required=True, low=0, low_open=True)
+    max_rps = table.number("max_rps", required=True, low=MIN_RATE_RPS, high=MAX_RATE_RPS)
     if max_rps < start:
         raise table.error(f"must be at least start_rps ({start:g}), got {max_rps:g}", "max_rps")
+    _check_ramp_steps(table, start, max_rps, step_rps, step_factor)
     ramp = Ramp(
         start_rps=start,
         max_rps=max_rps,
@@ -475,19 +654,53 @@ def _parse_ramp(table: _Table, target: Target) -> Ramp:
         hold_s=hold,
         min_hold_s=min_hold,
         warmup_s=warmup,
-        max_duration_s=table.number("max_duration_s", 900.0, low=10),
+        max_duration_s=_max_duration(table),
         refine=table.boolean("refine", True),
         refine_tolerance_pct=table.number("refine_tolerance_pct", 5.0, low=0.5, high=50),
         replay_steps=table.integer("replay_steps", 4, low=4, high=50),
         beyond=table.boolean("beyond", target.is_local),
         beyond_factor=table.number("beyond_factor", 2.5, low=1, low_open=True, high=10),
         abort_error_pct=table.number("abort_error_pct", 50.0, low=0, low_open=True, high=100),
-        abort_latency_ms=table.number("abort_latency_ms", 10000.0, low=0, low_open=True),
-        scale_timeout_s=table.number("scale_timeout_s", 120.0, low=1),
+        abort_latency_ms=table.number("abort_latency_ms", 10000.0, low=0, low_open=True, high=MAX_LATENCY_MS),
+        scale_timeout_s=table.number("scale_timeout_s", 120.0, low=1, high=MAX_TIMEOUT_S),
         confirm_breach=table.boolean("confirm_breach", True),
         **_parse_abort_rules(table, target),
     )
     return ramp
+
+
+def _check_ramp_steps(table: _Table, start: float, max_rps: float, step_rps: float | None,
+                      step_factor: float | None) -> None:
+    """Count the ramp's steps before anyone builds them: a step far too small for the span
+    (step_rps = 0.01 up to 1e6 req/s, step_factor = 1.0000001) would plan millions of steps."""
+    steps = ramp_step_count(start, max_rps, step_rps, step_factor)
+    if steps <= MAX_RAMP_STEPS:
+        return
+    if step_rps is not None:
+        how, key, change = f"in steps of {step_rps:.10g} req/s", "step_rps", "raise step_rps"
+    else:
+        how, key, change = f"by a factor of {step_factor:.10g}", "step_factor", "raise step_factor"
+    raise table.error(f"the ramp from start_rps {start:.10g} to max_rps {max_rps:.10g} req/s {how} would have "
+                      f"{steps:,} steps, more than the {MAX_RAMP_STEPS:,} a plan may have; {change}, "
+                      f"or bring start_rps and max_rps closer", key)
+
+
+def ramp_step_count(start: float, max_rps: float, step_rps: float | None, step_factor: float | None) -> int:
+    """How many rates ``loadgen.plan.ramp_rates`` offers, computed without listing them."""
+    span = max_rps - start
+    if span <= 1e-9:
+        return 1
+    if step_rps is not None:
+        return math.ceil(span / step_rps) + 1
+    return math.ceil(math.log(max_rps / start) / math.log(step_factor)) + 1
+
+
+def _max_duration(table: _Table) -> float:
+    max_duration = table.number("max_duration_s", 900.0, low=10)
+    if max_duration > MAX_RUN_S:
+        raise table.error(f"must be at most {MAX_RUN_S:g} s (a day): it bounds the run, and a longer one is "
+                          f"better split into several profiles; got {max_duration:g}", "max_duration_s")
+    return max_duration
 
 
 def _parse_abort_rules(table: _Table, target: Target) -> dict[str, Any]:
@@ -558,7 +771,7 @@ def _parse_analysis(table: _Table) -> Analysis:
     analysis = Analysis(
         headroom=table.number("headroom", 0.7, low=0.6, high=0.8),
         availability_zones=table.integer("availability_zones", 3, low=1, high=10),
-        peak_rps=table.number("peak_rps", low=0, low_open=True),
+        peak_rps=table.number("peak_rps", low=0, low_open=True, high=MAX_MAGNITUDE),
     )
     return analysis
 
@@ -591,6 +804,19 @@ def _check_holds_cover_datapoints(profile: Profile) -> None:
                     f"must be at least {needed:g} s: warm-up plus {MIN_DATAPOINTS_PER_HOLD} datapoints "
                     f"of [sources.{kind}] (one every {period_s:g} s), got {profile.ramp.min_hold_s:g}",
                     path=profile.path, key="ramp.min_hold_s")
+
+
+def _check_planned_requests(profile: Profile) -> None:
+    """The most requests a run may send, as ``scalefinder plan`` counts them, within the limit."""
+    from loadgen.plan import plan_profile  # the plan is built from a profile: import it late
+
+    plan = plan_profile(profile)
+    requests = plan.request_count + plan.recovery_requests
+    if requests > MAX_PLANNED_REQUESTS:
+        raise ProfileError(
+            f"the plan would send up to {requests:,} requests, more than the {MAX_PLANNED_REQUESTS:,} a plan may "
+            f"send; lower max_rps or hold_s, or use fewer steps (a larger step_rps or step_factor)",
+            path=profile.path, key="ramp")
 
 
 def _check_rate_window_within_warmup(profile: Profile) -> None:

@@ -14,6 +14,7 @@ import click
 
 from loadgen.aws.options import aws_options
 from loadgen.capacity import CONTROLLER_KINDS
+from loadgen.cluster.cgroups import MODE_V1, MODE_V2, remove_groups_left_by
 from loadgen.context import RunContext
 from scalefinder.errors import InputError, RunDirectoryError
 from scalefinder.rundir import STATUS_RUNNING, RunDirectory, append_event
@@ -43,8 +44,30 @@ def restore_run(run_dir: str, options: dict[str, Any] | None = None, force: bool
     controller = module.build(module.validate_config(dict(config), f"capacity.{kind}"),
                               RunContext(profile=None, options=options))
     controller.restore(original)
-    append_event(run.path, "restore", controller=kind, original=original, by="scalefinder restore")
-    return {"controller": kind, "original": original}
+    restored: dict[str, Any] = {"controller": kind, "original": original}
+    if _target_kind(run.manifest) == "local":
+        removed, left = _remove_leftover_cgroups(run.manifest)
+        restored.update(cgroups_removed=removed, cgroups_left=left)
+    append_event(run.path, "restore", **restored, by="scalefinder restore")
+    return restored
+
+
+def _target_kind(manifest: dict[str, Any]) -> Any:
+    target = manifest.get("target")
+    return target.get("kind") if isinstance(target, dict) else None
+
+
+def _remove_leftover_cgroups(manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Remove the cgroups a killed run's local cluster left behind; return those removed and
+    those left in place. The cluster ran in the run's own process, so its groups carry the
+    manifest's ``pid``; a run that did not enforce reservations made none."""
+    environment = manifest.get("environment")
+    mode = environment.get("cgroup_mode") if isinstance(environment, dict) else None
+    pid = manifest.get("pid")
+    if mode not in (MODE_V1, MODE_V2) or not isinstance(pid, int) or isinstance(pid, bool):
+        return [], []
+    removed, left = remove_groups_left_by(pid)
+    return [str(path) for path in removed], [str(path) for path in left]
 
 
 def _controller_config(manifest: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -63,11 +86,24 @@ def restore_command(run_dir: str, aws_region: str | None, aws_profile: str | Non
     """Restore the task count and scaling settings recorded in RUN_DIR.
 
     Use it when a run was killed before it could clean up (its manifest still says "running").
-    An ECS run is restored in the region it recorded unless --region is given.
+    An ECS run is restored in the region it recorded unless --region is given. For a run on the
+    local cluster, the cgroups it left behind are removed too.
     """
     restored = restore_run(run_dir, {"aws_region": aws_region, "aws_profile": aws_profile}, force=force)
     click.echo(f"Restored the {restored['controller']} capacity recorded in {run_dir}: "
                f"{_summary(restored['original'])}")
+    if "cgroups_removed" in restored:
+        _report_cgroups(restored["cgroups_removed"], restored["cgroups_left"])
+
+
+def _report_cgroups(removed: list[str], left: list[str]) -> None:
+    if removed:
+        click.echo(f"Removed the cgroups the run's local cluster left behind: {', '.join(removed)}")
+    elif not left:
+        click.echo("The run's local cluster left no cgroups behind; there was nothing to remove.")
+    if left:
+        click.echo(f"Warning: left cgroups of the run's local cluster in place (its process is still running, or "
+                   f"they are not writable here): {', '.join(left)}", err=True)
 
 
 def _summary(original: Any) -> str:

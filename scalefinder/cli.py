@@ -17,7 +17,7 @@ from typing import NoReturn
 import click
 
 from scalefinder import __version__
-from scalefinder.errors import ScalefinderError
+from scalefinder.errors import ScalefinderError, one_line
 
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
@@ -90,7 +90,8 @@ class LazyGroup(click.Group):
         except click.UsageError as exc:  # a command's own flags and arguments are parsed in here
             _usage_error(exc)
         except ScalefinderError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            # one line, whatever reached the message from the input (a TOML key, a file name)
+            click.echo(f"Error: {one_line(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
@@ -106,7 +107,7 @@ def _usage_error(exc: click.UsageError) -> NoReturn:
     if isinstance(exc, _HELP_INSTEAD):
         raise exc
     where = exc.ctx.command_path if exc.ctx is not None else "scalefinder"
-    click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
+    click.echo(f"Error: {one_line(exc.format_message())} (see '{where} --help')", err=True)
     sys.exit(exc.exit_code)
 
 

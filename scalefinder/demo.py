@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from scalefinder.errors import InputError
+from scalefinder.rundir import create_run_directory
 
 DEMO_PROFILE = Path(__file__).resolve().parent.parent / "profiles" / "demo.toml"
 
@@ -39,7 +40,8 @@ def demo_command(ctx: click.Context, profile_path: Path | None, out: Path | None
         raise InputError(f"the demo profile {profile_path} does not exist; pass --profile")
     if out is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        out = Path("reports") / f"demo-{stamp}"
+        # claimed now, so a demo started in the same second gets a directory of its own
+        _, out = create_run_directory(Path("reports"), f"demo-{stamp}")
     click.echo(f"Running {profile_path} against the embedded local cluster; results go to {out}/")
     ctx.invoke(run_command, profile=profile_path, out=out, no_progress=no_progress)
     click.echo("Analyzing ...")

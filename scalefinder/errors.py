@@ -24,6 +24,7 @@ class ProfileError(InputError):
     """A profile failed validation. The message names the file, the key and what was expected."""
 
     def __init__(self, message: str, *, path: str | None = None, key: str | None = None):
+        key = printable(key) if key else key
         where = ""
         if path and key:
             where = f"{path}: [{key}] "
@@ -34,6 +35,28 @@ class ProfileError(InputError):
         super().__init__(f"{where}{message}")
         self.path = path
         self.key = key
+
+
+# A key or value longer than this is shown cut short: the error line must stay readable.
+MAX_SHOWN_CHARS = 120
+
+
+def printable(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """A key, value or file name as it can be shown on one line: control characters escaped, one
+    longer than ``limit`` cut short.
+
+    TOML allows any character in a quoted key, so a key may hold a newline that would split the
+    error line (and make its second line look like something else).
+    """
+    shown = one_line(text)
+    if len(shown) > limit:
+        shown = f"{shown[:limit]}… ({len(text)} characters)"
+    return shown
+
+
+def one_line(text: str) -> str:
+    """``text`` with newlines and other control characters escaped, so that it prints on one line."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class RunDirectoryError(InputError):

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from scalefinder.errors import PartialRunError, RunDirectoryError
+from scalefinder.errors import InfrastructureError, PartialRunError, RunDirectoryError
 from scalefinder.slo import SLO_LATENCY_COLUMN
 
 SCHEMA_VERSION = 1
@@ -50,6 +50,8 @@ STATUS_FAILED = "failed"  # an error ended the run
 FINISHED_STATUSES = {STATUS_COMPLETE, STATUS_ABORTED, STATUS_INTERRUPTED, STATUS_FAILED}
 
 METRIC_COLUMNS = ["time_unix_s", "source", "metric", "task", "value", "unit"]
+# Runs of one profile that may start in the same second and still each get a default directory.
+MAX_SAME_SECOND_RUNS = 1000
 
 STEP_COLUMNS = [
     "step_id",  # 0, 1, 2 ... in the order run
@@ -107,6 +109,29 @@ LOAD_COLUMNS = [
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def create_run_directory(parent: str | Path, run_id: str) -> tuple[str, Path]:
+    """Make a new, empty directory for a run under ``parent``; return the run's id and the path.
+
+    The directory is named ``run_id``, or ``run_id-2``, ``run_id-3`` ... when runs that started
+    in the same second already took the earlier names, and the id returned is that name. Each
+    name is claimed with a single ``mkdir``, which only one process can win, so two runs never
+    share a directory, and ids stay readable and sort by start time.
+    """
+    parent = Path(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for number in range(1, MAX_SAME_SECOND_RUNS + 1):
+            name = run_id if number == 1 else f"{run_id}-{number}"
+            try:
+                (parent / name).mkdir()
+            except FileExistsError:
+                continue
+            return name, parent / name
+    except OSError as exc:
+        raise InfrastructureError(f"cannot create a run directory in {parent}: {exc.strerror or exc}") from None
+    raise RunDirectoryError(f"{parent} already holds {MAX_SAME_SECOND_RUNS} runs named {run_id}; choose an --out")
 
 
 def iso_utc(moment: datetime | float) -> str:

@@ -3,7 +3,9 @@ partial run directory stays readable. Real runs of ``scalefinder run`` on the lo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 
 from loadgen.experiment import Experiment, RunOptions
 from loadgen.profile import load_profile
+from scalefinder.errors import Interrupted
 from scalefinder.rundir import RunDirectory
 
 pytestmark = pytest.mark.load
@@ -252,3 +255,53 @@ def test_a_single_stall_is_repeated_and_a_real_breach_is_confirmed(tmp_path):
     checks = [e for e in run.events() if e["kind"] == "breach_check"]
     assert [(c["offered_rps"], c["confirmed"]) for c in checks] == [(8, False), (12, True)]
     assert "repeated at the same rate" in run.steps()["invalid_reason"].iloc[1]
+
+
+class _StoppedWhileRestoring(Experiment):
+    """Scales up without sending load, then gets a SIGTERM in the middle of putting the task count
+    back, as a `kill` from another terminal would send it."""
+
+    def _run_phases(self, controller):
+        self._scale(controller, 2 * self.profile.capacity.tasks)
+
+    def _restore(self, controller, snapshot):
+        restore = controller.restore
+
+        def restore_after_a_sigterm(snapshot):
+            os.kill(os.getpid(), signal.SIGTERM)
+            restore(snapshot)
+
+        controller.restore = restore_after_a_sigterm
+        super()._restore(controller, snapshot)
+
+
+def test_sigterm_during_the_restore_lets_it_finish_and_the_run_ends_interrupted(tmp_path):
+    out = tmp_path / "run"
+    profile = load_profile(write_profile(tmp_path, 'archetype = "cpu"\n[target.params]\ncpu_ms = 1'))
+    handler_before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match=f"stopped by SIGTERM; the partial run is in {out}$") as stopped:
+        _StoppedWhileRestoring(profile, RunOptions(out=out), None).run()
+    assert stopped.value.exit_code == 130
+    assert signal.getsignal(signal.SIGTERM) is handler_before
+    run = assert_restored_and_clean(out, tasks=1)  # the restore was not cut short
+    assert [e["tasks"] for e in run.events() if e["kind"] == "scale"] == [2, 1]
+    assert run.status == "interrupted" and run.manifest["status_reason"] == "stopped by SIGTERM"
+    assert [e["signal"] for e in run.events() if e["kind"] == "interrupt"] == ["SIGTERM"]
+
+
+class _StoppedWhileStarting(Experiment):
+    """Gets a SIGINT while its target starts, before the run directory exists."""
+
+    @contextlib.contextmanager
+    def _open_target(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the signal ends this at once
+        yield None
+
+
+def test_sigint_before_the_run_directory_exists_says_none_was_created(tmp_path):
+    profile = load_profile(write_profile(tmp_path, 'archetype = "cpu"'))
+    with pytest.raises(Interrupted) as stopped:
+        _StoppedWhileStarting(profile, RunOptions(reports_dir=tmp_path / "reports"), None).run()
+    assert str(stopped.value) == "the run was stopped by SIGINT; no run directory was created"
+    assert not (tmp_path / "reports").exists()

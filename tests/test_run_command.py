@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -91,6 +97,64 @@ def test_a_remote_target_needs_confirmation(tmp_path):
     result = CliRunner().invoke(cli, ["run", str(profile), "--out", str(tmp_path / "r")], input="")
     assert result.exit_code == 2, result.output
     assert "refusing to send load to http://127.0.0.1:9 without confirmation; pass --yes" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def start_at_the_confirmation(tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """`scalefinder run` of a remote profile with a terminal as its input, as a user starts it.
+    Returns the process and the terminal's other end, to answer through."""
+    profile = tmp_path / "remote.toml"
+    profile.write_text(REMOTE.replace("max_rps = 2", "max_rps = 2\nhold_s = 200\nmin_hold_s = 200"))
+    answers, terminal = os.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "scalefinder.cli", "run", str(profile), "--out",
+                                str(tmp_path / "r")], stdin=terminal, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    os.close(terminal)
+    return process, answers
+
+
+def wait_for_the_question(process: subprocess.Popen, timeout_s: float = 30) -> str:
+    shown, deadline = b"", time.monotonic() + timeout_s
+    while b"[y/N]" not in shown:
+        assert time.monotonic() < deadline and process.poll() is None, shown
+        if select.select([process.stdout], [], [], 0.1)[0]:
+            shown += os.read(process.stdout.fileno(), 4096)
+    return shown.decode()
+
+
+@pytest.mark.load
+def test_answering_no_at_the_confirmation_runs_nothing_and_exits_0(tmp_path):
+    process, answers = start_at_the_confirmation(tmp_path)
+    try:
+        assert "Send up to 2 req/s to http://127.0.0.1:9 (staging)?" in wait_for_the_question(process)
+        os.write(answers, b"n\n")
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        os.close(answers)
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert stdout.strip() == "Nothing was run: sending load was not confirmed."
+    assert stderr == ""
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.load
+def test_ctrl_c_at_the_confirmation_is_an_interruption(tmp_path):
+    process, answers = start_at_the_confirmation(tmp_path)
+    try:
+        wait_for_the_question(process)
+        # The question is shown just before the answer is read; a signal in between is only seen
+        # once the read returns, so give the process time to block in the read first.
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        os.close(answers)
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "Interrupted."
     assert not (tmp_path / "r").exists()
 
 

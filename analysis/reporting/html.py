@@ -16,6 +16,7 @@ from plotly.io.json import to_json_plotly
 from plotly.offline import get_plotlyjs
 
 from scalefinder import __version__
+from scalefinder.redact import redact_urls_in
 from scalefinder.rundir import RunDirectory
 
 from analysis.reporting import charts
@@ -420,7 +421,8 @@ def _generator_words(generator: Mapping[str, Any]) -> str:
 
 
 def _target_words(target: Mapping[str, Any]) -> str:
-    what = target.get("archetype") or target.get("command") or target.get("url") or "?"
+    # a run recorded before URLs were redacted must not show its credentials in the report either
+    what = redact_urls_in(target.get("archetype") or target.get("command") or target.get("url") or "?")
     sizes = []
     if target.get("cpu_units"):
         sizes.append(f'{target["cpu_units"]} CPU units')

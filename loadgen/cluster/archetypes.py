@@ -46,14 +46,15 @@ class Param:
                 value = float(raw.strip())
             else:
                 value = float(raw)
-        except (TypeError, ValueError):
-            raise InputError(f"{where} must be a number, got {raw!r}") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a whole number too large for a float
+            raise InputError(f"{where} must be a number, got {_shown(raw)}") from None
+        # before the whole-number check: int() of an infinite or NaN value raises
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InputError(f"{where} must be a finite number, got {_shown(raw)}")
         if self.kind is int:
             if value != int(value):
                 raise InputError(f"{where} must be a whole number, got {raw!r}")
             value = int(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise InputError(f"{where} must be a finite number, got {raw!r}")
         if self.exclusive_minimum and value <= self.minimum:
             raise InputError(f"{where} must be greater than {self.minimum:g}, got {raw!r}")
         if not self.exclusive_minimum and value < self.minimum:
@@ -61,6 +62,13 @@ class Param:
         if self.maximum is not None and value > self.maximum:
             raise InputError(f"{where} must be at most {self.maximum:g}, got {raw!r}")
         return value
+
+
+def _shown(raw: Any) -> str:
+    """repr() of a parameter's value, except a whole number too long for repr() (4,300 digits)."""
+    if isinstance(raw, int) and raw.bit_length() > 1000:
+        return f"a whole number of about {int(raw.bit_length() * math.log10(2)) + 1} digits"
+    return repr(raw)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Each cluster gets ``<mount>/scalefinder/<pid>-<id>/`` with one child group per task: the CPU
 quota is ``cpu_units / 1024`` cores per scheduling period and the memory limit is the
 reservation, so a task that goes over it is killed by the kernel as ECS would stop it. Groups
-left by a cluster that was killed hard are removed the next time a cluster starts.
+left by a cluster that was killed hard are removed the next time a cluster starts, or by
+``scalefinder restore`` of the run that started it.
 
 When no hierarchy is writable the cluster runs "unenforced" and says so; the supervisor then
 emulates the memory limit by watching each task's process tree.
@@ -227,6 +228,26 @@ class Cgroups:
             except OSError:
                 pass  # another cluster still has groups there
         return ok
+
+
+def remove_groups_left_by(owner_pid: int) -> tuple[list[Path], list[Path]]:
+    """Remove the groups of the clusters process ``owner_pid`` ran (``<pid>-<id>/``), once that
+    process is gone: a run killed hard. Returns the groups removed and those left in place.
+
+    Groups are left in place while the process lives, since they are still in use, and under a
+    hierarchy this process may not write to. Without cgroups there is nothing to find.
+    """
+    removed: list[Path] = []
+    left: list[Path] = []
+    owner_alive = _alive(owner_pid)
+    for root in dict.fromkeys(mount / ROOT_NAME for mount in _mounts().values()):
+        groups = sorted(path for path in root.glob(f"{owner_pid}-*") if path.is_dir())
+        if owner_alive or not os.access(root, os.W_OK):
+            left += groups
+            continue
+        for group in groups:  # ``scalefinder/`` itself stays: a cluster starting now may be using it
+            (removed if _remove_tree(group) else left).append(group)
+    return removed, left
 
 
 def parse_oom_kills(text: str) -> int | None:

@@ -101,22 +101,48 @@ def _check_command(command: Any, params: dict[str, Any]) -> dict[str, Any]:
     """The command must be a template with ``{port}``; other fields come from ``params``."""
     if not isinstance(command, str) or not command.strip():
         raise InputError("command must be a non-empty string")
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(command) if name is not None}
-    except ValueError as exc:
-        raise InputError(
-            f"command {command!r} is not a valid template ({exc}); write literal braces as {{{{ }}}}"
-        ) from None
+    if "\0" in command:
+        raise InputError("command contains a NUL character, which no command line can carry")
+    fields = _template_fields(command)
     if "port" not in fields:
         raise InputError(f"command must contain {{port}} where the task's port goes, got {command!r}")
+    reserved = sorted({"port", "host"} & set(params))
+    if reserved:
+        raise InputError(f"a parameter may not be named {reserved[0]!r}: the cluster fills in "
+                         f"{{{reserved[0]}}} itself")
     missing = sorted(fields - {"port", "host"} - set(params))
     if missing:
         names = ", ".join("{" + name + "}" for name in missing)
         raise InputError(f"command uses {names} but no such parameter was given")
     try:
         argv = shlex.split(command.format(port=1, host="127.0.0.1", **{k: str(v) for k, v in params.items()}))
-    except (ValueError, IndexError, KeyError) as exc:
+    except ValueError as exc:
         raise InputError(f"command {command!r} cannot be parsed ({exc})") from None
     if not argv:
         raise InputError("command is empty")
     return dict(params)
+
+
+def _template_fields(command: str) -> set[str]:
+    """The names of a command's ``{fields}``, each a plain name.
+
+    Indexing, attributes, conversions and format specs are refused: the values are strings
+    filled in as they are, and ``str.format`` would otherwise index them ({port[0]}), look up
+    attributes ({port.real}) or pad them to any width ({port:999999999}, a string of that size).
+    """
+    try:
+        parsed = list(string.Formatter().parse(command))
+    except ValueError as exc:
+        raise InputError(
+            f"command {command!r} is not a valid template ({exc}); write literal braces as {{{{ }}}}"
+        ) from None
+    fields = set()
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise InputError(f"command field {shown!r} must be a plain name such as {{port}} (no index, attribute "
+                             f"or format); write literal braces as {{{{ }}}}")
+        fields.add(name)
+    return fields

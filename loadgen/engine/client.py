@@ -7,16 +7,18 @@ the orchestrator.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import queue
+import socket
 import subprocess
 import sys
 import threading
 import time
 from typing import Any, Iterator
 
-from scalefinder.errors import InfrastructureError
+from scalefinder.errors import InfrastructureError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -143,3 +145,24 @@ class EngineProcess:
 
     def _stderr_hint(self) -> str:
         return f" (last engine output: {self._stderr_tail[-1]})" if self._stderr_tail else ""
+
+
+def check_master_port(host: str, port: int) -> None:
+    """Refuse a master port that is already taken (most likely by another run's master) before
+    anything starts, with the port named, rather than when the load generator starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            None if host in ("*", "") else host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise InputError(f"--master-bind-host {host} cannot be resolved ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        # ZeroMQ binds the same way, so a port an earlier run left in TIME_WAIT is not taken
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InfrastructureError(f"the Locust master port {port} on {host} is already in use (by another "
+                                          "run?); choose another --master-port") from None
+            raise InputError(f"the Locust master cannot listen on {host}:{port} ({exc.strerror}); check "
+                             "--master-bind-host and --master-port") from None

@@ -10,6 +10,7 @@ a single generator would emit, so the orchestrator cannot tell the modes apart.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from typing import Any, Callable
 import gevent
 import psutil
 from locust.env import Environment
+from locust.exception import RPCError
 
 from loadgen.engine.generator import Generator
 
@@ -47,7 +49,7 @@ class Coordinator:
         self.emit = emit
         self.expected = int(config.get("workers") or 0) + int(config.get("expect_workers") or 0)
         self.environment = Environment(user_classes=[], host=config["host"])
-        self.runner = self.environment.create_master_runner(config["master_bind_host"], config["master_port"])
+        self.runner = _master_runner(self.environment, config["master_bind_host"], config["master_port"])
         self._ready: set[str] = set()
         self._stopped: set[str] = set()
         self._drained: dict[int, set[str]] = defaultdict(set)
@@ -56,7 +58,8 @@ class Coordinator:
         for kind, handler in [("sf_ready", self._on_ready), ("sf_done", self._on_done), ("sf_tick", self._on_tick),
                               ("sf_drained", self._on_drained), ("sf_stopped", self._on_stopped)]:
             self.runner.register_message(kind, handler)
-        self._processes = [_start_local_worker(config["master_port"]) for _ in range(int(config.get("workers") or 0))]
+        self._processes = [_start_local_worker(self.runner.server.port)
+                           for _ in range(int(config.get("workers") or 0))]
         self._process = psutil.Process()
         self._process.cpu_percent(None)
         try:
@@ -168,6 +171,20 @@ class Coordinator:
             "oldest_in_flight_s": max(t["oldest_in_flight_s"] for t in ticks),
             "cpu_pct": max([self._process.cpu_percent(None)] + [t["cpu_pct"] for t in ticks]),
         }
+
+
+def _master_runner(environment: Environment, host: str, port: int) -> Any:
+    """Locust's master runner listening on ``host``:``port``, or on any free port for ANY_FREE_PORT."""
+    try:
+        runner = environment.create_master_runner(host, port)
+    except (SystemExit, RPCError) as exc:  # some Locust versions exit when the port is taken, others raise
+        if isinstance(exc, SystemExit) or getattr(exc.__context__, "errno", None) == errno.EADDRINUSE:
+            raise OSError(f"the Locust master port {port} on {host} is already in use (by another run?); "
+                          "choose another --master-port") from None
+        raise OSError(f"the Locust master cannot listen on {host}:{port} ({exc})") from None
+    # Locust binds its port again if it ever resets its server: keep the one the workers were given.
+    runner.master_bind_port = runner.server.port
+    return runner
 
 
 def _start_local_worker(master_port: int) -> subprocess.Popen:

@@ -19,7 +19,19 @@ from typing import Any
 
 # Locust's own default port for workers to reach the master.
 DEFAULT_MASTER_PORT = 5557
+# Asks the master to listen on any free port. ZeroMQ picks it as it binds, so two runs on one
+# machine can never race for it; the master tells its local workers which one it got.
+ANY_FREE_PORT = 0
 DROPPED = "dropped"
+
+
+def choose_master_port(chosen: int | None, expect_workers: int) -> int:
+    """The port the master listens on: the one the user chose; otherwise Locust's default when
+    remote workers (``scalefinder worker``) will look for the master there; otherwise any free
+    port, since only the master's own local workers need to know it."""
+    if chosen is not None:
+        return chosen
+    return DEFAULT_MASTER_PORT if expect_workers else ANY_FREE_PORT
 
 
 def engine_config(profile: Any, host_url: str, *, workers: int = 0, expect_workers: int = 0,

@@ -4,6 +4,10 @@ Runs inside the engine process, under gevent. A profile's request mix becomes a 
 whose single task picks a weighted request; a locustfile's User classes are used as they are,
 except that the open model replaces their wait times: each arrival borrows an idle user
 instance, runs one of its tasks (weighted as Locust weighs them), and gives it back.
+
+Redirects are never followed, by either Locust client: the Location of a redirect may name a
+host that is not in the profile's ``allowed_hosts``. A 3xx answer is the response, measured and
+counted as one of its status.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from locust import User, task
+from locust import HttpUser, User, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.user.task import TaskSet
 
@@ -35,6 +39,7 @@ def build_user_classes(config: dict[str, Any]) -> list[type[User]]:
             cls.network_timeout = config["timeout_s"]
             cls.connection_timeout = config["timeout_s"]
             cls.max_retries = 0
+            cls.max_redirects = 0  # the client then returns the 3xx itself, even with allow_redirects
     return classes
 
 
@@ -91,11 +96,23 @@ class UserPool:
         if idle:
             return idle.pop()
         user = cls(self.environment)
+        refuse_redirects(user)
         user.on_start()
         return user
 
     def release(self, user: User) -> None:
         self._idle[type(user)].append(user)
+
+
+def refuse_redirects(user: User) -> None:
+    """Make an HttpUser's session return a redirect instead of following it (a FastHttpUser is
+    set up by its class, see ``build_user_classes``).
+
+    requests follows a redirect whenever it finds a target for it, whatever ``max_redirects``
+    (0 raises instead of answering), so the session is told that no response has one.
+    """
+    if isinstance(user, HttpUser):
+        user.client.get_redirect_target = lambda response: None
 
 
 def one_task(user: User) -> Callable[[], Any]:
