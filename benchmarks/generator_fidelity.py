@@ -84,12 +84,13 @@ def engine_ladder(url: str, rates: list[float], hold_s: float, warmup_s: float, 
             cpu_before, load_before = _cpu_s(engine.pids), load_average()
             start = time.time()
             engine.set_rate(step_id, float(rate))
-            _pump(engine, recorder, lambda: time.time() - start >= hold_s)
+            _pump(engine, recorder, lambda start=start: time.time() - start >= hold_s)
             end = time.time()
             cpu_used = _cpu_s(engine.pids) - cpu_before
             engine.pause()
             deadline = time.time() + WORKLOAD.timeout_s + DRAIN_S
-            _pump(engine, recorder, lambda: step_id in recorder.drained or time.time() > deadline)
+            _pump(engine, recorder,
+                  lambda step_id=step_id, deadline=deadline: step_id in recorder.drained or time.time() > deadline)
             summary = recorder.summarize(step_id, start, end, warmup_s, "held")
             recorder.forget(step_id)
             row = _engine_row(summary, cpu_used / (end - start) * 100, load_before)

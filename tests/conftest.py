@@ -3,19 +3,103 @@
 The demo (``scalefinder demo``: run, analyze, report of ``profiles/demo.toml``) is the longest
 thing the suite does, so it runs once per session and several files check what it produced: the
 run directory (test_run_command.py), the analysis of a real CPU-bound run (test_analysis_real.py)
-and the command's own output (test_demo.py).
+and the command's own output (test_demo.py). It starts in the background as soon as the tests
+are collected, and the tests that start no process run first, while the demo runs: they use one
+core, the demo's two small tasks and its generator the other.
+
+``--fast`` is the development tier: only tests that start no process and send no load (the
+analysis, the models, the profile, the CLI in-process). Tests that start processes are marked
+``processes`` (or ``load`` when they also send load); in the fast tier, starting one anyway
+fails the test with a message that says which marker it needs.
 """
 
 from __future__ import annotations
 
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+# The moto server and a clean account in it (the ``aws`` fixture), for the AWS tests.
+pytest_plugins = ["tests.moto_server"]
+
 ROOT = Path(__file__).resolve().parents[1]
+SLOW_MARKERS = ("load", "processes", "browser", "prometheus")
+DEMO_TIMEOUT_S = 600
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--fast", action="store_true",
+                     help="the development tier: skip tests marked " + ", ".join(SLOW_MARKERS))
+
+
+def _is_slow(item) -> bool:
+    return any(item.get_closest_marker(name) for name in SLOW_MARKERS)
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected theirs
+def pytest_collection_modifyitems(config, items) -> None:
+    if config.getoption("--fast"):
+        dropped = [item for item in items if _is_slow(item)]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = [item for item in items if not _is_slow(item)]
+    # The fast tests first (a stable sort keeps the file order within each tier).
+    items.sort(key=_is_slow)
+    if not config.option.collectonly and any("demo_run" in getattr(item, "fixturenames", ()) for item in items):
+        _BackgroundDemo.start(config)
+
+
+class _BackgroundDemo:
+    """``scalefinder demo`` started once, in the background, for the ``demo_run`` fixture."""
+
+    process: subprocess.Popen | None = None
+    folder: Path | None = None
+
+    @classmethod
+    def start(cls, config) -> None:
+        cls.folder = Path(tempfile.mkdtemp(prefix="scalefinder-demo-"))
+        with open(cls.folder / "stdout", "w") as stdout, open(cls.folder / "stderr", "w") as stderr:
+            cls.process = subprocess.Popen(
+                [sys.executable, "-m", "scalefinder.cli", "demo", "--out", str(cls.folder / "run"), "--no-progress"],
+                cwd=ROOT, stdout=stdout, stderr=stderr, text=True)
+        config.add_cleanup(cls.stop)
+
+    @classmethod
+    def wait(cls) -> DemoRun:
+        assert cls.process is not None and cls.folder is not None
+        cls.process.wait(timeout=DEMO_TIMEOUT_S)
+        return DemoRun(cls.folder / "run", cls.process.returncode, (cls.folder / "stdout").read_text(),
+                       (cls.folder / "stderr").read_text())
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.process is not None and cls.process.poll() is None:
+            cls.process.send_signal(signal.SIGINT)  # the demo restores and cleans up on SIGINT
+            try:
+                cls.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                cls.process.kill()
+        if cls.folder is not None:
+            shutil.rmtree(cls.folder, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_processes_in_the_fast_tier(request, monkeypatch) -> None:
+    """In the fast tier a test that starts a process is mislabelled: fail it and say so."""
+    if not request.config.getoption("--fast"):
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts a process: mark it 'processes' (or 'load')")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr("os.fork", refuse)
 
 
 @dataclass(frozen=True)
@@ -27,8 +111,5 @@ class DemoRun:
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> DemoRun:
-    out = tmp_path_factory.mktemp("demo") / "run"
-    done = subprocess.run([sys.executable, "-m", "scalefinder.cli", "demo", "--out", str(out), "--no-progress"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    return DemoRun(out, done.returncode, done.stdout, done.stderr)
+def demo_run() -> DemoRun:
+    return _BackgroundDemo.wait()

@@ -11,9 +11,10 @@ import pytest
 from benchmarks import robustness as bench
 
 @pytest.mark.parametrize("index", range(len(bench.CLASSES)), ids=[c.name for c in bench.CLASSES])
-@pytest.mark.parametrize("regime", sorted(bench.REGIMES))
-def test_no_wrong_answer_on_clean_data(index, regime):
-    # One seed per class and regime, a different one for each, with 6 or 8 ramp steps.
+def test_no_wrong_answer_on_clean_data(index):
+    # One seed per class, a different one for each, and the sampling regimes taken in turn: 1-second
+    # data with 6 ramp steps, 1-minute data with 8 (the benchmark runs every class in both).
+    regime = sorted(bench.REGIMES)[index % len(bench.REGIMES)]
     scenario = bench.Scenario(bench.CLASSES[index].name, regime, 0.05, 6 if regime == "1s" else 8, 100 + index)
     assert bench.clean(scenario)
     record = bench.run_scenario(scenario)

@@ -10,7 +10,7 @@ from botocore.awsrequest import AWSResponse
 from loadgen.context import RunContext
 from loadgen.sources import cloudwatch
 from scalefinder.errors import InfrastructureError, ProfileError
-from tests.moto_server import CLUSTER, SERVICE, aws, client, moto_endpoint, seed_world  # noqa: F401
+from tests.moto_server import CLUSTER, SERVICE, client, seed_world
 
 SERVICE_DIMS = [{"Name": "ClusterName", "Value": CLUSTER}, {"Name": "ServiceName", "Value": SERVICE}]
 

@@ -24,8 +24,7 @@ from click.testing import CliRunner
 from loadgen.cluster import ClusterSpec, LocalCluster
 from scalefinder.cli import cli
 from scalefinder.rundir import METRIC_COLUMNS, RunDirectory, write_json_atomic
-from tests.moto_server import (CLUSTER, SERVICE, aws, client, moto_endpoint, register_targets,  # noqa: F401
-                               seed_world, service_state)
+from tests.moto_server import CLUSTER, SERVICE, client, register_targets, seed_world, service_state
 
 CPU_UNITS = 256
 MEMORY_MIB = 256

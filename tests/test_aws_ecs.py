@@ -22,8 +22,7 @@ from loadgen.context import RunContext
 from scalefinder.cli import cli
 from scalefinder.errors import InfrastructureError
 from scalefinder.rundir import RunDirectory
-from tests.moto_server import (CLUSTER, SERVICE, aws, client, moto_endpoint, register_targets,  # noqa: F401
-                               seed_world, service_state)
+from tests.moto_server import CLUSTER, SERVICE, client, register_targets, seed_world, service_state
 
 ALL_SUSPENDED = {"DynamicScalingInSuspended": True, "DynamicScalingOutSuspended": True,
                  "ScheduledScalingSuspended": True}
@@ -137,6 +136,7 @@ def _raise_terminated(signum, frame):
     raise _Terminated()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_restore_after_ctrl_c_or_sigterm_while_waiting(aws, stop):
     seed_world(desired=2, healthy_targets=2)
@@ -212,6 +212,7 @@ HARD_KILLED_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.processes
 def test_restore_command_undoes_a_hard_killed_run(aws, tmp_path):
     seed_world(desired=2, min_capacity=1, max_capacity=3)
     found = _normalised(service_state())

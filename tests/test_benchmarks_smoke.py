@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from analysis.command import analyze
 from benchmarks.accuracy import judge, setting_profile
 from tests.synthetic import write_synthetic_run
@@ -48,12 +50,14 @@ def test_second_setting_scales_the_ramp_with_the_capacity():
     assert abs(second["ramp"]["max_rps"] / first["ramp"]["max_rps"] - 8 / 13) < 0.01
 
 
+@pytest.mark.processes
 def test_accuracy_plan_only_checks_every_setting():
     done = _benchmark("-m", "benchmarks.accuracy", "--archetypes", "cpu,shared", "--plan-only")
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("plan ok") == 4
 
 
+@pytest.mark.load
 def test_generator_fidelity_tiny(tmp_path):
     out = tmp_path / "fidelity.json"
     done = _benchmark("-m", "benchmarks.generator_fidelity", "--rates", "10", "--hold-s", "3", "--warmup-s", "1",
@@ -67,12 +71,14 @@ def test_generator_fidelity_tiny(tmp_path):
     assert "max sustained rate, engine" in done.stdout
 
 
+@pytest.mark.processes
 def test_analysis_speed_tiny():
     done = _benchmark("benchmarks/analysis_speed.py", "--sizes", "0.02")
     assert done.returncode == 0, done.stderr
     assert "recommended cpu_utilization" in done.stdout
 
 
+@pytest.mark.processes
 def test_time_to_answer_reads_the_accuracy_runs(tmp_path):
     accuracy = tmp_path / "accuracy.jsonl"
     record = {"kind": "accuracy_run", "archetype": "cpu", "setting": 1, "repeat": 1, "run_wall_s": 127.0,
@@ -87,6 +93,7 @@ def test_time_to_answer_reads_the_accuracy_runs(tmp_path):
     assert "cpu/s1/r1" in done.stdout
 
 
+@pytest.mark.processes
 def test_accuracy_table_from_a_file_judges_stability_and_prints_markdown(tmp_path):
     run = tmp_path / "cpu"
     write_synthetic_run(run, "cpu", seed=0)

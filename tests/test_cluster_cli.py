@@ -85,6 +85,7 @@ def gone(processes, within_s):
     return False
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_stopping_the_command_leaves_no_processes_and_no_cgroups(signum):
     process, children, output = start_cluster_command("--archetype", "queue", "--tasks", "2")
@@ -99,6 +100,7 @@ def test_stopping_the_command_leaves_no_processes_and_no_cgroups(signum):
     assert cgroups_of(process.pid) == []
 
 
+@pytest.mark.processes
 def test_a_signal_the_kernel_hands_to_a_helper_thread_still_stops_the_command():
     # The kernel may deliver a process-wide SIGINT to any thread; aim it at a helper thread on purpose.
     libc = ctypes.CDLL(None, use_errno=True)
@@ -114,6 +116,7 @@ def test_a_signal_the_kernel_hands_to_a_helper_thread_still_stops_the_command():
     assert gone(children, 5)
 
 
+@pytest.mark.processes
 def test_killed_cluster_takes_its_tasks_along_and_its_cgroups_are_swept_later():
     process, children, output = start_cluster_command("--archetype", "cpu", "--tasks", "2")
     process.kill()  # no chance to clean up

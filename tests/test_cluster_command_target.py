@@ -15,6 +15,7 @@ from scalefinder.errors import InfrastructureError, InputError, ProfileError
 HTTP_SERVER = f"{sys.executable} -m http.server {{port}} --bind {{host}}"
 
 
+@pytest.mark.processes
 def test_a_custom_command_is_run_measured_and_scaled():
     spec = ClusterSpec(archetype=None, command=HTTP_SERVER, params={}, tasks=2, cpu_units=256,
                        memory_mib=256, health_path="/")
@@ -47,6 +48,7 @@ def test_a_custom_command_is_run_measured_and_scaled():
     assert events.count("task_start") == 3 and events.count("scale") == 2
 
 
+@pytest.mark.processes
 def test_a_command_that_dies_at_start_is_an_infrastructure_error():
     spec = ClusterSpec(archetype=None, command=f"{sys.executable} -c 'raise SystemExit(4)' {{port}}", params={},
                        tasks=1, cpu_units=256, memory_mib=256)

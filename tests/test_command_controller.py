@@ -107,6 +107,7 @@ def test_the_example_profiles_validate():
 # -- real commands ----------------------------------------------------------------------------
 
 
+@pytest.mark.processes
 def test_scales_through_the_commands_and_polls_readiness(tmp_path):
     controller = build(state_config(tmp_path), SimpleNamespace(cluster=None))
     assert controller.snapshot() == {"kind": "command", "tasks": 3}
@@ -117,6 +118,7 @@ def test_scales_through_the_commands_and_polls_readiness(tmp_path):
     assert controller.current() == 3
 
 
+@pytest.mark.processes
 def test_a_failing_command_shows_its_stderr(tmp_path):
     controller = build(state_config(tmp_path), SimpleNamespace(cluster=None))
     with pytest.raises(InfrastructureError) as caught:
@@ -126,12 +128,14 @@ def test_a_failing_command_shows_its_stderr(tmp_path):
     assert "set 9" in str(caught.value)  # the command line as it was run
 
 
+@pytest.mark.processes
 def test_readiness_that_never_comes_times_out(tmp_path):
     config = state_config(tmp_path, ready=f"{PYTHON} -c \"import sys; sys.exit('pods pending')\"", timeout_s=1)
     with pytest.raises(InfrastructureError, match="did not reach 4 ready tasks within 1 s.*pods pending"):
         build(config, SimpleNamespace(cluster=None)).scale_to(4)
 
 
+@pytest.mark.processes
 def test_unusable_output_and_missing_programs_are_clear(tmp_path):
     config = state_config(tmp_path, current=f"{PYTHON} -c \"print('three')\"")
     with pytest.raises(InfrastructureError, match="printed 'three', not a whole number"):

@@ -210,6 +210,7 @@ def test_one_metric_without_data_costs_only_that_metric(scraped):
     assert len(source.warnings) == 1 and "no data for ghost" in source.warnings[0]
 
 
+@pytest.mark.prometheus
 def test_the_exporter_serves_cadvisor_names_and_discovery(scraped):
     with urllib.request.urlopen(scraped.exporter.url + "/metrics", timeout=2) as reply:
         text = reply.read().decode()
@@ -239,6 +240,7 @@ def test_basic_auth_from_the_environment(tmp_path, monkeypatch):
             build(table, SimpleNamespace(cluster=None))
 
 
+@pytest.mark.processes
 def test_run_with_an_unreachable_server_exits_3_before_any_load(tmp_path):
     root = Path(__file__).resolve().parents[1]
     text = (root / "profiles" / "prometheus-local.toml").read_text()
