@@ -47,6 +47,8 @@ MIN_DATAPOINTS_PER_HOLD = 3
 # Ranges and limits (docs/profiles.md, "Ranges and limits"). Rates are planned to 0.01 req/s
 # (loadgen.plan.round_rate): a lower rate, or a smaller step, would plan zero or one rate twice.
 MIN_RATE_RPS = 0.01
+# A profile name becomes part of a run id and a directory name.
+PROFILE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 MAX_RATE_RPS = 1_000_000.0
 MAX_HOLD_S = 3600.0
 MAX_RUN_S = 86400.0  # max_duration_s: a run lasts at most a day
@@ -395,7 +397,11 @@ def _parse(data: dict[str, Any], path: Path) -> Profile:
     shown = str(path)
     top = _Table(data, "", shown).expect("name", "description", "target", "workload", "slo", "ramp", "capacity",
                                         "sources", "analysis", "gate")
-    name = top.string("name", default=path.stem)
+    # without a name, the file's: made safe, since any character may stand in a file name
+    name = top.string("name", default=re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem)[:100].strip("-") or "profile")
+    if not PROFILE_NAME.fullmatch(name):
+        # the name becomes part of the run id and of the run directory's name
+        raise top.error(f"expected letters, digits, '.', '_' or '-' (at most 100), got {_shown_value(name)}", "name")
     description = top.string("description", default="")
     target = _parse_target(top.table("target", required=True))
     workload = _parse_workload(top.table("workload", required=True), path.parent)
@@ -559,6 +565,10 @@ def _parse_requests(table: _Table) -> tuple[RequestSpec, ...]:
         headers = dict(headers_table.data) if headers_table else {}
         if not all(isinstance(v, str) for v in headers.values()):
             raise entry.error("expected header values to be strings", "headers")
+        for text, key in [(path, "path"), *((f"{n}: {v}", "headers") for n, v in headers.items())]:
+            if any(c in text for c in "\r\n"):
+                # a line break would end the header or request line and start another (header injection)
+                raise entry.error("must not contain a line break (CR or LF)", key)
         body = entry.raw("body")
         if body is not None and not isinstance(body, str):
             raise entry.error(f"expected a string, got {_describe(body)}", "body")

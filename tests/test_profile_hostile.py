@@ -241,3 +241,24 @@ def test_load_profile_raises_profile_error_for_each_hostile_input(tmp_path):
         path.write_text(text)
         with pytest.raises(ProfileError):
             load_profile(path)
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", "with space", "x" * 101])
+def test_a_name_that_cannot_be_part_of_a_directory_name_is_refused(tmp_path, name):
+    line = plan(tmp_path, changed(('name = "cpu"', f'name = "{name}"')))
+    assert "[name]" in line and "letters, digits" in line
+
+
+def test_without_a_name_the_file_name_is_made_safe(tmp_path):
+    path = tmp_path / "my staging (v2).toml"
+    path.write_text(changed(('name = "cpu"\n', "")))
+    assert load_profile(path).name == "my-staging-v2"
+
+
+@pytest.mark.parametrize("change", [
+    ('path = "/work"', 'path = "/work\\r\\nX-Injected: 1"'),
+    ('weight = 1 }', 'weight = 1, headers = { "X-Trace" = "a\\nb" } }'),
+])
+def test_a_line_break_in_a_request_path_or_header_is_refused(tmp_path, change):
+    line = plan(tmp_path, changed(change))
+    assert "line break" in line
