@@ -8,8 +8,20 @@ every one of them, and keep each kind's ``validate_config`` down to what is spec
 from __future__ import annotations
 
 from typing import Any, Iterable
+from urllib.parse import SplitResult, urlsplit
 
 from scalefinder.errors import ProfileError
+
+
+def split_url(url: str) -> SplitResult | None:
+    """The parts of a URL, or None when urllib cannot split it (an unclosed '[' of an IPv6 host,
+    a port out of range)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # an invalid port raises only when read
+    except ValueError:
+        return None
+    return parts
 
 
 def with_defaults(table: Any, where: str, defaults: dict[str, Any], required: Iterable[str] = ()) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from loadgen.capacity import CONTROLLER_KINDS
+from loadgen.kind_config import split_url
 from loadgen.sources import SOURCE_KINDS
 from scalefinder.errors import InputError, ProfileError, printable
 from scalefinder.redact import check_references, expand_references, redact_profile
@@ -473,7 +474,7 @@ def _resolved_cluster_params(target: Target, table: _Table) -> dict[str, Any]:
 
 def _parse_url_target(table: _Table) -> Target:
     url = table.string("url", required=True)
-    parts = _split_url(url)
+    parts = split_url(url)
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise table.error(f"expected an http:// or https:// URL with a host, got {_shown_value(url)}", "url")
     check_references(url, table.where("url"), table.path)
@@ -498,17 +499,6 @@ def _parse_url_target(table: _Table) -> Target:
         raise table.error(f"expected a path starting with '/', got {health_path!r}", "health_path")
     return Target(kind="url", url=url.rstrip("/"), environment=environment, allowed_hosts=allowed,
                   health_path=health_path)
-
-
-def _split_url(url: str) -> Any:
-    """The parts of a URL, or None when urllib cannot split it (an unclosed '[' of an IPv6 host,
-    a port out of range)."""
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # read here: an invalid port raises only when asked for
-    except ValueError:
-        return None
-    return parts
 
 
 def _parse_workload(table: _Table, base: Path) -> Workload:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from loadgen.kind_config import seconds, with_defaults
+from loadgen.kind_config import seconds, split_url, with_defaults
 from loadgen.sources.base import MetricRow, MetricSource
 from scalefinder import catalog
 from scalefinder.errors import InfrastructureError, InputError, ProfileError
@@ -111,7 +111,7 @@ def validate_config(table: dict, where: str) -> dict:
     """Check ``[sources.prometheus]`` and fill in defaults."""
     config = with_defaults(table, where, DEFAULTS, required=("url",))
     url = config.get("url")
-    parts = _split_url(url) if isinstance(url, str) else None
+    parts = split_url(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ProfileError(f"required: the Prometheus server's http:// or https:// URL, got {url!r}",
                            key=f"{where}.url")
@@ -144,16 +144,6 @@ def validate_config(table: dict, where: str) -> dict:
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
         raise ProfileError(f"expected a port number from 1 to 65535, got {port!r}", key=f"{where}.exporter_port")
     return config
-
-
-def _split_url(url: str) -> urllib.parse.SplitResult | None:
-    """The parts of a URL, or None when urllib cannot split it (an unclosed '[', a bad port)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        _ = parts.port  # an invalid port raises only when read
-    except ValueError:
-        return None
-    return parts
 
 
 _DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
