@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import classify, knee as knees, properties as props, recommend, units
-from analysis.findings import KIND, SCHEMA_VERSION
-from analysis.steady import build_windows, service_samples
-from scalefinder import catalog, slo as slos
-from scalefinder.errors import InputError, RunDirectoryError
-from scalefinder.redact import redact_urls_in
-from scalefinder.rundir import RunDirectory
+from scalefinder.analysis import classify, knee as knees, properties as props, recommend, units
+from scalefinder.analysis.findings import KIND, SCHEMA_VERSION
+from scalefinder.analysis.steady import build_windows, service_samples
+from scalefinder.core import catalog, slo as slos
+from scalefinder.core.errors import InputError, RunDirectoryError
+from scalefinder.core.redact import redact_urls_in
+from scalefinder.core.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
 

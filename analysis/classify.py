@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.properties import FAIL, INCONCLUSIVE, PASS, TestResult
-from scalefinder import catalog
+from scalefinder.analysis.properties import FAIL, INCONCLUSIVE, PASS, TestResult
+from scalefinder.core import catalog
 
 HIGH_LEVEL = 0.6  # a plateau below 60% of the limit is not a resource running out
 # "The limit is outside the task" is claimed only when every resource with a limit stood below

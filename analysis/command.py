@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from analysis.analyzer import analyze_run, options_from_manifest
-from analysis.findings import write_findings
-from scalefinder.rundir import RunDirectory
+from scalefinder.analysis.analyzer import analyze_run, options_from_manifest
+from scalefinder.analysis.findings import write_findings
+from scalefinder.core.rundir import RunDirectory
 
 
 

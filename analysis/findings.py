@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scalefinder.errors import RunDirectoryError
-from scalefinder.rundir import check_schema_version, write_json_atomic
+from scalefinder.core.errors import RunDirectoryError
+from scalefinder.core.rundir import check_schema_version, write_json_atomic
 
 FINDINGS = "findings.json"
 SCHEMA_VERSION = 1

@@ -6,7 +6,7 @@ fixed task count; the run's refine phase bisects between the two, so the bracket
 ``kneed`` package) is computed on the latency curve as a cross-check only: it has no
 uncertainty, so it corroborates and never decides.
 
-Whether a step met the SLO is judged by ``scalefinder.slo``, the rule the run side applies
+Whether a step met the SLO is judged by ``scalefinder.core.slo``, the rule the run side applies
 too. A step it cannot judge (no latency at the SLO percentile) is neither good nor a breach:
 it is left out of the knee and reported in ``Knee.unknown_steps``.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from scalefinder import slo as slos
+from scalefinder.core import slo as slos
 
 
 SCALES_RATIO = 1.7  # capacity with 2n tasks at least 1.7x: it doubled, within the +-15% of a noisy run
@@ -78,7 +78,7 @@ def find_knee(steps: pd.DataFrame, tasks: int) -> Knee:
     Steps whose SLO state is unknown are skipped: they neither end the good range nor extend it,
     so one step without a latency value cannot cut the capacity."""
     ordered = steps.sort_values("offered_rps", kind="stable")
-    # a nullable slo_ok (scalefinder.slo.slo_flags as is) carries the unknown steps as <NA>
+    # a nullable slo_ok (scalefinder.core.slo.slo_flags as is) carries the unknown steps as <NA>
     known = ordered["slo_ok"].notna()
     if "slo_known" in ordered.columns:
         known &= ordered["slo_known"].astype(bool)

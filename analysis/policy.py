@@ -15,8 +15,8 @@ import json
 import shlex
 from typing import Any
 
-from scalefinder import catalog
-from scalefinder.errors import InputError
+from scalefinder.core import catalog
+from scalefinder.core.errors import InputError
 
 CLUSTER, SERVICE = "CLUSTER_NAME", "SERVICE_NAME"
 RESOURCE_ID = f"service/{CLUSTER}/{SERVICE}"

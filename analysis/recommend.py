@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from analysis import policy
-from analysis.classify import label
-from analysis.properties import PASS
+from scalefinder.analysis import policy
+from scalefinder.analysis.classify import label
+from scalefinder.analysis.properties import PASS
 
 TRACKING_TOLERANCE = 1.1
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from scalefinder import catalog
+from scalefinder.core import catalog
 
 # A hard limit is not exact: a small CFS quota can be overrun by a scheduler slice per period,
 # and a reading's interval never lines up with the quota's. A demo run on a 0.125-vCPU cgroup-v1

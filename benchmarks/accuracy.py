@@ -33,7 +33,7 @@ from typing import Any
 
 from benchmarks.experiments import (REPO, append_jsonl, load_average, machine, read_profile, run_and_analyze,
                                     scalefinder_command, utc_now, write_profile)
-from loadgen.cluster import archetypes
+from scalefinder.loadgen.cluster import archetypes
 
 ARCHETYPES = ("cpu", "memory", "retaining", "workers", "waiting", "jvm", "queue", "shared", "prefork")
 

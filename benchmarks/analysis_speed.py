@@ -58,7 +58,7 @@ def measure(run: Path) -> dict:
     code = (
         "import json, resource, sys, time\n"
         "start = time.perf_counter()\n"
-        "from analysis.command import analyze\n"
+        "from scalefinder.analysis.command import analyze\n"
         "findings = analyze(sys.argv[1])\n"
         "print(json.dumps({'seconds': time.perf_counter() - start, "
         "'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from scalefinder.errors import InputError
+from scalefinder.core.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "profiles"

@@ -31,11 +31,11 @@ from typing import Any
 import psutil
 
 from benchmarks.experiments import REPO, load_average, machine, utc_now
-from loadgen.engine.client import EngineProcess
-from loadgen.engine.protocol import engine_config
-from loadgen.engine.recorder import LoadRecorder, StepInfo
-from loadgen.profile import RequestSpec, Slo, Workload
-from scalefinder.errors import InfrastructureError
+from scalefinder.loadgen.engine.client import EngineProcess
+from scalefinder.loadgen.engine.protocol import engine_config
+from scalefinder.loadgen.engine.recorder import LoadRecorder, StepInfo
+from scalefinder.loadgen.profile import RequestSpec, Slo, Workload
+from scalefinder.core.errors import InfrastructureError
 
 DEFAULT_RATES = (10, 20, 50, 100, 200, 300, 450, 650, 900, 1200, 1600, 2100, 2800, 3700, 5000)
 SLO = Slo(percentile=95, latency_ms=250, error_budget_pct=1.0)

@@ -195,8 +195,8 @@ def run_scenario(scenario: Scenario) -> dict[str, Any]:
     exception becomes an ``error`` record: one bad run must not end the benchmark."""
     import warnings
 
-    from analysis.analyzer import Options, analyze_run
-    from scalefinder.rundir import RunDirectory
+    from scalefinder.analysis.analyzer import Options, analyze_run
+    from scalefinder.core.rundir import RunDirectory
     from tests.synthetic import write_synthetic_run
 
     cls = BY_NAME[scenario.cls]
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     date = utc_now()
     # Imported here, before the workers fork, so every run of the benchmark uses the same code
     # even when the analyzer's files change while it runs.
-    import analysis.analyzer  # noqa: F401
+    import scalefinder.analysis.analyzer  # noqa: F401
     import tests.synthetic  # noqa: F401
 
     version = analyzer_version()

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import click
 
-from loadgen.aws.options import aws_options
-from loadgen.engine.protocol import DEFAULT_MASTER_PORT
-from loadgen.plan import abort_rules, plan_profile
-from loadgen.profile import is_loopback, load_profile, with_secrets
-from scalefinder.errors import InputError, InfrastructureError
-from scalefinder.redact import redact_url
+from scalefinder.loadgen.aws.options import aws_options
+from scalefinder.loadgen.engine.protocol import DEFAULT_MASTER_PORT
+from scalefinder.loadgen.plan import abort_rules, plan_profile
+from scalefinder.loadgen.profile import is_loopback, load_profile, with_secrets
+from scalefinder.core.errors import InputError, InfrastructureError
+from scalefinder.core.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
     run directory (exit code 130). Answering no when asked to confirm load on a remote target
     runs nothing (exit code 0).
     """
-    from loadgen.experiment import END_ABORT, END_RETRIED, RECOVERY, RunOptions, run_experiment
-    from loadgen.progress import ProgressDisplay
+    from scalefinder.loadgen.experiment import END_ABORT, END_RETRIED, RECOVERY, RunOptions, run_experiment
+    from scalefinder.loadgen.progress import ProgressDisplay
 
     loaded = load_profile(profile)
     with_secrets(loaded)  # a variable the profile refers to and is not set: say so before anything starts
@@ -152,7 +152,7 @@ def worker_command(master_host: str, master_port: int) -> None:
     Start it on each load machine, then `scalefinder run PROFILE --expect-workers N
     --master-bind-host ADDRESS` on the coordinating machine. The worker exits when the run ends.
     """
-    argv = [sys.executable, "-m", "loadgen.engine", "--worker",
+    argv = [sys.executable, "-m", "scalefinder.loadgen.engine", "--worker",
             "--master-host", master_host, "--master-port", str(master_port)]
     try:
         code = subprocess.call(argv)

@@ -1,7 +1,7 @@
 """The staged-ramp experiment: ramp at n tasks, refine, replay at 2n, beyond, restore.
 
 This is the orchestrator. It runs without gevent: the load comes from the engine process
-(``loadgen.engine``), metrics from the profile's sources, task counts from its capacity
+(``scalefinder.loadgen.engine``), metrics from the profile's sources, task counts from its capacity
 controller. Everything is written to the run directory as it happens, so a run stopped at any
 point leaves a readable partial run, and the original task count is put back whatever ends the
 run: success, an error, a safety abort, Ctrl-C or SIGTERM.
@@ -31,18 +31,19 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import numpy as np
 import psutil
 
-from loadgen import plan
-from loadgen.capacity import CONTROLLER_KINDS
-from loadgen.context import RunContext
-from loadgen.engine.client import EngineProcess, check_master_port
-from loadgen.engine.protocol import ANY_FREE_PORT, choose_master_port, engine_config
-from loadgen.engine.recorder import ABORT_WINDOW_S, LoadRecorder, Safety, StepInfo
-from loadgen.profile import Profile, with_secrets
-from loadgen.sources import SOURCE_KINDS
-from scalefinder import __version__, catalog
-from scalefinder.errors import InfrastructureError, Interrupted, ScalefinderError
-from scalefinder.redact import redact_url, redact_urls_in
-from scalefinder.rundir import (STATUS_ABORTED, STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED,
+from scalefinder.loadgen import plan
+from scalefinder.loadgen.capacity import CONTROLLER_KINDS
+from scalefinder.loadgen.context import RunContext
+from scalefinder.loadgen.engine.client import EngineProcess, check_master_port
+from scalefinder.loadgen.engine.protocol import ANY_FREE_PORT, choose_master_port, engine_config
+from scalefinder.loadgen.engine.recorder import ABORT_WINDOW_S, LoadRecorder, Safety, StepInfo
+from scalefinder.loadgen.profile import Profile, with_secrets
+from scalefinder.loadgen.sources import SOURCE_KINDS
+from scalefinder import __version__
+from scalefinder.core import catalog
+from scalefinder.core.errors import InfrastructureError, Interrupted, ScalefinderError
+from scalefinder.core.redact import redact_url, redact_urls_in
+from scalefinder.core.rundir import (STATUS_ABORTED, STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED,
                                 RunWriter, create_run_directory, utc_now)
 
 logger = logging.getLogger(__name__)
@@ -291,7 +292,7 @@ class Experiment:
         if not target.is_local:
             yield None
             return
-        from loadgen.cluster import ClusterSpec, LocalCluster
+        from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster
 
         spec = ClusterSpec(archetype=target.archetype, command=target.command, params=dict(target.params),
                            tasks=self.profile.capacity.tasks, cpu_units=target.cpu_units,

@@ -32,8 +32,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from loadgen.cluster.cgroups import PERIOD_US
-from scalefinder.errors import InfrastructureError
+from scalefinder.loadgen.cluster.cgroups import PERIOD_US
+from scalefinder.core.errors import InfrastructureError
 
 log = logging.getLogger(__name__)
 

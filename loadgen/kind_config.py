@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 from urllib.parse import SplitResult, urlsplit
 
-from scalefinder.errors import ProfileError
+from scalefinder.core.errors import ProfileError
 
 
 def split_url(url: str) -> SplitResult | None:

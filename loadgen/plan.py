@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from loadgen.profile import MAX_RAMP_STEPS, Profile, Ramp
-from scalefinder.errors import InputError
+from scalefinder.loadgen.profile import MAX_RAMP_STEPS, Profile, Ramp
+from scalefinder.core.errors import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from loadgen.capacity import CONTROLLER_KINDS
-from loadgen.kind_config import split_url
-from loadgen.sources import SOURCE_KINDS
-from scalefinder.errors import InputError, ProfileError, printable
-from scalefinder.redact import check_references, expand_references, redact_profile
+from scalefinder.loadgen.capacity import CONTROLLER_KINDS
+from scalefinder.loadgen.kind_config import split_url
+from scalefinder.loadgen.sources import SOURCE_KINDS
+from scalefinder.core.errors import InputError, ProfileError, printable
+from scalefinder.core.redact import check_references, expand_references, redact_profile
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as resolved (defaults filled in), JSON-serialisable, for the manifest:
-        header values, bodies, user info and query values redacted (see ``scalefinder.redact``),
+        header values, bodies, user info and query values redacted (see ``scalefinder.core.redact``),
         environment references kept as written."""
         data = asdict(self)
         data["profile_path"] = data.pop("path")
@@ -461,7 +461,7 @@ def _parse_local_target(table: _Table) -> Target:
 
 def _resolved_cluster_params(target: Target, table: _Table) -> dict[str, Any]:
     """Let the cluster check the archetype and its parameters now, not minutes into a run."""
-    from loadgen.cluster import ClusterSpec
+    from scalefinder.loadgen.cluster import ClusterSpec
 
     try:
         spec = ClusterSpec(archetype=target.archetype, command=target.command, params=dict(target.params),
@@ -808,7 +808,7 @@ def _check_holds_cover_datapoints(profile: Profile) -> None:
 
 def _check_planned_requests(profile: Profile) -> None:
     """The most requests a run may send, as ``scalefinder plan`` counts them, within the limit."""
-    from loadgen.plan import plan_profile  # the plan is built from a profile: import it late
+    from scalefinder.loadgen.plan import plan_profile  # the plan is built from a profile: import it late
 
     plan = plan_profile(profile)
     requests = plan.request_count + plan.recovery_requests
@@ -823,7 +823,7 @@ def _check_rate_window_within_warmup(profile: Profile) -> None:
     config = profile.sources.get("prometheus")
     if not config:
         return
-    from loadgen.sources.prometheus import rate_window_s
+    from scalefinder.loadgen.sources.prometheus import rate_window_s
 
     window_s = rate_window_s(config)
     if window_s is not None and window_s > profile.ramp.warmup_s:

@@ -12,12 +12,12 @@ from typing import Any
 
 import click
 
-from loadgen.aws.options import aws_options
-from loadgen.capacity import CONTROLLER_KINDS
-from loadgen.cluster.cgroups import MODE_V1, MODE_V2, remove_groups_left_by
-from loadgen.context import RunContext
-from scalefinder.errors import InputError, RunDirectoryError
-from scalefinder.rundir import STATUS_RUNNING, RunDirectory, append_event
+from scalefinder.loadgen.aws.options import aws_options
+from scalefinder.loadgen.capacity import CONTROLLER_KINDS
+from scalefinder.loadgen.cluster.cgroups import MODE_V1, MODE_V2, remove_groups_left_by
+from scalefinder.loadgen.context import RunContext
+from scalefinder.core.errors import InputError, RunDirectoryError
+from scalefinder.core.rundir import STATUS_RUNNING, RunDirectory, append_event
 
 
 def restore_run(run_dir: str, options: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:

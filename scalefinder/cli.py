@@ -17,21 +17,21 @@ from typing import NoReturn
 import click
 
 from scalefinder import __version__
-from scalefinder.errors import ScalefinderError, one_line
+from scalefinder.core.errors import ScalefinderError, one_line
 
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
-    "cluster": "loadgen.cluster.command:cluster_command",
-    "plan": "loadgen.commands:plan_command",
-    "run": "loadgen.commands:run_command",
-    "worker": "loadgen.commands:worker_command",
-    "analyze": "analysis.command:analyze_command",
-    "report": "analysis.reporting.commands:report_command",
-    "gate": "analysis.reporting.commands:gate_command",
-    "runs": "analysis.reporting.commands:runs_command",
+    "cluster": "scalefinder.loadgen.cluster.command:cluster_command",
+    "plan": "scalefinder.loadgen.commands:plan_command",
+    "run": "scalefinder.loadgen.commands:run_command",
+    "worker": "scalefinder.loadgen.commands:worker_command",
+    "analyze": "scalefinder.analysis.command:analyze_command",
+    "report": "scalefinder.analysis.reporting.commands:report_command",
+    "gate": "scalefinder.analysis.reporting.commands:gate_command",
+    "runs": "scalefinder.analysis.reporting.commands:runs_command",
     "demo": "scalefinder.demo:demo_command",
-    "restore": "loadgen.restore:restore_command",
-    "iam-policy": "loadgen.aws.commands:iam_policy_command",
+    "restore": "scalefinder.loadgen.restore:restore_command",
+    "iam-policy": "scalefinder.loadgen.aws.commands:iam_policy_command",
 }
 
 # One line of help per command, so `scalefinder --help` needs no imports.

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import click
 
-from scalefinder.errors import InputError
-from scalefinder.rundir import create_run_directory
+from scalefinder.core.errors import InputError
+from scalefinder.core.rundir import create_run_directory
+from scalefinder.profiles import shipped_profile
 
-DEMO_PROFILE = Path(__file__).resolve().parent.parent / "profiles" / "demo.toml"
+DEMO_PROFILE = shipped_profile("demo.toml")
 
 
 @click.command("demo")
@@ -31,9 +32,9 @@ def demo_command(ctx: click.Context, profile_path: Path | None, out: Path | None
     Needs no cloud account: the target is the embedded local cluster on 127.0.0.1. Takes about
     three minutes; the report's path and the headline are printed at the end.
     """
-    from analysis.command import analyze_command
-    from analysis.reporting.commands import report_command
-    from loadgen.commands import run_command
+    from scalefinder.analysis.command import analyze_command
+    from scalefinder.analysis.reporting.commands import report_command
+    from scalefinder.loadgen.commands import run_command
 
     profile_path = profile_path or DEMO_PROFILE
     if not profile_path.is_file():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.cluster.process import free_port
+from scalefinder.loadgen.cluster.process import free_port
 
 BINARY = "/usr/bin/prometheus"
 READY_TIMEOUT_S = 30.0

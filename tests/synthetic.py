@@ -1,7 +1,7 @@
 """Synthetic run directories with a known answer, for testing the read side without load.
 
 ``write_synthetic_run(path, kind)`` writes a complete run directory through
-``scalefinder.rundir.RunWriter``, shaped like one ``scalefinder run`` writes: a staged ramp at
+``scalefinder.core.rundir.RunWriter``, shaped like one ``scalefinder run`` writes: a staged ramp at
 ``tasks`` tasks until the SLO breaks, a refine bisection, a replay of the rates below capacity
 at twice the tasks, and a ``beyond`` phase at twice the tasks past the old capacity. Every
 utilization metric is sampled each second per task and as a service average, with warm-up
@@ -64,7 +64,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from scalefinder.rundir import RunWriter, iso_utc
+from scalefinder.core.rundir import RunWriter, iso_utc
 
 KINDS = ("cpu", "memory", "retaining", "jvm", "workers", "waiting", "shared", "queue",
          "thrashing", "highwater", "partial", "tie")

@@ -11,10 +11,10 @@ import time
 import psutil
 import pytest
 
-from analysis.command import analyze
-from loadgen.experiment import ABORT_DRAIN_S, Experiment, RunOptions
-from loadgen.profile import load_profile
-from scalefinder.rundir import RunDirectory
+from scalefinder.analysis.command import analyze
+from scalefinder.loadgen.experiment import ABORT_DRAIN_S, Experiment, RunOptions
+from scalefinder.loadgen.profile import load_profile
+from scalefinder.core.rundir import RunDirectory
 
 pytestmark = pytest.mark.load
 
@@ -187,7 +187,7 @@ class _RampOnly(Experiment):
 def _engine_process(experiment: Experiment) -> psutil.Process:
     me = psutil.Process(os.getpid())
     engine = psutil.Process(experiment.engine.pids[0])
-    assert engine in me.children(recursive=True) and "loadgen.engine" in " ".join(engine.cmdline())
+    assert engine in me.children(recursive=True) and "scalefinder.loadgen.engine" in " ".join(engine.cmdline())
     return engine
 
 

@@ -11,13 +11,13 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from loadgen.engine.recorder import LoadRecorder, StepInfo
-from loadgen.experiment import Experiment, RunOptions, _Aborted
-from loadgen.plan import plan_profile
-from loadgen.profile import load_profile
+from scalefinder.loadgen.engine.recorder import LoadRecorder, StepInfo
+from scalefinder.loadgen.experiment import Experiment, RunOptions, _Aborted
+from scalefinder.loadgen.plan import plan_profile
+from scalefinder.loadgen.profile import load_profile
 from scalefinder.cli import cli
-from scalefinder.errors import ProfileError
-from scalefinder.rundir import RunDirectory
+from scalefinder.core.errors import ProfileError
+from scalefinder.core.rundir import RunDirectory
 
 SLO = SimpleNamespace(percentile=95, latency_ms=500.0, error_budget_pct=1.0)
 

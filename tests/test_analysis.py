@@ -5,11 +5,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from analysis.command import analyze
-from analysis.findings import load_findings
-from analysis.policy import PolicyShapeError, validate
+from scalefinder.analysis.command import analyze
+from scalefinder.analysis.findings import load_findings
+from scalefinder.analysis.policy import PolicyShapeError, validate
 from scalefinder.cli import cli
-from scalefinder.errors import RunDirectoryError
+from scalefinder.core.errors import RunDirectoryError
 from tests.synthetic import write_synthetic_run
 
 EXPECTED = {
@@ -218,7 +218,7 @@ def test_policy_validation_rejects_a_wrong_shape():
 
 
 def test_metric_samples_skip_a_line_cut_by_a_hard_kill(tmp_path):
-    from scalefinder.rundir import RunDirectory
+    from scalefinder.core.rundir import RunDirectory
 
     run = write_synthetic_run(tmp_path / "run", "cpu", replay=False, beyond=False)
     rows = RunDirectory.open(run).metric_samples()

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from analysis import properties as props
-from analysis.recommend import tasks_for_peak
-from analysis.steady import build_windows
+from scalefinder.analysis import properties as props
+from scalefinder.analysis.recommend import tasks_for_peak
+from scalefinder.analysis.steady import build_windows
 
 RATES = np.array([5.0, 10, 15, 20, 25, 30])
 

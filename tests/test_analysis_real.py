@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.command import analyze
-from analysis.findings import load_findings
+from scalefinder.analysis.command import analyze
+from scalefinder.analysis.findings import load_findings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.load

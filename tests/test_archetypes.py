@@ -2,9 +2,9 @@
 
 import pytest
 
-from loadgen.cluster import ClusterSpec, archetypes
-from loadgen.sources.local import parse_gauges
-from scalefinder.errors import InputError
+from scalefinder.loadgen.cluster import ClusterSpec, archetypes
+from scalefinder.loadgen.sources.local import parse_gauges
+from scalefinder.core.errors import InputError
 
 
 def spec(**changes):
@@ -84,7 +84,7 @@ def test_spec_resolves_defaults_and_builds_commands():
     resolved = spec(archetype="workers", params={"workers": "6"})
     assert resolved.params == {"workers": 6, "work_ms": 200.0, "backlog": 8, "cpu_ms": 1.0}
     argv = resolved.task_argv(8123, "http://127.0.0.1:9")
-    assert argv[1:6] == ["-m", "loadgen.cluster.task", "serve", "--port", "8123"]
+    assert argv[1:6] == ["-m", "scalefinder.loadgen.cluster.task", "serve", "--port", "8123"]
     pairs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--param"]
     assert pairs == ["workers=6", "work_ms=200.0", "backlog=8", "cpu_ms=1.0"]
     assert argv[-2:] == ["--helper-url", "http://127.0.0.1:9"]

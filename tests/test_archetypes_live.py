@@ -7,8 +7,8 @@ import urllib.request
 import aiohttp
 import pytest
 
-from loadgen.cluster import ClusterSpec, LocalCluster
-from loadgen.sources.local import parse_gauges
+from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster
+from scalefinder.loadgen.sources.local import parse_gauges
 
 pytestmark = pytest.mark.load
 

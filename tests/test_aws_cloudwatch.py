@@ -7,9 +7,9 @@ import time
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from loadgen.context import RunContext
-from loadgen.sources import cloudwatch
-from scalefinder.errors import InfrastructureError, ProfileError
+from scalefinder.loadgen.context import RunContext
+from scalefinder.loadgen.sources import cloudwatch
+from scalefinder.core.errors import InfrastructureError, ProfileError
 from tests.moto_server import CLUSTER, SERVICE, client, seed_world
 
 SERVICE_DIMS = [{"Name": "ClusterName", "Value": CLUSTER}, {"Name": "ServiceName", "Value": SERVICE}]

@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from loadgen.cluster import ClusterSpec, LocalCluster
+from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster
 from scalefinder.cli import cli
-from scalefinder.rundir import METRIC_COLUMNS, RunDirectory, write_json_atomic
+from scalefinder.core.rundir import METRIC_COLUMNS, RunDirectory, write_json_atomic
 from tests.moto_server import CLUSTER, SERVICE, client, register_targets, seed_world, service_state
 
 CPU_UNITS = 256

@@ -16,12 +16,12 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from click.testing import CliRunner
 
-from loadgen.aws.session import AwsClients
-from loadgen.capacity import ecs
-from loadgen.context import RunContext
+from scalefinder.loadgen.aws.session import AwsClients
+from scalefinder.loadgen.capacity import ecs
+from scalefinder.loadgen.context import RunContext
 from scalefinder.cli import cli
-from scalefinder.errors import InfrastructureError
-from scalefinder.rundir import RunDirectory
+from scalefinder.core.errors import InfrastructureError
+from scalefinder.core.rundir import RunDirectory
 from tests.moto_server import CLUSTER, SERVICE, client, register_targets, seed_world, service_state
 
 ALL_SUSPENDED = {"DynamicScalingInSuspended": True, "DynamicScalingOutSuspended": True,
@@ -185,7 +185,7 @@ def test_refuses_more_than_max_tasks(aws):
     seed_world()
     with pytest.raises(InfrastructureError, match="max_tasks = 5"):
         _controller(max_tasks=5).scale_to(6, timeout_s=5)
-    from scalefinder.errors import InputError
+    from scalefinder.core.errors import InputError
 
     with pytest.raises(InputError, match="replay phase needs 4 tasks"):
         _controller(max_tasks=3)
@@ -193,9 +193,9 @@ def test_refuses_more_than_max_tasks(aws):
 
 HARD_KILLED_RUN = textwrap.dedent("""
     import sys, time
-    from loadgen.capacity import ecs
-    from loadgen.context import RunContext
-    from scalefinder.rundir import RunWriter
+    from scalefinder.loadgen.capacity import ecs
+    from scalefinder.loadgen.context import RunContext
+    from scalefinder.core.rundir import RunWriter
 
     config = ecs.validate_config({"cluster": "staging", "service": "web", "poll_s": 0.2,
                                   "wait_for_targets": False}, "capacity.ecs")
@@ -239,7 +239,7 @@ def test_restore_command_undoes_a_hard_killed_run(aws, tmp_path):
 
 def test_restore_refuses_a_finished_run_without_force(aws, tmp_path):
     seed_world(desired=2)
-    from scalefinder.rundir import RunWriter
+    from scalefinder.core.rundir import RunWriter
 
     config = ecs.validate_config({"cluster": CLUSTER, "service": SERVICE}, "capacity.ecs")
     original = {"cluster": CLUSTER, "service": SERVICE, "region": "eu-west-1", "tasks": 3, "scalable_target": None}
@@ -255,7 +255,7 @@ def test_restore_refuses_a_finished_run_without_force(aws, tmp_path):
 
 def test_restore_of_a_missing_service_exits_3_with_one_line(aws, tmp_path):
     seed_world()
-    from scalefinder.rundir import RunWriter
+    from scalefinder.core.rundir import RunWriter
 
     config = ecs.validate_config({"cluster": CLUSTER, "service": "gone"}, "capacity.ecs")
     original = {"cluster": CLUSTER, "service": "gone", "region": "eu-west-1", "tasks": 1,
@@ -269,7 +269,7 @@ def test_restore_of_a_missing_service_exits_3_with_one_line(aws, tmp_path):
 
 
 def test_region_and_profile_follow_the_aws_cli(aws, monkeypatch, tmp_path):
-    from scalefinder.errors import InputError
+    from scalefinder.core.errors import InputError
 
     config = tmp_path / "aws-config"
     config.write_text("[profile staging]\nregion = ap-southeast-2\n")

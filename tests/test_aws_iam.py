@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from loadgen.profile import load_profile
+from scalefinder.loadgen.profile import load_profile
 from scalefinder.cli import cli
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "profiles" / "ecs-staging.example.toml"

@@ -6,8 +6,8 @@ import urllib.request
 
 import pytest
 
-from loadgen.cluster import ClusterSpec, LocalCluster
-from loadgen.cluster.balancer import Balancer, Target
+from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster
+from scalefinder.loadgen.cluster.balancer import Balancer, Target
 
 
 def balancer_with(policy, *in_flight):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.command import analyze
+from scalefinder.analysis.command import analyze
 from benchmarks.accuracy import judge, setting_profile
 from tests.synthetic import write_synthetic_run
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from loadgen.cluster.cgroups import Cgroups
+from scalefinder.loadgen.cluster.cgroups import Cgroups
 from scalefinder.cli import cli
 
 

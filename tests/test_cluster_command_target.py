@@ -6,11 +6,11 @@ import urllib.request
 
 import pytest
 
-from loadgen.capacity import local as local_capacity
-from loadgen.cluster import ClusterSpec, LocalCluster
-from loadgen.context import RunContext
-from loadgen.sources import local as local_source
-from scalefinder.errors import InfrastructureError, InputError, ProfileError
+from scalefinder.loadgen.capacity import local as local_capacity
+from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster
+from scalefinder.loadgen.context import RunContext
+from scalefinder.loadgen.sources import local as local_source
+from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
 
 HTTP_SERVER = f"{sys.executable} -m http.server {{port}} --bind {{host}}"
 

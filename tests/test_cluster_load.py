@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from loadgen.cluster import ClusterSpec, LocalCluster, archetypes
+from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster, archetypes
 from tests.cluster_helpers import Collector, ConstantLoad, within
 
 pytestmark = pytest.mark.load

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from loadgen.cluster import ClusterSpec, LocalCluster
+from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster
 from tests.cluster_helpers import Collector, ConstantLoad
 
 pytestmark = pytest.mark.load

@@ -15,9 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadgen.capacity.command import CommandCapacityController, build, fill, validate_config
-from loadgen.profile import load_profile
-from scalefinder.errors import InfrastructureError, InputError, ProfileError
+from scalefinder.loadgen.capacity.command import CommandCapacityController, build, fill, validate_config
+from scalefinder.loadgen.profile import load_profile
+from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
 
 WHERE = "capacity.command"
 PYTHON = shlex.quote(sys.executable)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from loadgen.engine.client import EngineProcess, check_master_port
-from loadgen.engine.protocol import ANY_FREE_PORT, DEFAULT_MASTER_PORT, choose_master_port
-from loadgen.experiment import Experiment, RunOptions
-from loadgen.profile import load_profile
+from scalefinder.loadgen.engine.client import EngineProcess, check_master_port
+from scalefinder.loadgen.engine.protocol import ANY_FREE_PORT, DEFAULT_MASTER_PORT, choose_master_port
+from scalefinder.loadgen.experiment import Experiment, RunOptions
+from scalefinder.loadgen.profile import load_profile
 from scalefinder.cli import cli
-from scalefinder.errors import InfrastructureError, InputError, RunDirectoryError
-from scalefinder.rundir import RunDirectory, create_run_directory
+from scalefinder.core.errors import InfrastructureError, InputError, RunDirectoryError
+from scalefinder.core.rundir import RunDirectory, create_run_directory
 
 PROFILE = """
 name = "pair"
@@ -133,7 +133,7 @@ def test_a_reports_folder_that_cannot_be_made_is_one_error(tmp_path):
 
 
 def test_every_suffix_taken_is_one_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("scalefinder.rundir.MAX_SAME_SECOND_RUNS", 2)
+    monkeypatch.setattr("scalefinder.core.rundir.MAX_SAME_SECOND_RUNS", 2)
     create_run_directory(tmp_path, "x")
     create_run_directory(tmp_path, "x")
     with pytest.raises(RunDirectoryError, match="already holds 2 runs named x; choose an --out"):
@@ -143,7 +143,7 @@ def test_every_suffix_taken_is_one_error(tmp_path, monkeypatch):
 def test_two_runs_started_in_the_same_second_with_the_default_output_get_their_own_directories(
         tmp_path, remote_profile_path, monkeypatch):
     second = datetime(2026, 1, 1, 12, 0, 0, 250000, tzinfo=timezone.utc)
-    monkeypatch.setattr("loadgen.experiment.utc_now", lambda: second)
+    monkeypatch.setattr("scalefinder.loadgen.experiment.utc_now", lambda: second)
     runs = [Experiment(load_profile(remote_profile_path), RunOptions(reports_dir=tmp_path / "reports"), None)
             for _ in range(2)]
     for run in runs:  # what a run does once it knows the original capacity, before any load

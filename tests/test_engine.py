@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadgen.engine.client import EngineProcess
-from loadgen.engine.recorder import LoadRecorder, StepInfo
-from scalefinder.errors import InfrastructureError
+from scalefinder.loadgen.engine.client import EngineProcess
+from scalefinder.loadgen.engine.recorder import LoadRecorder, StepInfo
+from scalefinder.core.errors import InfrastructureError
 
 pytestmark = pytest.mark.load
 
@@ -218,7 +218,7 @@ def test_a_broken_locustfile_is_reported(target_url, tmp_path):
 # Runs in its own interpreter: importing the generator imports Locust, which patches the
 # standard library for gevent, and the rest of the suite runs unpatched.
 TICK_ATTRIBUTION = """
-from loadgen.engine.generator import Generator
+from scalefinder.loadgen.engine.generator import Generator
 
 messages = []
 config = {"host": "http://127.0.0.1:9", "max_in_flight": 0, "timeout_s": 1.0, "late_tolerance_ms": 25.0,

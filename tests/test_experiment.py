@@ -15,10 +15,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadgen.experiment import Experiment, RunOptions
-from loadgen.profile import load_profile
-from scalefinder.errors import Interrupted
-from scalefinder.rundir import RunDirectory
+from scalefinder.loadgen.experiment import Experiment, RunOptions
+from scalefinder.loadgen.profile import load_profile
+from scalefinder.core.errors import Interrupted
+from scalefinder.core.rundir import RunDirectory
 
 pytestmark = pytest.mark.load
 

@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from click.testing import CliRunner
 
-from analysis.reporting.figures import RunFigures
-from analysis.reporting.gate import FAIL, PASS, check_capacity
+from scalefinder.analysis.reporting.figures import RunFigures
+from scalefinder.analysis.reporting.gate import FAIL, PASS, check_capacity
 from scalefinder.cli import cli
 from tests.synthetic import write_synthetic_run
 

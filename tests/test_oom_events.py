@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadgen.cluster import supervisor as supervisor_module
-from loadgen.cluster.cgroups import MODE_V1, MODE_V2, TaskCgroup, parse_oom_kills
-from loadgen.cluster.supervisor import Supervisor
-from loadgen.exporter import render_metrics
-from loadgen.sources import prometheus
-from loadgen.sources.prometheus import PrometheusSource, events_from, validate_config
-from scalefinder.errors import InfrastructureError, ProfileError
-from scalefinder.rundir import RunDirectory, RunWriter
+from scalefinder.loadgen.cluster import supervisor as supervisor_module
+from scalefinder.loadgen.cluster.cgroups import MODE_V1, MODE_V2, TaskCgroup, parse_oom_kills
+from scalefinder.loadgen.cluster.supervisor import Supervisor
+from scalefinder.loadgen.exporter import render_metrics
+from scalefinder.loadgen.sources import prometheus
+from scalefinder.loadgen.sources.prometheus import PrometheusSource, events_from, validate_config
+from scalefinder.core.errors import InfrastructureError, ProfileError
+from scalefinder.core.rundir import RunDirectory, RunWriter
 
 V1_OOM_CONTROL = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"
 V2_MEMORY_EVENTS = "low 0\nhigh 0\nmax 41\noom 5\noom_kill 2\noom_group_kill 1\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from loadgen.plan import beyond_rates, plan_profile, ramp_rates, refine_rate, replay_rates
-from loadgen.profile import Ramp, load_profile
+from scalefinder.loadgen.plan import beyond_rates, plan_profile, ramp_rates, refine_rate, replay_rates
+from scalefinder.loadgen.profile import Ramp, load_profile
 from scalefinder.cli import cli
 
 DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo.toml"

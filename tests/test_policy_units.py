@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from analysis import policy, recommend
-from scalefinder import catalog
+from scalefinder.analysis import policy, recommend
+from scalefinder.core import catalog
 
 
 def _render(metric, target, saturation, digits=2):

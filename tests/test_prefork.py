@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from loadgen.cluster import ClusterSpec, LocalCluster, archetypes, prefork
+from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster, archetypes, prefork
 from tests.cluster_helpers import ConstantLoad
 
 
@@ -39,7 +39,7 @@ def test_ground_truth_is_the_memory_the_idle_tree_leaves_over_the_memory_per_req
 def test_the_task_runs_the_lean_prefork_server_and_parameters_are_checked():
     spec = ClusterSpec(archetype="prefork", command=None, params={"workers": 4}, tasks=1)
     argv = spec.task_argv(8000, None)
-    assert argv[1:4] == ["-m", "loadgen.cluster.prefork", "serve"] and "workers=4" in argv
+    assert argv[1:4] == ["-m", "scalefinder.loadgen.cluster.prefork", "serve"] and "workers=4" in argv
     with pytest.raises(Exception, match="workers must be at least 1"):
         ClusterSpec(archetype="prefork", command=None, params={"workers": 0})
     with pytest.raises(Exception, match="has no parameter reserve_mib"):

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from loadgen.profile import is_loopback, load_profile
+from scalefinder.loadgen.profile import is_loopback, load_profile
 from scalefinder.cli import cli
-from scalefinder.errors import ProfileError
+from scalefinder.core.errors import ProfileError
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 

@@ -10,10 +10,10 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from loadgen.plan import ramp_rates
-from loadgen.profile import MAX_PLANNED_REQUESTS, MAX_RAMP_STEPS, Ramp, load_profile
+from scalefinder.loadgen.plan import ramp_rates
+from scalefinder.loadgen.profile import MAX_PLANNED_REQUESTS, MAX_RAMP_STEPS, Ramp, load_profile
 from scalefinder.cli import cli
-from scalefinder.errors import InputError, ProfileError
+from scalefinder.core.errors import InputError, ProfileError
 
 CPU = (Path(__file__).resolve().parent.parent / "profiles" / "cpu.toml").read_text()
 LOCAL_TARGET = 'kind = "local"\narchetype = "cpu"\ncpu_units = 256\nmemory_mib = 256\nbalancer = "least_outstanding"\n'
@@ -211,12 +211,12 @@ def test_a_newline_in_any_error_message_is_escaped(tmp_path):
 def test_run_refuses_a_huge_max_rps_before_anything_starts(tmp_path, monkeypatch):
     """It once built the ramp for 45 s until a MemoryError, with the manifest left 'running' and
     the engine orphaned; the profile is now refused before any process or run directory exists."""
-    import loadgen.experiment
+    import scalefinder.loadgen.experiment
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the experiment started")
 
-    monkeypatch.setattr(loadgen.experiment, "run_experiment", must_not_run)
+    monkeypatch.setattr(scalefinder.loadgen.experiment, "run_experiment", must_not_run)
     monkeypatch.chdir(tmp_path)  # the default run directory would be reports/<run_id>/ here
     path = tmp_path / "huge.toml"
     path.write_text(changed(("max_rps = 90", "max_rps = 1e308")))

@@ -14,14 +14,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadgen.cluster import ClusterSpec, LocalCluster
-from loadgen.cluster.process import free_port
-from loadgen.exporter import FAMILIES, ClusterExporter
-from loadgen.profile import load_profile
-from loadgen.sources import prometheus
-from loadgen.sources.prometheus import PrometheusSource, auth_headers, build, chunks, queries_for, rows_from, validate_config
-from scalefinder import catalog
-from scalefinder.errors import InfrastructureError, InputError, ProfileError
+from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster
+from scalefinder.loadgen.cluster.process import free_port
+from scalefinder.loadgen.exporter import FAMILIES, ClusterExporter
+from scalefinder.loadgen.profile import load_profile
+from scalefinder.loadgen.sources import prometheus
+from scalefinder.loadgen.sources.prometheus import PrometheusSource, auth_headers, build, chunks, queries_for, rows_from, validate_config
+from scalefinder.core import catalog
+from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
 from tests.cluster_helpers import Collector, ConstantLoad
 from tests.prometheus_server import PrometheusServer, require_prometheus
 

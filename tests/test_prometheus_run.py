@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.cluster.process import free_port
+from scalefinder.loadgen.cluster.process import free_port
 from tests.prometheus_server import PrometheusServer
 
 PROFILE = """

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadgen.engine.client import EngineProcess
-from loadgen.engine.recorder import LoadRecorder, StepInfo
-from loadgen.experiment import Experiment, RunOptions
-from loadgen.profile import load_profile
+from scalefinder.loadgen.engine.client import EngineProcess
+from scalefinder.loadgen.engine.recorder import LoadRecorder, StepInfo
+from scalefinder.loadgen.experiment import Experiment, RunOptions
+from scalefinder.loadgen.profile import load_profile
 
 RATE_RPS = 5
 HOLD_S = 2.0

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from loadgen.cluster.cgroups import remove_groups_left_by
+from scalefinder.loadgen.cluster.cgroups import remove_groups_left_by
 from scalefinder.cli import cli
-from scalefinder.rundir import RunDirectory, RunWriter
+from scalefinder.core.rundir import RunDirectory, RunWriter
 
 # Above the largest pid Linux can hand out (2**22), so no process ever has it.
 GONE_PID = 2**22 + 1
@@ -29,7 +29,7 @@ def fake_hierarchies(tmp_path, monkeypatch) -> dict[str, Path]:
     mounts = {controller: tmp_path / "cgroup" / controller for controller in ("cpu", "memory")}
     for mount in mounts.values():
         (mount / "scalefinder").mkdir(parents=True)
-    monkeypatch.setattr("loadgen.cluster.cgroups._mounts", lambda: mounts)
+    monkeypatch.setattr("scalefinder.loadgen.cluster.cgroups._mounts", lambda: mounts)
     return mounts
 
 
@@ -86,7 +86,7 @@ def test_restore_removes_the_cgroups_a_killed_run_left(tmp_path, fake_hierarchie
 @pytest.mark.parametrize("cgroup_mode, hierarchies", [("unenforced", True), ("cgroup-v1", False)])
 def test_restore_without_cgroups_says_there_was_nothing_to_remove(tmp_path, monkeypatch, cgroup_mode, hierarchies):
     if not hierarchies:  # a machine without cgroups
-        monkeypatch.setattr("loadgen.cluster.cgroups._mounts", lambda: {})
+        monkeypatch.setattr("scalefinder.loadgen.cluster.cgroups._mounts", lambda: {})
     run_dir = killed_local_run(tmp_path / "run", cgroup_mode)
     result = CliRunner().invoke(cli, ["restore", str(run_dir)])
     assert result.exit_code == 0, result.output

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from scalefinder.cli import cli
-from scalefinder.rundir import RunDirectory
+from scalefinder.core.rundir import RunDirectory
 
 DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo.toml"
 

@@ -17,11 +17,11 @@ from urllib.parse import parse_qs
 import pytest
 from click.testing import CliRunner
 
-from loadgen.experiment import _health_request
-from loadgen.profile import load_profile, with_secrets
+from scalefinder.loadgen.experiment import _health_request
+from scalefinder.loadgen.profile import load_profile, with_secrets
 from scalefinder.cli import cli
-from scalefinder.errors import ProfileError
-from scalefinder.redact import (MARKER, check_references, expand_references, redact_body, redact_headers,
+from scalefinder.core.errors import ProfileError
+from scalefinder.core.redact import (MARKER, check_references, expand_references, redact_body, redact_headers,
                                 redact_profile, redact_url, redact_urls_in)
 
 ROOT = Path(__file__).resolve().parents[1]

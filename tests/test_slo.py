@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import knee as knees
-from loadgen.engine.protocol import DROPPED
-from loadgen.engine.recorder import LoadRecorder, StepInfo
-from scalefinder import slo as slos
-from scalefinder.errors import RunDirectoryError
-from scalefinder.rundir import STEP_COLUMNS, RunDirectory, RunWriter
+from scalefinder.analysis import knee as knees
+from scalefinder.loadgen.engine.protocol import DROPPED
+from scalefinder.loadgen.engine.recorder import LoadRecorder, StepInfo
+from scalefinder.core import slo as slos
+from scalefinder.core.errors import RunDirectoryError
+from scalefinder.core.rundir import STEP_COLUMNS, RunDirectory, RunWriter
 
 SLO = {"percentile": 95, "latency_ms": 200.0, "error_budget_pct": 1.0}
 

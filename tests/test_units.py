@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis import policy, recommend
-from analysis.command import analyze
-from analysis.units import check_units, cpu_units_from_manifest
-from scalefinder import catalog
-from scalefinder.errors import InputError
+from scalefinder.analysis import policy, recommend
+from scalefinder.analysis.command import analyze
+from scalefinder.analysis.units import check_units, cpu_units_from_manifest
+from scalefinder.core import catalog
+from scalefinder.core.errors import InputError
 from tests.synthetic import write_synthetic_run
 
 CPU = catalog.info(catalog.CPU_UTILIZATION)

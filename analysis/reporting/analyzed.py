@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from scalefinder.errors import InputError
-from scalefinder.rundir import RunDirectory
+from scalefinder.core.errors import InputError
+from scalefinder.core.rundir import RunDirectory
 
-from analysis.findings import load_findings
-from analysis.reporting.figures import RunFigures, extract_figures
+from scalefinder.analysis.findings import load_findings
+from scalefinder.analysis.reporting.figures import RunFigures, extract_figures
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def read_findings(path: Path) -> Mapping[str, Any]:
 
 def analyze_now(run: RunDirectory) -> Mapping[str, Any]:
     # Imported here: the analyzer pulls in statsmodels, which listing runs does not need.
-    from analysis.command import analyze
+    from scalefinder.analysis.command import analyze
 
     logger.info("%s has no %s yet; analyzing it first", run.path, FINDINGS)
     return analyze(run.path)

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.reporting.figures import as_float, format_number
+from scalefinder.analysis.reporting.figures import as_float, format_number
 
 PHASE_COLOURS = {
     "ramp": "rgba(31, 119, 180, 0.07)",

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from scalefinder.errors import InputError, ScalefinderError
-from scalefinder.rundir import utc_now
+from scalefinder.core.errors import InputError, ScalefinderError
+from scalefinder.core.rundir import utc_now
 
-from analysis.reporting.analyzed import load_baseline, open_analyzed_run
-from analysis.reporting.gate import (
+from scalefinder.analysis.reporting.analyzed import load_baseline, open_analyzed_run
+from scalefinder.analysis.reporting.gate import (
     FAIL,
     PASS,
     GateCriteria,
@@ -19,10 +19,10 @@ from analysis.reporting.gate import (
     evaluate_gate,
     merge_criteria,
 )
-from analysis.reporting.html import render_report
-from analysis.reporting.index import discover_runs, listing_lines, write_index
-from analysis.reporting.junit import error_junit, gate_junit, write_junit
-from analysis.reporting.summary import append_step_summary, md, write_summaries
+from scalefinder.analysis.reporting.html import render_report
+from scalefinder.analysis.reporting.index import discover_runs, listing_lines, write_index
+from scalefinder.analysis.reporting.junit import error_junit, gate_junit, write_junit
+from scalefinder.analysis.reporting.summary import append_step_summary, md, write_summaries
 
 REPORT_HTML = "report.html"
 JUNIT_XML = "junit.xml"

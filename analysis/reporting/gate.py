@@ -20,9 +20,9 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from scalefinder.errors import InputError
+from scalefinder.core.errors import InputError
 
-from analysis.reporting.figures import RunFigures, as_float, format_number, with_unit
+from scalefinder.analysis.reporting.figures import RunFigures, as_float, format_number, with_unit
 
 DEFAULT_CAPACITY_TOLERANCE_PCT = 10.0
 DEFAULT_TARGET_TOLERANCE_PCT = 15.0

@@ -16,11 +16,11 @@ from plotly.io.json import to_json_plotly
 from plotly.offline import get_plotlyjs
 
 from scalefinder import __version__
-from scalefinder.redact import redact_urls_in
-from scalefinder.rundir import RunDirectory
+from scalefinder.core.redact import redact_urls_in
+from scalefinder.core.rundir import RunDirectory
 
-from analysis.reporting import charts
-from analysis.reporting.figures import (
+from scalefinder.analysis.reporting import charts
+from scalefinder.analysis.reporting.figures import (
     RunFigures,
     as_float,
     duration_between,
@@ -29,7 +29,7 @@ from analysis.reporting.figures import (
     format_number,
     with_unit,
 )
-from analysis.reporting.summary import VERDICT_WORDS
+from scalefinder.analysis.reporting.summary import VERDICT_WORDS
 
 POLICY_KINDS = (("target_tracking", "Target tracking policy"), ("step_scaling", "Step scaling policy"))
 RENDERINGS = (("api_request", "API JSON"), ("aws_cli", "AWS CLI"), ("cloudformation", "CloudFormation"),
@@ -96,7 +96,7 @@ class _Page:
 
 
 def read_asset(name: str) -> str:
-    return resources.files("analysis.reporting").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("scalefinder.analysis.reporting").joinpath(name).read_text(encoding="utf-8")
 
 
 def _first_tasks(findings: Mapping[str, Any]) -> int | None:

@@ -11,14 +11,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 from scalefinder import __version__
-from scalefinder.errors import InputError, ScalefinderError
-from scalefinder.rundir import MANIFEST, RunDirectory
+from scalefinder.core.errors import InputError, ScalefinderError
+from scalefinder.core.rundir import MANIFEST, RunDirectory
 
-from analysis.reporting import charts
-from analysis.reporting.analyzed import FINDINGS, read_findings
-from analysis.reporting.figures import RunFigures, extract_figures, format_interval, format_number, with_unit
-from analysis.reporting.html import esc, format_date, read_asset, script_json, verdict_badge
-from analysis.reporting.summary import VERDICT_WORDS
+from scalefinder.analysis.reporting import charts
+from scalefinder.analysis.reporting.analyzed import FINDINGS, read_findings
+from scalefinder.analysis.reporting.figures import RunFigures, extract_figures, format_interval, format_number, with_unit
+from scalefinder.analysis.reporting.html import esc, format_date, read_asset, script_json, verdict_badge
+from scalefinder.analysis.reporting.summary import VERDICT_WORDS
 
 INDEX_HTML = "index.html"
 MAX_DEPTH = 3  # reports/<run>, reports/<group>/<run>, reports/<group>/<branch>/<run>

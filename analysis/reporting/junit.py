@@ -6,7 +6,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from analysis.reporting.gate import FAIL, SKIPPED, GateResult
+from scalefinder.analysis.reporting.gate import FAIL, SKIPPED, GateResult
 
 SUITE_NAME = "scalefinder gate"
 CLASS_NAME = "scalefinder.gate"

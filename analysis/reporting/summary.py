@@ -8,9 +8,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from scalefinder.rundir import write_json_atomic
+from scalefinder.core.rundir import write_json_atomic
 
-from analysis.reporting.figures import (
+from scalefinder.analysis.reporting.figures import (
     RunFigures,
     format_duration,
     format_interval,

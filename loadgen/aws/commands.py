@@ -6,7 +6,7 @@ import json
 
 import click
 
-from loadgen.aws.iam import policy_for
+from scalefinder.loadgen.aws.iam import policy_for
 
 
 @click.command("iam-policy")
@@ -16,6 +16,6 @@ def iam_policy_command(profile_path: str) -> None:
 
     Read access for the CloudWatch source; capacity changes only when the ECS controller is used.
     """
-    from loadgen.profile import load_profile
+    from scalefinder.loadgen.profile import load_profile
 
     click.echo(json.dumps(policy_for(load_profile(profile_path)), indent=2))

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loadgen.aws.session import AwsClients, call
-from scalefinder.errors import InfrastructureError
+from scalefinder.loadgen.aws.session import AwsClients, call
+from scalefinder.core.errors import InfrastructureError
 
 ECS_DIMENSION = "ecs:service:DesiredCount"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scalefinder.errors import InputError
+from scalefinder.core.errors import InputError
 
 POLICY_VERSION = "2012-10-17"
 

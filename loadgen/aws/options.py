@@ -6,8 +6,8 @@ from typing import Any, Callable
 
 import click
 
-from loadgen.kind_config import with_defaults
-from scalefinder.errors import ProfileError
+from scalefinder.loadgen.kind_config import with_defaults
+from scalefinder.core.errors import ProfileError
 
 
 def aws_options(command: Callable) -> Callable:

@@ -19,7 +19,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from scalefinder.errors import InfrastructureError, InputError
+from scalefinder.core.errors import InfrastructureError, InputError
 
 #: botocore's adaptive mode retries throttling with backoff and slows the client down on its own.
 MAX_ATTEMPTS = 8

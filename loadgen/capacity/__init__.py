@@ -9,7 +9,7 @@ provides:
 """
 
 CONTROLLER_KINDS: dict[str, str] = {
-    "local": "loadgen.capacity.local",
-    "ecs": "loadgen.capacity.ecs",
-    "command": "loadgen.capacity.command",
+    "local": "scalefinder.loadgen.capacity.local",
+    "ecs": "scalefinder.loadgen.capacity.ecs",
+    "command": "scalefinder.loadgen.capacity.command",
 }

@@ -28,9 +28,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from loadgen.capacity.base import CapacityController
-from loadgen.kind_config import seconds, whole_number, with_defaults
-from scalefinder.errors import InfrastructureError, InputError, ProfileError
+from scalefinder.loadgen.capacity.base import CapacityController
+from scalefinder.loadgen.kind_config import seconds, whole_number, with_defaults
+from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ import logging
 import time
 from typing import Any
 
-from loadgen.aws import discovery
-from loadgen.aws.options import service_table
-from loadgen.kind_config import flag, seconds, whole_number
-from loadgen.aws.session import AwsClients, call
-from loadgen.capacity.base import CapacityController
-from loadgen.context import RunContext
-from scalefinder.errors import InfrastructureError, InputError, ProfileError
+from scalefinder.loadgen.aws import discovery
+from scalefinder.loadgen.aws.options import service_table
+from scalefinder.loadgen.kind_config import flag, seconds, whole_number
+from scalefinder.loadgen.aws.session import AwsClients, call
+from scalefinder.loadgen.capacity.base import CapacityController
+from scalefinder.loadgen.context import RunContext
+from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadgen.capacity.base import CapacityController
-from loadgen.kind_config import seconds, with_defaults
-from scalefinder.errors import InputError
+from scalefinder.loadgen.capacity.base import CapacityController
+from scalefinder.loadgen.kind_config import seconds, with_defaults
+from scalefinder.core.errors import InputError
 
 DEFAULT_TIMEOUT_S = 60.0
 

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from scalefinder.errors import InputError
+from scalefinder.core.errors import InputError
 
 # Exit status of a task whose requests would take its heap past its cap (a JVM started with
 # -XX:+ExitOnOutOfMemoryError exits with the same code).

@@ -5,7 +5,7 @@ flight, target response time, 5xx answers, bytes in and out) on an admin port, w
 also registers, drains and removes targets. Requests in flight are integrated over time, so a
 reader gets the *average* concurrency between two reads rather than a noisy instant value.
 
-Run as ``python -m loadgen.cluster.balancer --port P --admin-port A --policy least_outstanding``.
+Run as ``python -m scalefinder.loadgen.cluster.balancer --port P --admin-port A --policy least_outstanding``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import time
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
-from loadgen.cluster.process import watch_parent
-from loadgen.cluster.spec import POLICIES
+from scalefinder.loadgen.cluster.process import watch_parent
+from scalefinder.loadgen.cluster.spec import POLICIES
 
 # Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
 HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -205,7 +205,7 @@ async def serve(port: int, admin_port: int, policy: str, timeout_s: float) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadgen.cluster.balancer")
+    parser = argparse.ArgumentParser(prog="python -m scalefinder.loadgen.cluster.balancer")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--admin-port", type=int, required=True)
     parser.add_argument("--policy", choices=POLICIES, default="least_outstanding")

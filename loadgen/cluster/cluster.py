@@ -24,12 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from loadgen.cluster import archetypes
-from loadgen.cluster.cgroups import Cgroups
-from loadgen.cluster.process import Spawner, free_port, port_in_use, stop_process, wait_healthy
-from loadgen.cluster.spec import MAX_TASKS, ClusterSpec
-from loadgen.cluster.supervisor import MIB, Supervisor, TaskProcess, TaskView
-from scalefinder.errors import InfrastructureError, InputError
+from scalefinder.loadgen.cluster import archetypes
+from scalefinder.loadgen.cluster.cgroups import Cgroups
+from scalefinder.loadgen.cluster.process import Spawner, free_port, port_in_use, stop_process, wait_healthy
+from scalefinder.loadgen.cluster.spec import MAX_TASKS, ClusterSpec
+from scalefinder.loadgen.cluster.supervisor import MIB, Supervisor, TaskProcess, TaskView
+from scalefinder.core.errors import InfrastructureError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +174,12 @@ class LocalCluster:
         return archetypes.ground_truth(self.spec.archetype, dict(self.spec.params), sizing)
 
     def metric_source(self, interval_s: float = 1.0):
-        from loadgen.sources.local import LocalMetricSource
+        from scalefinder.loadgen.sources.local import LocalMetricSource
 
         return LocalMetricSource(self, interval_s=interval_s)
 
     def capacity_controller(self):
-        from loadgen.capacity.local import LocalCapacityController
+        from scalefinder.loadgen.capacity.local import LocalCapacityController
 
         return LocalCapacityController(self)
 
@@ -376,7 +376,7 @@ class LocalCluster:
             return None
         assert self._spawner is not None and self._workdir is not None
         port = free_port(self.spec.host)
-        argv = [sys.executable, "-m", "loadgen.cluster.task", role, "--port", str(port)]
+        argv = [sys.executable, "-m", "scalefinder.loadgen.cluster.task", role, "--port", str(port)]
         shared_params = {"downstream": ("downstream_capacity", "downstream_ms"), "broker": ("max_backlog",)}
         for name in shared_params[role]:
             argv += ["--param", f"{name}={self.spec.params[name]}"]
@@ -390,7 +390,7 @@ class LocalCluster:
         assert self._spawner is not None and self._workdir is not None
         port = self.spec.port or free_port(self.spec.host)
         admin_port = free_port(self.spec.host)
-        argv = [sys.executable, "-m", "loadgen.cluster.balancer", "--port", str(port),
+        argv = [sys.executable, "-m", "scalefinder.loadgen.cluster.balancer", "--port", str(port),
                 "--admin-port", str(admin_port), "--policy", self.spec.balancer]
         log_path = self._workdir / "balancer.log"
         self._balancer = self._spawner.spawn(argv, log_path, self._shared_procs())

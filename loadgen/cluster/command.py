@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from loadgen.cluster.process import port_in_use
-from loadgen.cluster.spec import POLICIES
-from scalefinder.errors import InputError
+from scalefinder.loadgen.cluster.process import port_in_use
+from scalefinder.loadgen.cluster.spec import POLICIES
+from scalefinder.core.errors import InputError
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -47,7 +47,7 @@ def cluster_command(archetype: str | None, command_template: str | None, tasks: 
                     cpu_units: int, memory_mib: int, balancer: str, port: int | None, health_path: str,
                     metrics_path: str) -> None:
     """Run the embedded local cluster in the foreground; Ctrl-C stops it and removes everything."""
-    from loadgen.cluster import ClusterSpec, LocalCluster
+    from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster
 
     if archetype is None and command_template is None:
         archetype = "cpu"

@@ -1,7 +1,7 @@
 """The ``prefork`` archetype's server: a master process and forked synchronous workers.
 
-Run as ``python -m loadgen.cluster.prefork serve --port PORT --archetype prefork --param ...``
-(the same arguments as ``loadgen.cluster.task``; ``ClusterSpec.task_argv`` picks the module).
+Run as ``python -m scalefinder.loadgen.cluster.prefork serve --port PORT --archetype prefork --param ...``
+(the same arguments as ``scalefinder.loadgen.cluster.task``; ``ClusterSpec.task_argv`` picks the module).
 
 Like Gunicorn's sync workers, uWSGI or php-fpm: the master opens the listening socket, forks
 ``workers`` processes that accept from it one connection at a time, and forks a new worker
@@ -26,8 +26,8 @@ import socket
 import sys
 import time
 
-from loadgen.cluster import archetypes
-from loadgen.cluster.work import MIB, burn_cpu, touched_block
+from scalefinder.loadgen.cluster import archetypes
+from scalefinder.loadgen.cluster.work import MIB, burn_cpu, touched_block
 
 PR_SET_PDEATHSIG = 1
 LISTEN_BACKLOG = 1024
@@ -266,7 +266,7 @@ class Master:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadgen.cluster.prefork")
+    parser = argparse.ArgumentParser(prog="python -m scalefinder.loadgen.cluster.prefork")
     parser.add_argument("role", choices=["serve"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--archetype", default="prefork", choices=["prefork"])

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
-from scalefinder.errors import InfrastructureError
+from scalefinder.core.errors import InfrastructureError
 
 log = logging.getLogger(__name__)
 

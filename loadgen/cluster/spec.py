@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.cluster import archetypes
-from scalefinder.errors import InputError
+from scalefinder.loadgen.cluster import archetypes
+from scalefinder.core.errors import InputError
 
 POLICIES = ("least_outstanding", "round_robin")  # how the balancer picks a task
 MAX_TASKS = 64
@@ -63,7 +63,7 @@ class ClusterSpec:
             values = {name: str(value) for name, value in self.params.items()}
             return shlex.split(self.command.format(port=port, host=self.host, **values))
         # The pre-forking server has its own module: its master must not import aiohttp.
-        module = "loadgen.cluster.prefork" if self.archetype == "prefork" else "loadgen.cluster.task"
+        module = "scalefinder.loadgen.cluster.prefork" if self.archetype == "prefork" else "scalefinder.loadgen.cluster.task"
         argv = [sys.executable, "-m", module, "serve", "--port", str(port),
                 "--archetype", self.archetype, "--memory-mib", str(self.memory_mib)]
         for name, value in self.params.items():

@@ -14,11 +14,11 @@ from typing import Any
 
 import psutil
 
-from loadgen.cluster import archetypes
-from loadgen.cluster.cgroups import Cgroups, TaskCgroup
-from loadgen.cluster.process import Spawner, free_port, stop_process, wait_healthy
-from loadgen.cluster.spec import ClusterSpec
-from scalefinder.errors import InfrastructureError
+from scalefinder.loadgen.cluster import archetypes
+from scalefinder.loadgen.cluster.cgroups import Cgroups, TaskCgroup
+from scalefinder.loadgen.cluster.process import Spawner, free_port, stop_process, wait_healthy
+from scalefinder.loadgen.cluster.spec import ClusterSpec
+from scalefinder.core.errors import InfrastructureError
 
 log = logging.getLogger(__name__)
 

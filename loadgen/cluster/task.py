@@ -1,6 +1,6 @@
 """The archetype task server, and the helper processes some archetypes share.
 
-Run as ``python -m loadgen.cluster.task ROLE --port PORT ...``:
+Run as ``python -m scalefinder.loadgen.cluster.task ROLE --port PORT ...``:
 
 * ``serve``      one task of an archetype: ``/work`` (the workload), ``/health``, ``/metrics``
 * ``broker``     the job queue the ``queue`` archetype's tasks share
@@ -25,9 +25,9 @@ from typing import Awaitable, Callable
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
-from loadgen.cluster import archetypes
-from loadgen.cluster.process import watch_parent
-from loadgen.cluster.work import MIB, PAGE, burn_cpu, touched_block
+from scalefinder.loadgen.cluster import archetypes
+from scalefinder.loadgen.cluster.process import watch_parent
+from scalefinder.loadgen.cluster.work import MIB, PAGE, burn_cpu, touched_block
 
 SHUTDOWN_S = 2.0  # a stopping task gets this long to finish requests in flight
 
@@ -431,7 +431,7 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadgen.cluster.task")
+    parser = argparse.ArgumentParser(prog="python -m scalefinder.loadgen.cluster.task")
     parser.add_argument("role", choices=["serve", "broker", "downstream"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--archetype")

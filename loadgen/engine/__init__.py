@@ -1,6 +1,6 @@
 """The Locust engine: the only code that imports locust, run in its own process.
 
-``python -m loadgen.engine`` is started by the orchestrator (``client.EngineProcess``) and
+``python -m scalefinder.loadgen.engine`` is started by the orchestrator (``client.EngineProcess``) and
 offers open-model load (``generator``): a constant arrival rate per step whatever the target
 does. With workers it becomes a Locust master (``distributed``) whose workers each offer a
 share of the rate. ``client``, ``protocol`` and ``recorder`` are imported by the orchestrator

@@ -1,8 +1,8 @@
-"""The engine process: ``python -m loadgen.engine`` (driven by the orchestrator over a pipe)
-or ``python -m loadgen.engine --worker --master-host H`` (a Locust worker of a distributed run).
+"""The engine process: ``python -m scalefinder.loadgen.engine`` (driven by the orchestrator over a pipe)
+or ``python -m scalefinder.loadgen.engine --worker --master-host H`` (a Locust worker of a distributed run).
 
 Importing locust patches the standard library for gevent, so this module imports it before
-anything else and nothing outside ``loadgen.engine`` ever runs in this process.
+anything else and nothing outside ``scalefinder.loadgen.engine`` ever runs in this process.
 """
 
 import locust  # noqa: F401  (first: patches the standard library for gevent)
@@ -19,9 +19,9 @@ import gevent
 from gevent.fileobject import FileObjectPosix
 from gevent.lock import Semaphore
 
-from loadgen.engine.protocol import DEFAULT_MASTER_PORT
+from scalefinder.loadgen.engine.protocol import DEFAULT_MASTER_PORT
 
-logger = logging.getLogger("loadgen.engine")
+logger = logging.getLogger("scalefinder.loadgen.engine")
 # The niceness the generator asks for (negative is more favoured; needs privilege).
 GENERATOR_NICENESS = -5
 _write_lock = Semaphore()
@@ -49,9 +49,9 @@ def run_orchestrated() -> None:
     commands = read_commands()
     config = next(commands)
     if config.get("workers") or config.get("expect_workers"):
-        from loadgen.engine.distributed import Coordinator as Driver
+        from scalefinder.loadgen.engine.distributed import Coordinator as Driver
     else:
-        from loadgen.engine.local import LocalDriver as Driver
+        from scalefinder.loadgen.engine.local import LocalDriver as Driver
     try:
         driver = Driver(config, emit)
     except (ValueError, OSError, ImportError, SyntaxError) as exc:
@@ -83,7 +83,7 @@ def _raise_priority() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadgen.engine")
+    parser = argparse.ArgumentParser(prog="python -m scalefinder.loadgen.engine")
     parser.add_argument("--worker", action="store_true", help="join a distributed run as a worker")
     parser.add_argument("--master-host", default="127.0.0.1")
     parser.add_argument("--master-port", type=int, default=DEFAULT_MASTER_PORT)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         # The orchestrator decides when load stops; a Ctrl-C in the terminal must reach it alone.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     if args.worker:
-        from loadgen.engine.distributed import run_worker
+        from scalefinder.loadgen.engine.distributed import run_worker
 
         run_worker(args.master_host, args.master_port, args.parent_pid)
     else:

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Iterator
 
-from scalefinder.errors import InfrastructureError, InputError
+from scalefinder.core.errors import InfrastructureError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class EngineProcess:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> "EngineProcess":
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "loadgen.engine"],
+            [sys.executable, "-m", "scalefinder.loadgen.engine"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, bufsize=1, start_new_session=True,
         )

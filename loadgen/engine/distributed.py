@@ -27,7 +27,7 @@ import psutil
 from locust.env import Environment
 from locust.exception import RPCError
 
-from loadgen.engine.generator import Generator
+from scalefinder.loadgen.engine.generator import Generator
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _master_runner(environment: Environment, host: str, port: int) -> Any:
 
 def _start_local_worker(master_port: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "loadgen.engine", "--worker", "--master-host", "127.0.0.1",
+        [sys.executable, "-m", "scalefinder.loadgen.engine", "--worker", "--master-host", "127.0.0.1",
          "--master-port", str(master_port), "--parent-pid", str(os.getpid())],
         stdin=subprocess.DEVNULL, start_new_session=True,
     )

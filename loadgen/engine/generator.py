@@ -27,7 +27,7 @@ from gevent import Greenlet
 from locust.env import Environment
 from locust.exception import InterruptTaskSet, RescheduleTask, RescheduleTaskImmediately, StopUser
 
-from loadgen.engine.workload import UserPool, build_user_classes, one_task
+from scalefinder.loadgen.engine.workload import UserPool, build_user_classes, one_task
 
 logger = logging.getLogger(__name__)
 

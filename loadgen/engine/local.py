@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from loadgen.engine.generator import Generator
+from scalefinder.loadgen.engine.generator import Generator
 
 
 class LocalDriver:

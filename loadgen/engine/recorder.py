@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from loadgen.engine.protocol import DROPPED
-from scalefinder.slo import SLO_LATENCY_COLUMN, error_pct as slo_error_pct, step_met
+from scalefinder.loadgen.engine.protocol import DROPPED
+from scalefinder.core.slo import SLO_LATENCY_COLUMN, error_pct as slo_error_pct, step_met
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ CloudWatch never imports boto3). A source module provides:
 """
 
 SOURCE_KINDS: dict[str, str] = {
-    "local": "loadgen.sources.local",
-    "cloudwatch": "loadgen.sources.cloudwatch",
-    "prometheus": "loadgen.sources.prometheus",
+    "local": "scalefinder.loadgen.sources.local",
+    "cloudwatch": "scalefinder.loadgen.sources.cloudwatch",
+    "prometheus": "scalefinder.loadgen.sources.prometheus",
 }

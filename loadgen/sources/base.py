@@ -6,7 +6,7 @@ for a finished window, after ``settle_s`` seconds, because its newest data is st
 
 Rows are dicts with the run directory's metric columns: ``time_unix_s``, ``source``,
 ``metric``, ``task`` ("" for service-level), ``value``, ``unit``. Metric names follow
-``scalefinder.catalog``.
+``scalefinder.core.catalog``.
 """
 
 from __future__ import annotations

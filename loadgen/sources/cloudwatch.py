@@ -1,7 +1,7 @@
 """Container Insights, load balancer, queue and custom metrics of an ECS service, from CloudWatch.
 
 A retrospective source: after a window has ended and its newest period has settled, the
-experiment asks for it and gets rows under the canonical names of ``scalefinder.catalog``.
+experiment asks for it and gets rows under the canonical names of ``scalefinder.core.catalog``.
 
 How CloudWatch's numbers become ours:
 
@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from loadgen.aws.options import service_table
-from loadgen.kind_config import flag, seconds, with_defaults
-from loadgen.context import RunContext
-from loadgen.sources.base import MetricRow, MetricSource
-from scalefinder import catalog
-from scalefinder.errors import InfrastructureError, ProfileError
+from scalefinder.loadgen.aws.options import service_table
+from scalefinder.loadgen.kind_config import flag, seconds, with_defaults
+from scalefinder.loadgen.context import RunContext
+from scalefinder.loadgen.sources.base import MetricRow, MetricSource
+from scalefinder.core import catalog
+from scalefinder.core.errors import InfrastructureError, ProfileError
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,8 @@ def _validate_custom(entry: Any, where: str) -> dict:
 
 
 def build(config: dict, context: RunContext) -> "CloudWatchSource":
-    from loadgen.aws.discovery import discover, require_container_insights
-    from loadgen.aws.session import AwsClients
+    from scalefinder.loadgen.aws.discovery import discover, require_container_insights
+    from scalefinder.loadgen.aws.session import AwsClients
 
     clients = AwsClients(region=context.options.get("aws_region") or config.get("region"),
                          profile=context.options.get("aws_profile"))
@@ -373,7 +373,7 @@ class CloudWatchSource(MetricSource):
 
     def _task_ids(self, start_s: int, end_s: int) -> list[str]:
         """Tasks that published task-level metrics (enhanced observability) around the window."""
-        from loadgen.aws.session import call
+        from scalefinder.loadgen.aws.session import call
 
         cloudwatch = self.clients.client("cloudwatch")
         dimensions = [{"Name": "ClusterName", "Value": self.facts.cluster},
@@ -411,7 +411,7 @@ class CloudWatchSource(MetricSource):
     def _get_metric_data(self, queries: list[MetricQuery], start_s: int, end_s: int,
                          series: dict[MetricQuery, dict[int, float]]) -> list[MetricQuery]:
         """One request, following its pages; returns the queries still PartialData at the end."""
-        from loadgen.aws.session import call
+        from scalefinder.loadgen.aws.session import call
 
         by_id = {f"m{index}": query for index, query in enumerate(queries)}
         params: dict[str, Any] = {

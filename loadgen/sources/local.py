@@ -26,10 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from loadgen.sources.base import MetricRow, MetricSink, MetricSource
-from scalefinder import catalog
-from loadgen.kind_config import seconds, with_defaults
-from scalefinder.errors import InfrastructureError, InputError
+from scalefinder.loadgen.sources.base import MetricRow, MetricSink, MetricSource
+from scalefinder.core import catalog
+from scalefinder.loadgen.kind_config import seconds, with_defaults
+from scalefinder.core.errors import InfrastructureError, InputError
 
 log = logging.getLogger(__name__)
 

@@ -44,10 +44,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from loadgen.kind_config import seconds, split_url, with_defaults
-from loadgen.sources.base import MetricRow, MetricSource
-from scalefinder import catalog
-from scalefinder.errors import InfrastructureError, InputError, ProfileError
+from scalefinder.loadgen.kind_config import seconds, split_url, with_defaults
+from scalefinder.loadgen.sources.base import MetricRow, MetricSource
+from scalefinder.core import catalog
+from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def build(config: dict, context: Any) -> "PrometheusSource":
         if context.cluster is None:
             raise InputError("sources.prometheus.exporter_port serves the local cluster's metrics; "
                              "it needs a local target (target.kind = \"local\")")
-        from loadgen.exporter import ClusterExporter
+        from scalefinder.loadgen.exporter import ClusterExporter
 
         exporter = ClusterExporter(context.cluster, port=config["exporter_port"])
         exporter.start()

@@ -20,7 +20,7 @@ import re
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from scalefinder.errors import ProfileError
+from scalefinder.core.errors import ProfileError
 
 MARKER = "<redacted>"
 # A reference ${NAME}, or $${ (a literal ${): one pattern, so that text is scanned once, left to

@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from scalefinder.errors import InfrastructureError, PartialRunError, RunDirectoryError
-from scalefinder.slo import SLO_LATENCY_COLUMN
+from scalefinder.core.errors import InfrastructureError, PartialRunError, RunDirectoryError
+from scalefinder.core.slo import SLO_LATENCY_COLUMN
 
 SCHEMA_VERSION = 1
 RUN_KIND = "scalefinder-run"
