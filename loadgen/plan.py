@@ -1,7 +1,8 @@
 """The staged ramp: which rates an experiment offers, and what a run will cost at most.
 
-Pure functions of the profile, shared by ``scalefinder plan`` (which sends nothing) and the
-experiment (which asks for the next rate as results come in).
+Pure functions of the profile: the rates of each phase, used by the phase planner
+(``planner.py``), which the experiment drives with real results and ``scalefinder plan`` (which
+sends nothing) with results that always meet the SLO.
 """
 
 from __future__ import annotations
@@ -167,18 +168,26 @@ def beyond_rates(capacity_rps: float, ramp: Ramp) -> list[float]:
 
 
 def plan_profile(profile: Profile) -> Plan:
-    """The worst case: every ramp step held fully (and repeated once, if failures are confirmed),
-    then the replay and beyond phases at 2n tasks, and every recovery the abort rules allow
-    lasting as long as they allow."""
+    """The worst case: the phase planner fed a result that meets the SLO at every step, so the
+    ramp climbs to ``max_rps`` and the replay and beyond phases follow at 2n tasks; every step
+    held fully (and each step that confirms a failure counted twice), and every recovery the
+    abort rules allow lasting as long as they allow."""
+    # the planner builds on this module's rates: import it late
+    from scalefinder.loadgen.planner import PhasePlanner, RunStep, StepResult
+
     ramp = profile.ramp
-    tasks = profile.capacity.tasks
-    ramp_steps = [PlannedStep("ramp", tasks, rate, ramp.hold_s) for rate in ramp_rates(ramp)]
-    rates = [step.offered_rps for step in ramp_steps]
-    replay = [PlannedStep("replay", 2 * tasks, rate, ramp.hold_s)
-              for rate in replay_rates(rates, rates[-1], ramp.replay_steps)]
-    beyond = [PlannedStep("beyond", 2 * tasks, rate, ramp.hold_s)
-              for rate in (beyond_rates(rates[-1], ramp) if ramp.beyond else [])]
-    repeats = tuple(ramp_steps) if ramp.confirm_breach else ()
-    recoveries = tuple(PlannedStep("recovery", tasks, ramp.start_rps, ramp.recovery_timeout_s)
-                       for _ in range(ramp.max_aborts)) if ramp.abort == "step" else ()
-    return Plan(profile.name, tuple(ramp_steps + replay + beyond), ramp.max_duration_s, repeats, recoveries)
+    planner = PhasePlanner(ramp, profile.capacity.tasks)
+    runs: list[RunStep] = []
+
+    def met_the_slo(step: RunStep) -> StepResult:
+        return StepResult(step_id=len(runs), phase=step.phase, tasks=step.tasks, offered_rps=step.offered_rps,
+                          slo_met=True)
+
+    for action in planner.actions(met_the_slo):
+        if isinstance(action, RunStep):
+            runs.append(action)
+    steps = tuple(PlannedStep(run.phase, run.tasks, run.offered_rps, ramp.hold_s) for run in runs)
+    repeats = tuple(step for step, run in zip(steps, runs) if run.confirm)
+    recoveries = tuple(PlannedStep("recovery", profile.capacity.tasks, ramp.start_rps, ramp.recovery_timeout_s)
+                       for _ in range(planner.recoveries_allowed))
+    return Plan(profile.name, steps, ramp.max_duration_s, repeats, recoveries)
