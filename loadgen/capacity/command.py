@@ -31,6 +31,7 @@ from typing import Any
 from scalefinder.loadgen.capacity.base import CapacityController
 from scalefinder.loadgen.kind_config import seconds, whole_number, with_defaults
 from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
+from scalefinder.core.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -119,22 +120,20 @@ class CommandCapacityController(CapacityController):
             raise InputError(f"task count must be a whole number from 0 to capacity.command.max_tasks "
                              f"({self.config['max_tasks']}), got {count!r}")
         timeout_s = self.config["timeout_s"] if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()  # the scale command's own time counts against the timeout
         self._run("scale", self.config["scale"], count=count)
-        last = ""
-        while True:
+        last = {"check": ""}
+
+        def ready() -> bool:
             running = self.current()
-            if running == count:
-                last = self._ready()
-                if not last:
-                    log.info("scaled to %d tasks", count)
-                    return
-            else:
-                last = f"{running} running"
-            if time.monotonic() + self.config["poll_s"] > deadline:
-                raise InfrastructureError(f"the service did not reach {count} ready tasks within {timeout_s:g} s "
-                                          f"(last check: {last})")
-            time.sleep(self.config["poll_s"])
+            last["check"] = self._ready() if running == count else f"{running} running"
+            return running == count and not last["check"]
+
+        wait_until(ready, timeout_s=timeout_s, interval_s=self.config["poll_s"], what=f"{count} ready tasks",
+                   started_at=started, on_timeout=lambda: InfrastructureError(
+                       f"the service did not reach {count} ready tasks within {timeout_s:g} s "
+                       f"(last check: {last['check']})"))
+        log.info("scaled to %d tasks", count)
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         tasks = snapshot.get("tasks")

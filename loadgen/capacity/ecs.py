@@ -11,7 +11,6 @@ then re-registers the original minimum, maximum and suspension flags.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from scalefinder.loadgen.aws import discovery
@@ -21,6 +20,7 @@ from scalefinder.loadgen.aws.session import AwsClients, call
 from scalefinder.loadgen.capacity.base import CapacityController
 from scalefinder.loadgen.context import RunContext
 from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
+from scalefinder.core.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -157,20 +157,27 @@ class EcsCapacityController(CapacityController):
         self._register(min(target.min_capacity, count), max(target.max_capacity, count), suspended=True)
 
     def _wait_steady(self, count: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
+        last: dict[str, Any] = {}
+
+        def steady() -> bool:
             described = self._describe()
             healthy = self._healthy_targets(described)
+            last.update(described=described, healthy=healthy)
             if _is_steady(described, count) and (healthy is None or healthy == count):
-                return
-            _raise_if_failing(described)
-            if time.monotonic() + self.poll_s > deadline:
-                raise InfrastructureError(
-                    f"ECS service '{self.service}' did not reach {count} healthy tasks within {timeout_s:.0f} s "
-                    f"(running {described.get('runningCount')}, pending {described.get('pendingCount')}, "
-                    f"deployments {len(described.get('deployments', []))}, healthy targets "
-                    f"{'n/a' if healthy is None else healthy}); latest service event: {_latest_event(described)}")
-            time.sleep(self.poll_s)
+                return True
+            _raise_if_failing(described)  # a failed deployment will not get there: stop now
+            return False
+
+        def timed_out() -> InfrastructureError:
+            described, healthy = last["described"], last["healthy"]
+            return InfrastructureError(
+                f"ECS service '{self.service}' did not reach {count} healthy tasks within {timeout_s:.0f} s "
+                f"(running {described.get('runningCount')}, pending {described.get('pendingCount')}, "
+                f"deployments {len(described.get('deployments', []))}, healthy targets "
+                f"{'n/a' if healthy is None else healthy}); latest service event: {_latest_event(described)}")
+
+        wait_until(steady, timeout_s=timeout_s, interval_s=self.poll_s, what=f"{count} healthy ECS tasks",
+                   on_timeout=timed_out)
 
     def _healthy_targets(self, described: dict[str, Any]) -> int | None:
         """Healthy targets in the service's emptiest target group, or None without a balancer."""

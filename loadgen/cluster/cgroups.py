@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scalefinder.core.waiting import WaitTimedOut, wait_until
+
 log = logging.getLogger(__name__)
 
 ROOT_NAME = "scalefinder"
@@ -27,6 +29,7 @@ V1_MAX_SHARES = 262_144
 V2_MAX_WEIGHT = 10_000
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory")
 MODE_V1, MODE_V2, MODE_UNENFORCED = "cgroup-v1", "cgroup-v2", "unenforced"
+REMOVE_POLL_S = 0.05  # between attempts to remove a cgroup whose processes are still dying
 DISABLE_VARIABLE = "SCALEFINDER_CGROUPS"  # "off": never touch cgroups, run unenforced
 UNENFORCED_NOTE = (
     "CPU and memory reservations are NOT enforced: CPU is measured from the process tree and the "
@@ -81,21 +84,27 @@ class TaskCgroup:
 
     def remove(self, timeout_s: float = 5.0) -> bool:
         """Kill what is left inside and remove the directories; False if one would not go."""
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()  # one budget for all the directories, not one each
         removed = True
         for directory in dict.fromkeys(self.dirs.values()):
-            while directory.exists():
-                self.kill_all()
+            def gone(directory: Path = directory) -> bool:
+                if not directory.exists():
+                    return True
+                self.kill_all()  # rmdir fails while a process is inside, and a fork may have slipped in
                 try:
                     directory.rmdir()
                 except FileNotFoundError:
-                    break
+                    return True
                 except OSError:
-                    if time.monotonic() > deadline:
-                        log.warning("could not remove cgroup %s", directory)
-                        removed = False
-                        break
-                    time.sleep(0.05)
+                    return False
+                return True
+
+            try:
+                wait_until(gone, timeout_s=timeout_s, interval_s=REMOVE_POLL_S, what=f"cgroup {directory} to go",
+                           started_at=started)
+            except WaitTimedOut:
+                log.warning("could not remove cgroup %s", directory)
+                removed = False
         return removed
 
 

@@ -30,6 +30,7 @@ from scalefinder.loadgen.cluster.process import Spawner, free_port, port_in_use,
 from scalefinder.loadgen.cluster.spec import MAX_TASKS, ClusterSpec
 from scalefinder.loadgen.cluster.supervisor import MIB, Supervisor, TaskProcess, TaskView
 from scalefinder.core.errors import InfrastructureError, InputError
+from scalefinder.core.waiting import WaitTimedOut, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ HEALTH_TIMEOUT_S = 30.0
 MONITOR_INTERVAL_S = 0.2
 RESTART_DELAYS_S = (1.0, 2.0, 4.0, 8.0)  # back-off between restarts of a task that keeps failing
 DRAIN_TIMEOUT_S = 30.0
+POLL_S = 0.05  # between checks while waiting for tasks to drain or to be in rotation
 
 EventSink = Callable[..., None]
 
@@ -248,28 +250,31 @@ class LocalCluster:
             self._in_rotation.discard(task.task_id)
         try:
             self._admin("POST", f"/targets/{task.task_id}/drain")
-            deadline = time.monotonic() + min(timeout_s, DRAIN_TIMEOUT_S)
-            while time.monotonic() < deadline:
+
+            def drained() -> bool:
                 target = self.balancer_report()["targets"].get(task.task_id)
-                if target is None or target["in_flight"] == 0:
-                    break
-                time.sleep(0.05)
-            else:
+                return target is None or target["in_flight"] == 0
+
+            try:
+                wait_until(drained, timeout_s=min(timeout_s, DRAIN_TIMEOUT_S), interval_s=POLL_S,
+                           what=f"{task.task_id} to drain")
+            except WaitTimedOut:  # requests that outlive the drain fail; the scale-in goes on
                 log.warning("%s still had requests in flight after draining; stopping it anyway", task.task_id)
             self._admin("DELETE", f"/targets/{task.task_id}")
         finally:
             self._supervisor.stop(task)
 
     def _wait_in_rotation(self, count: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while len(self.running_tasks()) != count:
-            if time.monotonic() > deadline:
-                raise InfrastructureError(
-                    f"the cluster did not reach {count} healthy tasks within {timeout_s:g} s "
-                    f"(running: {', '.join(self.running_tasks()) or 'none'})"
-                )
-            self._require_running()
-            time.sleep(0.05)
+        def reached() -> bool:
+            if len(self.running_tasks()) == count:
+                return True
+            self._require_running()  # a cluster stopped meanwhile will not get there: say so now
+            return False
+
+        wait_until(reached, timeout_s=timeout_s, interval_s=POLL_S, what=f"{count} healthy tasks",
+                   on_timeout=lambda: InfrastructureError(
+                       f"the cluster did not reach {count} healthy tasks within {timeout_s:g} s "
+                       f"(running: {', '.join(self.running_tasks()) or 'none'})"))
 
     # -- crash handling ---------------------------------------------------------------------
     def _monitor(self) -> None:

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from scalefinder.core.errors import InfrastructureError
+from scalefinder.core.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+HEALTH_POLL_S = 0.05  # between health checks of a starting process
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -117,20 +119,21 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float, what: st
     Raises InfrastructureError when the process exits first or the time runs out.
     """
     started = time.monotonic()
-    deadline = started + timeout_s
-    while True:
+
+    def answers() -> bool:
         code = process.poll()
         if code is not None:
             raise InfrastructureError(f"{what} exited with code {code} before it became healthy{_tail(log_path)}")
         try:
             with urllib.request.urlopen(url, timeout=1.0) as reply:
-                if reply.status == 200:
-                    return time.monotonic() - started
+                return reply.status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise InfrastructureError(f"{what} did not answer 200 on {url} within {timeout_s:g} s{_tail(log_path)}")
-        time.sleep(0.05)
+            return False
+
+    wait_until(answers, timeout_s=timeout_s, interval_s=HEALTH_POLL_S, what=f"{what} to answer 200",
+               started_at=started, on_timeout=lambda: InfrastructureError(
+                   f"{what} did not answer 200 on {url} within {timeout_s:g} s{_tail(log_path)}"))
+    return time.monotonic() - started
 
 
 def _tail(log_path: Path | None) -> str:

@@ -27,11 +27,13 @@ import psutil
 from locust.env import Environment
 from locust.exception import RPCError
 
+from scalefinder.core.waiting import wait_until
 from scalefinder.loadgen.engine.generator import Generator
 
 logger = logging.getLogger(__name__)
 
 WORKER_WAIT_S = 60.0
+WORKER_POLL_S = 0.05
 # Rate changes are sent slightly ahead so every worker starts the step on the same schedule.
 START_LEAD_S = 0.05
 # A second's merged tick goes out as soon as every worker has reported that second, or this long
@@ -119,11 +121,10 @@ class Coordinator:
             self.runner.send_message(kind, data, client_id=client_id)
 
     def _wait(self, condition: Callable[[], bool], what: str, timeout_s: float = WORKER_WAIT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if time.monotonic() > deadline:
-                raise OSError(f"timed out after {timeout_s:g} s waiting for {what}")
-            gevent.sleep(0.05)
+        # gevent's sleep: the messages that make the condition true arrive on this same hub. A
+        # plain OSError at the deadline, because the engine reports errors as "<type>: <message>".
+        wait_until(condition, timeout_s=timeout_s, interval_s=WORKER_POLL_S, what=what, sleep=gevent.sleep,
+                   on_timeout=lambda: OSError(f"timed out after {timeout_s:g} s waiting for {what}"))
 
     # -- reports from workers ----------------------------------------------------------------
     def _on_ready(self, environment: Any, msg: Any) -> None:
