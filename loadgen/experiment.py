@@ -2,9 +2,13 @@
 
 This is the orchestrator. It runs without gevent: the load comes from the engine process
 (``scalefinder.loadgen.engine``), metrics from the profile's sources, task counts from its capacity
-controller. Everything is written to the run directory as it happens, so a run stopped at any
+controller. Which step comes next is the phase planner's decision (``planner.py``): the
+experiment asks it for the next action, performs it and feeds each step's result back. What it
+keeps is running the steps: the hold, the hard abort and the recovery after it, the repeat after
+a stall of the load generator or to confirm a breach, and the run's time budget. Everything is
+written to the run directory (``manifest.py`` creates it) as it happens, so a run stopped at any
 point leaves a readable partial run, and the original task count is put back whatever ends the
-run: success, an error, a safety abort, Ctrl-C or SIGTERM.
+run: success, an error, a safety abort, Ctrl-C or SIGTERM (``signals.py``).
 """
 
 from __future__ import annotations
@@ -13,38 +17,34 @@ import base64
 import contextlib
 import importlib
 import logging
-import os
-import platform
-import signal
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
-import psutil
 
-from scalefinder.loadgen import plan
 from scalefinder.loadgen.capacity import CONTROLLER_KINDS
 from scalefinder.loadgen.context import RunContext
 from scalefinder.loadgen.engine.client import EngineProcess, check_master_port
 from scalefinder.loadgen.engine.protocol import ANY_FREE_PORT, choose_master_port, engine_config
 from scalefinder.loadgen.engine.recorder import ABORT_WINDOW_S, LoadRecorder, Safety, StepInfo
+from scalefinder.loadgen.manifest import create_run_writer
+from scalefinder.loadgen.planner import (CapacityFound, Done, EndRun, PhasePlanner, RunStep, ScaleTo, StartPhase,
+                                         StepAbort, StepResult, Warn)
 from scalefinder.loadgen.profile import Profile, with_secrets
+from scalefinder.loadgen.signals import RunSignals, Stopped
 from scalefinder.loadgen.sources import SOURCE_KINDS
-from scalefinder import __version__
 from scalefinder.core import catalog
 from scalefinder.core.errors import InfrastructureError, Interrupted, ScalefinderError
-from scalefinder.core.redact import redact_url, redact_urls_in
+from scalefinder.core.redact import redact_url
 from scalefinder.core.rundir import (STATUS_ABORTED, STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED,
-                                RunWriter, create_run_directory, utc_now)
+                                RunWriter, utc_now)
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,6 @@ HALT_POLL_S = 0.05
 # How often recovery looks at the target's health, and how long one health request may take.
 HEALTH_POLL_S = 1.0
 HEALTH_REQUEST_TIMEOUT_S = 2.0
-LIBRARIES = ("locust", "gevent", "geventhttpclient", "pandas", "numpy", "scipy", "statsmodels",
-             "psutil", "aiohttp", "boto3")
 
 
 @dataclass(frozen=True)
@@ -117,14 +115,6 @@ class RunResult:
     capacity_rps: float | None
     steps: tuple[dict[str, Any], ...]
     warnings: tuple[str, ...]
-
-
-class _Stopped(BaseException):
-    """Raised in the main thread by SIGINT or SIGTERM: stop the load, restore, keep the data."""
-
-    def __init__(self, signal_name: str):
-        super().__init__(signal_name)
-        self.signal_name = signal_name
 
 
 class _Aborted(Exception):
@@ -176,38 +166,38 @@ class Experiment:
         self._step_id = 0
         self._started_monotonic = time.monotonic()
         self._controller: Any = None
-        self._aborts = 0  # aborted steps so far (recovery probes not counted)
-        self._lowest_aborted_rps: float | None = None
+        # what to do next, from the results so far; it also keeps the abort budget
+        self.planner = PhasePlanner(profile.ramp, profile.capacity.tasks)
         self._stalled_steps: set[int] = set()  # cut short by a generator stall and to be repeated
-        self._signal_during_cleanup: str | None = None  # SIGINT or SIGTERM, once the restore began
+        self._signals = RunSignals()
 
     # -- the run as a whole ---------------------------------------------------------------------
     def run(self) -> RunResult:
         sources: dict[str, Any] = {}
-        with self._signals_stop_the_run():
+        with self._signals.stop_the_run():
             stack = contextlib.ExitStack()
             try:
                 self._set_up_and_run(stack, sources)
                 status, reason, error = STATUS_COMPLETE, None, None
-            except (_Aborted, _Stopped, Exception) as exc:
+            except (_Aborted, Stopped, Exception) as exc:
                 status, reason, error = self._outcome(exc)
             finally:
-                self._defer_signals()  # nothing may cut the restore short
+                self._signals.defer()  # nothing may cut the restore short
                 try:
                     stack.close()
                 except Exception as exc:  # restoring failed: the most important thing to say
                     status, reason = STATUS_FAILED, f"restoring the task count failed: {exc}"
                     error = exc if isinstance(exc, ScalefinderError) else InfrastructureError(reason)
-            if self._signal_during_cleanup and status in (STATUS_COMPLETE, STATUS_ABORTED):
+            if self._signals.during_cleanup and status in (STATUS_COMPLETE, STATUS_ABORTED):
                 # the restore was let finish, but the run was still asked to stop
-                status, reason, error = self._outcome(_Stopped(self._signal_during_cleanup))
+                status, reason, error = self._outcome(Stopped(self._signals.during_cleanup))
             if status in (STATUS_COMPLETE, STATUS_ABORTED):  # an abort leaves valid steps to measure
-                self._resume_signals()
+                self._signals.resume()
                 try:
                     self._fetch_retrospective(sources)
-                except _Stopped as exc:
+                except Stopped as exc:
                     status, reason, error = self._outcome(exc)
-                self._defer_signals()  # the run directory is finished whole
+                self._signals.defer()  # the run directory is finished whole
             if self.writer is not None:
                 self.writer.update_manifest(capacity_result={"capacity_rps": self.capacity_rps})
                 self.writer.finish(status, reason)
@@ -244,7 +234,7 @@ class Experiment:
         if isinstance(exc, _Aborted):
             self._event("abort", scope="run", reason=str(exc))
             return STATUS_ABORTED, str(exc), None
-        if isinstance(exc, _Stopped):
+        if isinstance(exc, Stopped):
             self._event("interrupt", signal=exc.signal_name)
             return STATUS_INTERRUPTED, f"stopped by {exc.signal_name}", Interrupted(
                 f"the run was stopped by {exc.signal_name}; {self._partial_run_text()}")
@@ -254,37 +244,6 @@ class Experiment:
         reason = f"{type(exc).__name__}: {exc}"
         return STATUS_FAILED, reason, InfrastructureError(
             f"the run failed ({reason}); {self._partial_run_text()}")
-
-    @contextlib.contextmanager
-    def _signals_stop_the_run(self) -> Iterator[None]:
-        """SIGINT and SIGTERM end the run cleanly (see ``_Stopped``)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        self._resume_signals()
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    def _resume_signals(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, _stop_on_signal)
-
-    def _defer_signals(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, self._stop_after_cleanup)
-
-    def _stop_after_cleanup(self, signum: int, frame: Any) -> None:
-        """A signal during the clean-up must not cut the restore short, nor be forgotten: the run
-        still ends as stopped by it once the task count is back."""
-        name = signal.Signals(signum).name
-        logger.warning("%s received during the clean-up; finishing it first", name)
-        self._signal_during_cleanup = self._signal_during_cleanup or name
 
     @contextlib.contextmanager
     def _open_target(self) -> Iterator[Any]:
@@ -303,25 +262,11 @@ class Experiment:
             yield cluster
 
     def _create_writer(self, cluster: Any, snapshot: dict[str, Any], sources: dict[str, Any]) -> None:
-        started = utc_now()
-        run_id = f"{started:%Y%m%dT%H%M%SZ}-{self.profile.name}"
-        if self.options.out is not None:
-            path = self.options.out
-        else:  # a run started in the same second may hold this id already: claim the next free one
-            run_id, path = create_run_directory(self.options.reports_dir, run_id)
-        self.writer = RunWriter.create(path, {
-            "run_id": run_id,
-            "profile": self.profile.to_dict(),
-            "environment": _environment(cluster),
-            "target": redact_urls_in(_target(self.profile, cluster)),
-            "slo": {"percentile": self.profile.slo.percentile, "latency_ms": self.profile.slo.latency_ms,
-                    "error_budget_pct": self.profile.slo.error_budget_pct},
-            "capacity": {"controller": self.profile.capacity.controller, "original": snapshot,
-                         "initial_tasks": self.profile.capacity.tasks},
-            "sources": redact_urls_in({kind: source.describe() for kind, source in sources.items()}),
-            "generator": {"mode": "distributed" if self._distributed else "local",
-                          "workers": self.options.workers + self.options.expect_workers},
-        })
+        """The run directory and its manifest; the events that came before it are written first."""
+        self.writer = create_run_writer(self.profile, started=utc_now(), out=self.options.out,
+                                        reports_dir=self.options.reports_dir, cluster=cluster, snapshot=snapshot,
+                                        sources=sources, distributed=self._distributed,
+                                        workers=self.options.workers + self.options.expect_workers)
         with self._events_lock:
             pending, self._pending_events = self._pending_events, []
         for kind, detail in pending:
@@ -401,98 +346,53 @@ class Experiment:
         self._tasks = tasks
         self._event("restore", tasks=tasks, snapshot=snapshot)
 
-    # -- phases -----------------------------------------------------------------------------------
+    # -- phases: the planner decides, the experiment performs ----------------------------------------
     def _run_phases(self, controller: Any) -> None:
-        n = self.profile.capacity.tasks
         try:
-            good, first_bad = self._ramp(n)
-            if not good:
-                self.writer.add_warning(f"the SLO was not met even at {self.profile.ramp.start_rps:g} req/s; "
-                                        "lower ramp.start_rps")
-                return
-            self.capacity_rps = self._refine(n, max(good), first_bad, good)
-            self.writer.update_manifest(capacity_result={"capacity_rps": self.capacity_rps})
-            self._scale(controller, 2 * n)
-            self._replay(2 * n, good)
-            if self.profile.ramp.beyond:
-                self._beyond(2 * n)
+            self._perform_plan(controller)
         except _OutOfTime as exc:
             self.writer.add_warning(str(exc))
 
     def _ramp(self, tasks: int) -> tuple[list[float], float | None]:
-        """The rates that met the SLO and the first that did not (None if the ramp never broke).
+        """The ramp alone: the rates that met the SLO and the first that did not (None if the ramp
+        never broke)."""
+        self.planner = PhasePlanner(self.profile.ramp, tasks, ramp_only=True)
+        self._perform_plan(self._controller)
+        return self.planner.good_rates, self.planner.first_bad_rps
 
-        An aborted step is the first breach, like any step that broke the SLO: the run has
-        recovered from it (see ``_aborted_step``) and refines below it."""
-        self._begin_phase("ramp", tasks)
-        good: list[float] = []
-        for rate in plan.ramp_rates(self.profile.ramp):
-            crashes_before = self._crashes
-            row = self._confirmed_step("ramp", tasks, rate)
-            if self._crashes > crashes_before:
-                self.writer.add_warning(f"tasks crashed at {rate:g} req/s: the ramp stopped there")
-                return good, rate
-            if not row["valid"]:
-                self.writer.add_warning(f"step {row['step_id']} at {rate:g} req/s is invalid "
-                                        f"({row['invalid_reason']}); the ramp stopped there, so the capacity "
-                                        "found is only a lower bound")
-                return good, None
-            if not row["slo_met"]:
-                return good, rate
-            good.append(rate)
-        self.writer.add_warning(f"the SLO held up to max_rps ({self.profile.ramp.max_rps:g} req/s); the capacity "
-                                "is at least that: raise ramp.max_rps to find it")
-        return good, None
-
-    def _refine(self, tasks: int, good_rps: float, bad_rps: float | None, good: list[float]) -> float:
-        if bad_rps is None or not self.profile.ramp.refine:
-            return good_rps
-        tolerance = self.profile.ramp.refine_tolerance_pct
-        rate = plan.refine_rate(good_rps, bad_rps, tolerance)
-        if rate is not None:
-            self._begin_phase("refine", tasks)
-        while rate is not None:
-            row = self._confirmed_step("refine", tasks, rate)
-            if row["valid"] and row["slo_met"]:
-                good_rps = rate
-                good.append(rate)
+    def _perform_plan(self, controller: Any) -> None:
+        """Ask the planner what to do next and do it, until it says it is done."""
+        while not isinstance(action := self.planner.next_action(), Done):
+            if isinstance(action, RunStep):
+                self.planner.record(self._planned_step(action))
+            elif isinstance(action, StartPhase):
+                self._begin_phase(action.name, action.tasks)
+            elif isinstance(action, Warn):
+                self.writer.add_warning(action.message)
+            elif isinstance(action, CapacityFound):
+                self.capacity_rps = action.capacity_rps
+                self.writer.update_manifest(capacity_result={"capacity_rps": self.capacity_rps})
+            elif isinstance(action, ScaleTo):
+                self._scale(controller, action.tasks)
             else:
-                bad_rps = rate
-            rate = plan.refine_rate(good_rps, bad_rps, tolerance)
-        return good_rps
+                raise InfrastructureError(f"the experiment cannot perform {action!r}")
+        logger.debug("phases over: %s", action.reason)
 
-    def _replay(self, tasks: int, good: list[float]) -> None:
-        self._begin_phase("replay", tasks)
-        for rate in plan.replay_rates(good, self.capacity_rps, self.profile.ramp.replay_steps):
-            if self._past_the_edge(rate):
-                self.writer.add_warning(f"the replay at {rate:g} req/s was skipped: {self._edge_text()}")
-                continue
-            row = self._measured_step("replay", tasks, rate)
-            if row["end_reason"] == END_ABORT:
-                # twice the tasks at a rate n tasks carried should never trip the abort rule
-                self.writer.add_warning(f"step {row['step_id']} of the replay at {rate:g} req/s and {tasks} tasks "
-                                        "was aborted, below the capacity found with fewer tasks; the target "
-                                        "recovered and the replay went on")
+    def _planned_step(self, step: RunStep) -> StepResult:
+        crashes_before = self._crashes
+        row = self._measured_step(step.phase, step.tasks, step.offered_rps, confirm=step.confirm)
+        return StepResult(step_id=row["step_id"], phase=step.phase, tasks=step.tasks, offered_rps=step.offered_rps,
+                          slo_met=bool(row["slo_met"]), valid=bool(row["valid"]),
+                          aborted=row["end_reason"] == END_ABORT, crashed=self._crashes > crashes_before,
+                          invalid_reason=row["invalid_reason"])
 
-    def _beyond(self, tasks: int) -> None:
-        self._begin_phase("beyond", tasks)
-        for rate in plan.beyond_rates(self.capacity_rps, self.profile.ramp):
-            if self._past_the_edge(rate):
-                self.writer.add_warning(f"the beyond phase stopped before {rate:g} req/s: {self._edge_text()}")
-                return
-            row = self._measured_step("beyond", tasks, rate)
-            if not row["slo_met"] or not row["valid"]:
-                return
+    @property
+    def _aborts(self) -> int:
+        """Aborted steps so far (recovery probes not counted)."""
+        return self.planner.aborts
 
     def _past_the_edge(self, rate_rps: float) -> bool:
-        """With no aborted step left to recover from, the run offers no rate at or above the
-        lowest one that aborted: it would likely trip the rule again and end the run."""
-        return (self._aborts >= self.profile.ramp.max_aborts and self._lowest_aborted_rps is not None
-                and rate_rps >= self._lowest_aborted_rps - 1e-9)
-
-    def _edge_text(self) -> str:
-        return (f"{self._aborts} step(s) were aborted (ramp.max_aborts = {self.profile.ramp.max_aborts}), so the "
-                f"run stays below {self._lowest_aborted_rps:g} req/s, the lowest rate that aborted")
+        return self.planner.past_the_edge(rate_rps)
 
     def _begin_phase(self, name: str, tasks: int, **detail: Any) -> None:
         self._phase, self._tasks = name, tasks
@@ -507,24 +407,17 @@ class Experiment:
             self._event("scale", previous_tasks=before, tasks=tasks)
 
     # -- one step ---------------------------------------------------------------------------------
-    def _confirmed_step(self, phase: str, tasks: int, rate_rps: float) -> dict[str, Any]:
-        """A step whose failure ends the ramp (or bounds the refinement): with ``confirm_breach``
-        a first failure is repeated once at the same rate and the repeat decides.
-
-        A busy host can stall for a fraction of a second; that alone can break one step's SLO
-        or make its arrivals late far below the real capacity. A step with a task crash is never
-        repeated (see ``_step``): a crash is the target's own limit, not a transient. Neither is
-        an aborted step: the abort rule protects the target, and repeating the rate would
-        overload it again.
-        """
-        return self._measured_step(phase, tasks, rate_rps, confirm=self.profile.ramp.confirm_breach)
-
     def _measured_step(self, phase: str, tasks: int, rate_rps: float, confirm: bool = False) -> dict[str, Any]:
         """One rate of any phase, repeated when its first attempt says nothing about the target.
 
-        A step cut short by a stall of the load generator is repeated once, in every phase;
-        with ``confirm`` a failed step is also repeated once (``_confirmed_step``). So a rate
-        is offered at most three times, and the last attempt decides.
+        A step cut short by a stall of the load generator is repeated once, in every phase.
+        With ``confirm`` (``ramp.confirm_breach``, for a step whose failure ends the ramp or
+        bounds the refinement) a failed step is also repeated once: a busy host can stall for a
+        fraction of a second, and that alone can break one step's SLO or make its arrivals late
+        far below the real capacity. A step with a task crash is never repeated (see ``_step``):
+        a crash is the target's own limit, not a transient. Neither is an aborted step: the abort
+        rule protects the target, and repeating the rate would overload it again. So a rate is
+        offered at most three times, and the last attempt decides.
         """
         stall_repeats, confirm_repeats = 1, int(confirm)
         failed_first: dict[str, Any] | None = None
@@ -569,7 +462,7 @@ class Experiment:
         except _GeneratorStalled as exc:
             repeat = stall_repeat and self._crashes == crashes_before
             return self._stalled_step(step_id, start, end or time.time(), exc.safety, repeat, probe_s is not None)
-        except _Stopped:
+        except Stopped:
             end = end or time.time()
             self._stop_load()
             self._record_step(step_id, start, end, "interrupted", probe=probe_s is not None)
@@ -579,32 +472,26 @@ class Experiment:
 
     def _aborted_step(self, step_id: int, start: float, end: float, reason: str, probe: bool) -> dict[str, Any]:
         """The abort rule fired: stop the load, record the step as the breach it is, and either
-        end the run or wait for the target to recover and go on."""
-        ramp = self.profile.ramp
+        end the run or wait for the target to recover and go on, as the planner's abort budget
+        says. A probe that trips the rule is a failed probe: recovery goes on trying."""
         info = self.recorder.step
         decided = time.monotonic()
         self._event("abort", scope="step", step_id=step_id, phase=info.phase, tasks=info.tasks,
                     offered_rps=info.offered_rps, reason=reason)
-        if ramp.abort == "run" and not probe:
+        verdict = None if probe else self.planner.on_abort(StepAbort(step_id, info.phase, info.offered_rps, reason))
+        if isinstance(verdict, EndRun) and verdict.whole_run:
             self._stop_load()
             self._record_step(step_id, start, end, END_ABORT, abort_reason=reason,
                               halted_after_s=time.monotonic() - decided)
-            raise _Aborted(reason)
+            raise _Aborted(verdict.reason)
         self._halt(step_id)
         row = self._record_step(step_id, start, end, END_ABORT, abort_reason=reason, probe=probe,
                                 halted_after_s=time.monotonic() - decided)
-        if probe:
-            return row  # a probe that trips the rule is a failed probe; recovery goes on trying
-        self._aborts += 1
-        self._lowest_aborted_rps = min(info.offered_rps, self._lowest_aborted_rps or float("inf"))
-        if self._aborts > ramp.max_aborts:
-            raise _Aborted(f"step {step_id} at {info.offered_rps:g} req/s was aborted ({reason}); that is "
-                           f"{self._aborts} aborted steps, more than ramp.max_aborts ({ramp.max_aborts})")
-        if info.phase == "ramp" and not any(s["phase"] == "ramp" and s["valid"] and s["slo_met"] for s in self.steps):
-            # Nothing below this rate was measured, and the probe would offer this very rate.
-            raise _Aborted(f"{reason}, at the ramp's first rate ({info.offered_rps:g} req/s): there is no lower "
-                           "rate to go on from; lower ramp.start_rps")
-        self._recover(row, reason)
+        if verdict is None:
+            return row
+        if isinstance(verdict, EndRun):
+            raise _Aborted(verdict.reason)
+        self._recover(row, reason, verdict.resume_phase)
         return row
 
     def _stalled_step(self, step_id: int, start: float, end: float, safety: Safety, repeat: bool,
@@ -666,9 +553,9 @@ class Experiment:
         return row
 
     # -- recovery after an aborted step --------------------------------------------------------------
-    def _recover(self, aborted: dict[str, Any], reason: str) -> None:
+    def _recover(self, aborted: dict[str, Any], reason: str, resume_phase: str | None) -> None:
         """Wait until the target is healthy and answers a low-rate probe within the SLO, then let
-        the phase go on; within ``recovery_timeout_s``, or the run ends ``aborted``.
+        ``resume_phase`` go on (if any); within ``recovery_timeout_s``, or the run ends ``aborted``.
 
         Healthy means every task the run expects is running and taking traffic (as the capacity
         controller counts them) and, for a remote target whose profile names a health path, that
@@ -677,7 +564,7 @@ class Experiment:
         than half of the time, and only at the lowest rate of the ramp.
         """
         ramp = self.profile.ramp
-        resumed, tasks = self._phase, self._tasks
+        tasks = self._tasks
         self._begin_phase(RECOVERY, tasks, after_step=aborted["step_id"])
         self._progress_note(f"step {aborted['step_id']} aborted; waiting for the target to recover")
         began = time.monotonic()
@@ -710,8 +597,8 @@ class Experiment:
                            f"and the target did not recover: {failure}")
         self._event("recovery", **detail)
         self.recorder.reset_safety()
-        if resumed != "ramp":  # an abort ends the ramp; every other phase goes on where it was
-            self._begin_phase(resumed, tasks, resumed=True)
+        if resume_phase is not None:
+            self._begin_phase(resume_phase, tasks, resumed=True)
 
     def _wait_healthy(self, tasks: int, deadline: float) -> str | None:
         """None once the target is healthy; else, at the deadline, what was still wrong."""
@@ -861,16 +748,6 @@ class Experiment:
         return f"the partial run is in {self.writer.path}"
 
 
-def _stop_on_signal(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGINT, _ignore_during_cleanup)
-    signal.signal(signal.SIGTERM, _ignore_during_cleanup)
-    raise _Stopped(signal.Signals(signum).name)
-
-
-def _ignore_during_cleanup(signum: int, frame: Any) -> None:
-    logger.warning("%s received while restoring; finishing the clean-up first", signal.Signals(signum).name)
-
-
 class _RedirectNotFollowed(urllib.request.HTTPRedirectHandler):
     """The health check takes a redirect as its answer (not 2xx: not healthy) and never follows
     it: its Location may name a host that is not in ``allowed_hosts``."""
@@ -916,29 +793,3 @@ def _halves_agree(values: list[float], share: float, floor: float) -> bool:
 def _build(registry: dict[str, str], kind: str, config: dict[str, Any], context: RunContext) -> Any:
     module = importlib.import_module(registry[kind])
     return module.build(config, context)
-
-
-def _environment(cluster: Any) -> dict[str, Any]:
-    libraries = {}
-    for name in LIBRARIES:
-        try:
-            libraries[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return {
-        "tool_version": __version__,
-        "python": sys.version.split()[0],
-        "libraries": libraries,
-        "host": {"name": platform.node(), "cpus": os.cpu_count(),
-                 "memory_mib": round(psutil.virtual_memory().total / 2**20)},
-        "cgroup_mode": cluster.cgroup_mode if cluster is not None else None,
-    }
-
-
-def _target(profile: Profile, cluster: Any) -> dict[str, Any]:
-    target = profile.target
-    if cluster is None:
-        return {"kind": "url", "url": target.url, "environment": target.environment}
-    return {"kind": "local", "archetype": target.archetype, "command": target.command,
-            "params": dict(cluster.spec.params), "cpu_units": target.cpu_units, "memory_mib": target.memory_mib,
-            "url": cluster.url, "ground_truth": cluster.ground_truth()}
