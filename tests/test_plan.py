@@ -67,3 +67,21 @@ def test_the_worst_case_includes_a_repeat_of_every_ramp_step_unless_confirmation
     unconfirmed = plan_profile(replace(profile, ramp=replace(profile.ramp, confirm_breach=False)))
     assert unconfirmed.repeats == () and unconfirmed.steps == confirming.steps
     assert unconfirmed.request_count == confirming.request_count - sum(s.requests for s in ramp)
+
+
+def test_the_plan_of_every_example_profile_is_the_longest_run_the_phases_allow():
+    # The plan is the phase planner fed steps that all meet the SLO: the ramp up to max_rps with
+    # every step confirming a failure, no refinement, the replay of earlier rates and the beyond
+    # phase from max_rps at twice the tasks, and every recovery the abort rules allow.
+    for path in sorted(DEMO.parent.glob("*.toml")):
+        profile = load_profile(path)
+        ramp, n = profile.ramp, profile.capacity.tasks
+        rates = ramp_rates(ramp)
+        expected = ([("ramp", n, rate) for rate in rates]
+                    + [("replay", 2 * n, rate) for rate in replay_rates(rates, rates[-1], ramp.replay_steps)]
+                    + [("beyond", 2 * n, rate) for rate in (beyond_rates(rates[-1], ramp) if ramp.beyond else [])])
+        planned = plan_profile(profile)
+        assert [(s.phase, s.tasks, s.offered_rps) for s in planned.steps] == expected, path.name
+        assert all(s.hold_s == ramp.hold_s for s in planned.steps + planned.repeats)
+        assert [s.offered_rps for s in planned.repeats] == (rates if ramp.confirm_breach else [])
+        assert len(planned.recoveries) == (ramp.max_aborts if ramp.abort == "step" else 0)
