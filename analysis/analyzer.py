@@ -20,7 +20,8 @@ from scalefinder.analysis import classify, knee as knees, properties as props, r
 from scalefinder.analysis.findings import KIND, SCHEMA_VERSION
 from scalefinder.analysis.steady import build_windows, service_samples
 from scalefinder.core import catalog, slo as slos
-from scalefinder.core.errors import InputError, RunDirectoryError
+from scalefinder.core.errors import RunDirectoryError
+from scalefinder.core.models import AnalysisOptions, jsonable
 from scalefinder.core.redact import redact_urls_in
 from scalefinder.core.rundir import RunDirectory
 
@@ -35,21 +36,6 @@ CRASH_EVENTS = ("task_crash", "task_restart", "oom_kill")
 
 
 @dataclass(frozen=True)
-class Options:
-    headroom: float = 0.7
-    peak_rps: float | None = None
-    availability_zones: int = 3
-
-    def __post_init__(self) -> None:
-        if not 0.6 <= self.headroom <= 0.8:
-            raise InputError(f"headroom must be between 0.6 and 0.8 (got {self.headroom:g})")
-        if self.availability_zones < 1:
-            raise InputError(f"availability zones must be at least 1 (got {self.availability_zones})")
-        if self.peak_rps is not None and self.peak_rps <= 0:
-            raise InputError(f"peak rate must be positive (got {self.peak_rps:g})")
-
-
-@dataclass(frozen=True)
 class MetricData:
     """One metric's step values and kept samples at service level, joined with the steps."""
 
@@ -61,19 +47,13 @@ class MetricData:
 
 
 def options_from_manifest(manifest: dict[str, Any], *, headroom: float | None = None,
-                          peak_rps: float | None = None, availability_zones: int | None = None) -> Options:
+                          peak_rps: float | None = None, availability_zones: int | None = None) -> AnalysisOptions:
     """Command-line values win over the profile's ``[analysis]`` table, which wins over defaults."""
-    profile = manifest.get("profile") or {}
-    section = profile.get("analysis") or {}
-    return Options(
-        headroom=float(headroom if headroom is not None else section.get("headroom", 0.7)),
-        peak_rps=peak_rps if peak_rps is not None else section.get("peak_rps"),
-        availability_zones=int(availability_zones if availability_zones is not None
-                               else section.get("availability_zones", 3)),
-    )
+    recorded = AnalysisOptions.from_mapping((manifest.get("profile") or {}).get("analysis"))
+    return recorded.overridden(headroom=headroom, peak_rps=peak_rps, availability_zones=availability_zones)
 
 
-def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
+def analyze_run(run: RunDirectory, options: AnalysisOptions) -> dict[str, Any]:
     manifest = run.manifest
     slo = _slo(manifest)
     steps = _steps(run, slo)
@@ -174,7 +154,7 @@ def analyze_run(run: RunDirectory, options: Options) -> dict[str, Any]:
         "inconclusive": {"reasons": reasons if verdict == "inconclusive" else [],
                          "next_steps": next_steps if verdict == "inconclusive" else []},
     }
-    return props._jsonable(findings)
+    return jsonable(findings)
 
 
 # -- inputs --------------------------------------------------------------------------------------
@@ -358,13 +338,13 @@ def _tests(data: MetricData, crash_steps: list[int], knee, initial: int, second_
     kept = data.samples[data.samples["step_id"].isin(below["step_id"])]
     tests["demand_slope"] = props.demand_slope(kept["per_task_rps"], kept["value"])
     curve = valid[valid["tasks"].isin([initial, pooled_tasks])] if pooled_tasks else at_first
-    knee_per_task = (knee.last_good_rps / initial) if knee is not None and knee.last_good_rps else None
+    knee_per_task = knee.last_good_per_task_rps if knee is not None else None
     tests["saturation"] = props.saturation(curve["per_task_rps"], curve["value"], limit=data.info.limit,
                                            knee_rps=knee_per_task)
     tests["crash_at_limit"] = props.crash_at_limit(crash_steps, data.peaks, limit=data.info.limit,
                                                    last_good_rps=knee.last_good_rps if knee else None)
     at_second = valid[valid["tasks"] == second_tasks] if second_tasks else valid.iloc[0:0]
-    capacity_per_task = (knee.last_good_rps / initial) if knee and knee.last_good_rps else None
+    capacity_per_task = knee.last_good_per_task_rps if knee else None
     below_second = at_second[at_second["slo_ok"]]
     if capacity_per_task is not None:
         below_second = below_second[below_second["per_task_rps"] <= capacity_per_task * 1.001]

@@ -226,7 +226,7 @@ def _possibly_exhausted(metric_data, results, verdicts, knee, vcpus, exclude, in
     not clear it: latency can break from queueing before a resource is full. ``include_rejected`` also counts
     metrics rejected as scaling metrics for a reason other than ignoring load."""
     found = []
-    knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
+    knee_rate = knee.last_good_per_task_rps if knee else None
     for name, (verdict, _) in verdicts.items():
         info = catalog.info(name)
         if info.limit is None or name in exclude:
@@ -275,7 +275,7 @@ def _undecided_why(name, level, limit, tests, verdict, open_tests) -> str:
 
 def _undecided_resources(metric_data, undecided, knee, bottleneck, lead: str) -> Decision:
     """Inconclusive, naming each resource that may have run out and the run that would settle it."""
-    knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
+    knee_rate = knee.last_good_per_task_rps if knee else None
     breach = (knee.slo_breach_rps / knee.tasks) if knee and knee.slo_breach_rps else None
     reasons = [f"{lead}: " + "; ".join(u[3] for u in undecided)]
     open_tests = {t for u in undecided for t in u[4]}
@@ -298,7 +298,7 @@ def _undecided_resources(metric_data, undecided, knee, bottleneck, lead: str) ->
 
 
 def _misaligned(name: str, rate: float, kind: str, knee, bottleneck) -> Decision:
-    knee_rate = knee.last_good_rps / knee.tasks
+    knee_rate = knee.last_good_per_task_rps
     reason = (f"{label(name)} {kind} at {rate:.3g} req/s per task, well before the SLO broke (last good step "
               f"{knee_rate:.3g} req/s per task): the service kept taking load after it ran out, so it is not what "
               "limits the service, and what does was not measured")
@@ -347,7 +347,7 @@ def _exhausted(metric_data, results, candidates, knee, vcpus=None) -> list[tuple
     """Candidates with a known limit that ran out, as (name, per-task rate, how, rate interval),
     earliest first."""
     found = []
-    knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
+    knee_rate = knee.last_good_per_task_rps if knee else None
     for name in candidates:
         info = catalog.info(name)
         if info.limit is None:
@@ -429,7 +429,7 @@ def _bottleneck(name: str | None, per_task_rate: float | None, knee, evidence: s
                 span: tuple | None = None) -> dict[str, Any]:
     """Where the bottleneck ran out, and whether that lines up with the knee: within about one
     step of the last step that met the SLO, using the breakpoint's interval where there is one."""
-    knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
+    knee_rate = knee.last_good_per_task_rps if knee else None
     aligned = None
     if per_task_rate is not None and knee_rate is not None and knee and knee.slo_breach_rps:
         step = (knee.slo_breach_rps - knee.last_good_rps) / knee.tasks
@@ -457,7 +457,7 @@ def _shared(results, candidates, doubling) -> Decision:
 
 
 def _outside_the_task(metric_data, results, verdicts, candidates, knee, first_steps) -> Decision:
-    knee_rate = (knee.last_good_rps / knee.tasks) if knee and knee.last_good_rps else None
+    knee_rate = knee.last_good_per_task_rps if knee else None
     note = "nothing with a known limit (CPU, memory) ran out at the knee: the limit is outside those resources"
     # Concurrency sees a worker or connection pool directly; the request rate per task is the
     # guide's alternative for the same patterns (requests per target).

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from scalefinder.core.errors import RunDirectoryError
+from scalefinder.core.models import Verdict
 from scalefinder.core.rundir import check_schema_version, write_json_atomic
 
 FINDINGS = "findings.json"
 SCHEMA_VERSION = 1
 KIND = "scalefinder-findings"
-VERDICTS = ("recommended", "no_task_level_metric", "inconclusive")
+VERDICTS = tuple(Verdict)
 REQUIRED_KEYS = ("schema_version", "verdict", "recommendation", "capacity", "pattern", "metrics")
 
 

@@ -37,6 +37,27 @@ class Knee:
     kneedle_rps: float | None
     unknown_steps: tuple[int, ...] = ()  # steps whose SLO state could not be judged, left out
 
+    # Two per-task rates, each defined here once. Steps are placed on the offered rate per task
+    # (the axis every per-metric test uses), so comparisons with the knee use the offered rate;
+    # the capacity reported is what the last good step served, never more than was offered.
+    @property
+    def last_good_per_task_rps(self) -> float | None:
+        """The last good step's offered rate per task, on the axis the steps are placed on."""
+        return self.last_good_rps / self.tasks if self.last_good_rps else None
+
+    @property
+    def served_rps(self) -> float | None:
+        """The rate the last good step served: achieved, capped at the offered rate."""
+        if self.last_good_rps is None:
+            return None
+        return min(self.last_good_achieved_rps or self.last_good_rps, self.last_good_rps)
+
+    @property
+    def capacity_per_task_rps(self) -> float | None:
+        """Capacity per task as reported: the served rate of the last good step per task."""
+        served = self.served_rps
+        return served / self.tasks if served is not None else None
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

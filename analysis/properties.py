@@ -16,13 +16,16 @@ within holds for a queue's backlog that is empty below capacity and grows past i
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats
 
-PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+from scalefinder.core.models import TestResult, TestVerdict, format_p
+
+# The verdict values under the short names this module's many tests read easily.
+PASS, FAIL, INCONCLUSIVE = TestVerdict.PASS, TestVerdict.FAIL, TestVerdict.INCONCLUSIVE
 ALPHA = 0.05
 MIN_DEMAND_STEPS = 5  # exact one-sided Kendall p for 5 ordered steps is 0.0083; for 4 only 0.042
 MIN_CHANGE = 0.10  # a metric must move by at least 10% of its level to count as tracking demand
@@ -42,38 +45,6 @@ FULL_BACKLOG_SHARE = 0.5  # a queue at half its peak or more has filled (it may 
 MIN_BACKLOG_RISE_JOBS = 1.0  # growth within a hold must add at least one job to count
 MIN_EMPTY_STEPS = 3  # empty steps below the onset needed before growth means saturation
 MIN_HOLD_SAMPLES = 4
-
-
-@dataclass(frozen=True)
-class TestResult:
-    """One test of one metric: everything needed to check the verdict by hand."""
-
-    __test__ = False  # not a pytest test class
-
-    name: str
-    method: str
-    inputs: dict[str, Any]
-    statistic: float | None
-    p_value: float | None
-    interval: tuple[float, float] | None
-    threshold: str
-    verdict: str
-    detail: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["interval"] = list(self.interval) if self.interval is not None else None
-        return _jsonable(data)
-
-    def describe(self) -> str:
-        parts = [f"{self.name}: {self.verdict}", self.detail]
-        if self.p_value is not None:
-            parts.append(f"p={_fmt(self.p_value)}")
-        if self.interval is not None:
-            parts.append(f"interval [{_fmt(self.interval[0])}, {_fmt(self.interval[1])}]")
-        parts.append(f"threshold: {self.threshold}")
-        return "; ".join(p for p in parts if p)
 
 
 # -- demand correlation -------------------------------------------------------------------------
@@ -116,19 +87,19 @@ def _demand_verdict(result: TestResult, p: float, alpha: float) -> TestResult:
     significant = p < alpha
     material = abs(change) >= MIN_CHANGE
     if significant and material and tau > 0:
-        verdict, detail = PASS, f"rises with load: Kendall tau {tau:.2f}, p={_fmt(p)} over {steps} steps, change {change:+.0%}"
+        verdict, detail = PASS, f"rises with load: Kendall tau {tau:.2f}, p={format_p(p)} over {steps} steps, change {change:+.0%}"
     elif significant and material:
-        verdict, detail = FAIL, f"falls as load rises (negative tracking): tau {tau:.2f}, p={_fmt(p)}"
+        verdict, detail = FAIL, f"falls as load rises (negative tracking): tau {tau:.2f}, p={format_p(p)}"
     elif significant:
         verdict, detail = FAIL, f"moves with load but only by {change:+.1%} of its level (< {MIN_CHANGE:.0%})"
     elif not material:
         verdict, detail = FAIL, (f"does not track load: flat within {MIN_CHANGE:.0%} ({change:+.1%} across the steps), "
-                                 f"Kendall tau {tau:.2f}, p={_fmt(p)} over {steps} steps")
+                                 f"Kendall tau {tau:.2f}, p={format_p(p)} over {steps} steps")
     else:
         # No proof of tracking is not proof of none: a change this size on few or noisy steps
         # is left open, with what would settle it.
         verdict, detail = INCONCLUSIVE, (f"not enough evidence: changes {change:+.0%} across {steps} steps but "
-                                         f"Kendall tau {tau:.2f}, p={_fmt(p)}; more steps below capacity would decide")
+                                         f"Kendall tau {tau:.2f}, p={format_p(p)}; more steps below capacity would decide")
     return TestResult(result.name, result.method, result.inputs, result.statistic, _r(p), None,
                       result.threshold, verdict, detail, result.extra)
 
@@ -540,7 +511,7 @@ def time_trend(holds: Sequence[tuple[int, np.ndarray, np.ndarray]],
     if across is not None and across["p"] < alpha / 2 and across["growth_over_run"] >= TREND_MIN_RUN_GROWTH:
         return TestResult("time_trend", method, inputs, across["per_hour"], across["p"], None, threshold, FAIL,
                           f"grows with time whatever the load: {across['per_hour']:+.3g} per hour at equal load "
-                          f"(p={_fmt(across['p'])}), {across['growth_over_run']:+.0%} of its level over the run", extra)
+                          f"(p={format_p(across['p'])}), {across['growth_over_run']:+.0%} of its level over the run", extra)
     if len(rows) < TREND_MIN_HOLDS and across is None:
         return TestResult("time_trend", method, inputs, None, None, None, threshold, INCONCLUSIVE,
                           "holds too short and too few steps to separate time from load", extra)
@@ -761,19 +732,3 @@ def _round(values: Sequence[float]) -> list[float | None]:
     return [_r(v, 5) for v in values]
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None  # JSON has no NaN; times keep every digit
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value

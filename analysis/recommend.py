@@ -33,7 +33,7 @@ def capacity(knee, tasks: int, slo: dict[str, Any], doubling: dict[str, Any], op
                            "method": method, "slo": slo, "doubling": doubling, "tasks_for_peak": None}
     if knee is None or knee.last_good_rps is None:
         return out
-    served = min(knee.last_good_achieved_rps or knee.last_good_rps, knee.last_good_rps)
+    served = knee.served_rps
     per_task = served / tasks
     high = (knee.slo_breach_rps / tasks) if knee.slo_breach_rps else None
     out.update(per_task_rps=round(per_task, 3), service_rps=round(served, 3),
@@ -68,7 +68,7 @@ def tasks_for_peak(peak_rps: float, per_task_rps: float, headroom: float, zones:
 def recommendation(metric: str, data, tests, knee, tasks: int, options, decision) -> dict[str, Any] | None:
     if knee is None or knee.last_good_rps is None:
         return None
-    capacity_per_task = min(knee.last_good_achieved_rps or knee.last_good_rps, knee.last_good_rps) / tasks
+    capacity_per_task = knee.served_rps / tasks
     below = data.steps[data.steps["valid"] & data.steps["slo_ok"]
                        & (data.steps["per_task_rps"] <= capacity_per_task * 1.001 + 1e-9)]
     # The knee bends some metrics (concurrency rises steeply just below capacity); the line is
@@ -131,7 +131,7 @@ def backlog_recommendation(metric: str, data, knee, tasks: int, options, decisio
     times the headroom. The interval carries the capacity's own interval [last good, first bad]."""
     if knee is None or knee.last_good_rps is None:
         return None
-    capacity_per_task = min(knee.last_good_achieved_rps or knee.last_good_rps, knee.last_good_rps) / tasks
+    capacity_per_task = knee.served_rps / tasks
     latency_s = slo["latency_ms"] / 1000.0
     high_rate = (knee.slo_breach_rps / tasks) if knee.slo_breach_rps else capacity_per_task
     target = round(capacity_per_task * latency_s * options.headroom, 2)

@@ -195,7 +195,8 @@ def run_scenario(scenario: Scenario) -> dict[str, Any]:
     exception becomes an ``error`` record: one bad run must not end the benchmark."""
     import warnings
 
-    from scalefinder.analysis.analyzer import Options, analyze_run
+    from scalefinder.analysis.analyzer import analyze_run
+    from scalefinder.core.models import AnalysisOptions
     from scalefinder.core.rundir import RunDirectory
     from tests.synthetic import write_synthetic_run
 
@@ -207,7 +208,7 @@ def run_scenario(scenario: Scenario) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="robustness-") as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numerical warnings on small samples are the analyzer's business
             run = write_synthetic_run(Path(tmp) / "run", cls.kind, **generator_kwargs(scenario))
-            findings = analyze_run(RunDirectory.open(run), Options())
+            findings = analyze_run(RunDirectory.open(run), AnalysisOptions())
         outcome, reason = judge(cls, findings)
         record.update(outcome=outcome, verdict=findings.get("verdict"),
                       metric=(findings.get("recommendation") or {}).get("metric"),

@@ -15,7 +15,7 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -24,6 +24,14 @@ from scalefinder.loadgen.capacity import CONTROLLER_KINDS
 from scalefinder.loadgen.kind_config import split_url
 from scalefinder.loadgen.sources import SOURCE_KINDS
 from scalefinder.core.errors import InputError, ProfileError, printable
+from scalefinder.core.models import (
+    AVAILABILITY_ZONES_RANGE,
+    HEADROOM_RANGE,
+    AnalysisOptions,
+    GateCriteria,
+    ModelError,
+    Slo,
+)
 from scalefinder.core.redact import check_references, expand_references, redact_profile
 
 logger = logging.getLogger(__name__)
@@ -113,13 +121,6 @@ class Workload:
 
 
 @dataclass(frozen=True)
-class Slo:
-    percentile: float
-    latency_ms: float
-    error_budget_pct: float = 1.0
-
-
-@dataclass(frozen=True)
 class Ramp:
     start_rps: float
     max_rps: float
@@ -152,13 +153,6 @@ class Capacity:
 
 
 @dataclass(frozen=True)
-class Analysis:
-    headroom: float = 0.7
-    availability_zones: int = 3
-    peak_rps: float | None = None
-
-
-@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -169,8 +163,8 @@ class Profile:
     ramp: Ramp
     capacity: Capacity
     sources: dict[str, dict[str, Any]]
-    analysis: Analysis
-    gate: dict[str, Any]
+    analysis: AnalysisOptions
+    gate: GateCriteria
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as resolved (defaults filled in), JSON-serialisable, for the manifest:
@@ -178,6 +172,7 @@ class Profile:
         environment references kept as written."""
         data = asdict(self)
         data["profile_path"] = data.pop("path")
+        data["gate"] = self.gate.to_dict()  # the criteria asked for, as the table held them
         return redact_profile(data)
 
 
@@ -416,7 +411,7 @@ def _parse(data: dict[str, Any], path: Path) -> Profile:
     sources = _parse_sources(top.table("sources", required=True))
     analysis = _parse_analysis(top.table("analysis") or _Table({}, "analysis", shown))
     gate_table = top.table("gate")
-    gate = _parse_gate(gate_table) if gate_table else {}
+    gate = _parse_gate(gate_table) if gate_table else GateCriteria()
     profile = Profile(name=name, description=description, path=str(path.resolve()), target=target,
                       workload=workload, slo=slo, ramp=ramp, capacity=capacity, sources=sources,
                       analysis=analysis, gate=gate)
@@ -766,31 +761,39 @@ def _kind_validator(role: str, kind: str, module_name: str, path: str, where: st
     return module.validate_config
 
 
-def _parse_analysis(table: _Table) -> Analysis:
-    table.expect("headroom", "availability_zones", "peak_rps")
-    analysis = Analysis(
-        headroom=table.number("headroom", 0.7, low=0.6, high=0.8),
-        availability_zones=table.integer("availability_zones", 3, low=1, high=10),
-        peak_rps=table.number("peak_rps", low=0, low_open=True, high=MAX_MAGNITUDE),
-    )
-    return analysis
+def _parse_analysis(table: _Table) -> AnalysisOptions:
+    """The defaults and ranges are the model's, shared with `scalefinder analyze`."""
+    table.expect(*(f.name for f in fields(AnalysisOptions)))
+    defaults = AnalysisOptions()
+    headroom_low, headroom_high = HEADROOM_RANGE
+    zones_low, zones_high = AVAILABILITY_ZONES_RANGE
+    return _as_model(table, AnalysisOptions,
+                     headroom=table.number("headroom", defaults.headroom, low=headroom_low, high=headroom_high),
+                     availability_zones=table.integer("availability_zones", defaults.availability_zones,
+                                                      low=zones_low, high=zones_high),
+                     peak_rps=table.number("peak_rps", low=0, low_open=True, high=MAX_MAGNITUDE))
 
 
-def _parse_gate(table: _Table) -> dict[str, Any]:
+def _parse_gate(table: _Table) -> GateCriteria:
     """Check the [gate] table when the profile loads, not only when `gate` runs after a long run.
 
-    The table is kept as written (the gate reads it back from the manifest and fills its own
-    defaults); the ranges are those `scalefinder gate` enforces.
+    The types are read here, with the file and key in the error; the ranges are the model's,
+    the same `scalefinder gate` enforces on its flags.
     """
-    table.expect("slo_rate_rps", "capacity_tolerance_pct", "target_tolerance_pct", "metric_unchanged")
-    table.number("slo_rate_rps", low=0, low_open=True)
-    for name in ("capacity_tolerance_pct", "target_tolerance_pct"):
-        value = table.number(name, low=0, high=100)
-        if value is not None and value >= 100:
-            raise table.error(f"expected a number from 0 to below 100, got {value:g}", name)
-    if table.has("metric_unchanged"):
-        table.boolean("metric_unchanged", True)
-    return dict(table.data)
+    table.expect(*GateCriteria.keys())
+    return _as_model(table, GateCriteria,
+                     slo_rate_rps=table.number("slo_rate_rps"),
+                     capacity_tolerance_pct=table.number("capacity_tolerance_pct"),
+                     target_tolerance_pct=table.number("target_tolerance_pct"),
+                     metric_unchanged=table.boolean("metric_unchanged", None) if table.has("metric_unchanged") else None)
+
+
+def _as_model(table: _Table, model: Any, **values: Any) -> Any:
+    """``model(**values)`` with a range error located at its key in the profile."""
+    try:
+        return model(**values)
+    except ModelError as exc:
+        raise table.error(f"expected {exc.expected}, got {_describe(table.data.get(exc.key, exc.value))}", exc.key) from None
 
 
 def _check_holds_cover_datapoints(profile: Profile) -> None:

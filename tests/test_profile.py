@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from scalefinder.core.models import GateCriteria
 from scalefinder.loadgen.profile import is_loopback, load_profile
 from scalefinder.cli import cli
 from scalefinder.core.errors import ProfileError
@@ -168,7 +169,7 @@ def test_confirm_breach_defaults_on_and_must_be_a_boolean(tmp_path):
 
 
 @pytest.mark.parametrize("gate, expected", [
-    ("slo_rate_rps = 0", "[gate.slo_rate_rps] expected a number > 0, got 0"),
+    ("slo_rate_rps = 0", "[gate.slo_rate_rps] expected a positive number, got 0"),
     ("capacity_tolerance_pct = 100", "[gate.capacity_tolerance_pct] expected a number from 0 to below 100"),
     ('target_tolerance_pct = "15%"', "[gate.target_tolerance_pct] expected a number, got '15%' (a string)"),
     ('metric_unchanged = "yes"', "[gate.metric_unchanged] expected true or false"),
@@ -178,9 +179,12 @@ def test_gate_table_is_checked_when_the_profile_loads(tmp_path, gate, expected):
     assert expected in problem(tmp_path, GOOD + f"[gate]\n{gate}\n")
 
 
-def test_a_valid_gate_table_is_kept_as_written(tmp_path):
+def test_a_valid_gate_table_is_read_into_the_criteria_and_recorded_as_written(tmp_path):
     text = GOOD + "[gate]\nslo_rate_rps = 40\nmetric_unchanged = false\n"
-    assert load_profile(write(tmp_path, text)).gate == {"slo_rate_rps": 40, "metric_unchanged": False}
+    profile = load_profile(write(tmp_path, text))
+    assert profile.gate == GateCriteria(slo_rate_rps=40, metric_unchanged=False)
+    # the manifest records only the criteria asked for, so the gate's own defaults apply to the rest
+    assert profile.to_dict()["gate"] == {"slo_rate_rps": 40, "metric_unchanged": False}
 
 
 def test_a_prometheus_rate_window_longer_than_the_warmup_is_refused(tmp_path):

@@ -15,6 +15,7 @@ from scalefinder.analysis.reporting.gate import (
     PASS,
     GateCriteria,
     GateResult,
+    criteria_from_flags,
     criteria_from_profile,
     evaluate_gate,
     merge_criteria,
@@ -64,8 +65,9 @@ def gate_command(ctx: click.Context, run_dir: Path, baseline: Path | None, junit
     junit_path = junit_path or run_dir / JUNIT_XML
     # JUnit's schema wants a timestamp without a zone; this one is UTC.
     timestamp = utc_now().strftime("%Y-%m-%dT%H:%M:%S")
-    flags = GateCriteria(slo_rate_rps, capacity_tolerance_pct, target_tolerance_pct, metric_unchanged)
     try:
+        flags = criteria_from_flags(slo_rate_rps=slo_rate_rps, capacity_tolerance_pct=capacity_tolerance_pct,
+                                    target_tolerance_pct=target_tolerance_pct, metric_unchanged=metric_unchanged)
         result = _judge(run_dir, baseline, flags)
     except ScalefinderError as exc:
         _write_error_junit(junit_path, run_dir.name, str(exc), timestamp)

@@ -17,26 +17,21 @@ current run fails: an absent measurement is never a pass.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
 
 from scalefinder.core.errors import InputError
+from scalefinder.core.models import (
+    DEFAULT_CAPACITY_TOLERANCE_PCT,
+    DEFAULT_TARGET_TOLERANCE_PCT,
+    GateCriteria,
+    ModelError,
+)
 
 from scalefinder.analysis.reporting.figures import RunFigures, as_float, format_number, with_unit
 
-DEFAULT_CAPACITY_TOLERANCE_PCT = 10.0
-DEFAULT_TARGET_TOLERANCE_PCT = 15.0
-
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
-GATE_KEYS = {"slo_rate_rps", "capacity_tolerance_pct", "target_tolerance_pct", "metric_unchanged"}
-
-
-@dataclass(frozen=True)
-class GateCriteria:
-    slo_rate_rps: float | None = None
-    capacity_tolerance_pct: float | None = None
-    target_tolerance_pct: float | None = None
-    metric_unchanged: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -64,36 +59,28 @@ class GateResult:
 
 def criteria_from_profile(manifest: Mapping[str, Any]) -> GateCriteria:
     """The ``[gate]`` table of the profile recorded in the manifest (all unset when absent)."""
-    table = (manifest.get("profile") or {}).get("gate") or {}
-    if not isinstance(table, Mapping):
-        raise InputError("the profile's [gate] entry in manifest.json is not a table")
-    unknown = sorted(set(table) - GATE_KEYS)
-    if unknown:
-        raise InputError(f"unknown key(s) in the profile's [gate] table: {', '.join(unknown)}")
-    return validate_criteria(GateCriteria(**{k: table.get(k) for k in GATE_KEYS}))
+    with _as_gate_error():
+        return GateCriteria.from_mapping((manifest.get("profile") or {}).get("gate"),
+                                         source="the profile's [gate] table")
+
+
+def criteria_from_flags(**flags: Any) -> GateCriteria:
+    """The gate's command-line flags, checked against the same ranges as the profile's table."""
+    with _as_gate_error():
+        return GateCriteria(**flags)
 
 
 def merge_criteria(base: GateCriteria, overrides: GateCriteria) -> GateCriteria:
     """Flags given on the command line win over the profile's table."""
-    changes = {k: getattr(overrides, k) for k in GATE_KEYS if getattr(overrides, k) is not None}
-    return validate_criteria(replace(base, **changes))
+    return base.merged(overrides)
 
 
-def validate_criteria(criteria: GateCriteria) -> GateCriteria:
-    rate = criteria.slo_rate_rps
-    if rate is not None and (_not_number(rate) or rate <= 0):
-        raise InputError(f"gate slo_rate_rps must be a positive number, not {rate!r}")
-    for key in ("capacity_tolerance_pct", "target_tolerance_pct"):
-        value = getattr(criteria, key)
-        if value is not None and (_not_number(value) or not 0 <= value < 100):
-            raise InputError(f"gate {key} must be a number from 0 to below 100, not {value!r}")
-    if criteria.metric_unchanged is not None and not isinstance(criteria.metric_unchanged, bool):
-        raise InputError(f"gate metric_unchanged must be true or false, not {criteria.metric_unchanged!r}")
-    return criteria
-
-
-def _not_number(value: Any) -> bool:
-    return isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+@contextmanager
+def _as_gate_error() -> Iterator[None]:
+    try:
+        yield
+    except ModelError as exc:
+        raise InputError(f"gate {exc}") from None
 
 
 def evaluate_gate(

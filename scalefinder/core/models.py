@@ -1,0 +1,264 @@
+"""The typed contract between the run side and the read side.
+
+The run side writes a run directory; the analysis, the report and the gate read it back. What
+both halves must agree on is defined here once, as frozen dataclasses with their defaults and
+ranges: the SLO, the analysis options, the gate criteria, the verdicts and one test's result.
+Each model reads itself from the mapping it is stored as (a profile table, a manifest entry, a
+findings entry) and writes itself back, so a reader never digs through ``.get(...) or {}``
+chains and a default cannot differ between the two sides.
+
+Validation raises :class:`ModelError` with the offending key, which each side turns into its own
+kind of error: a located ``ProfileError`` when a profile loads, an ``InputError`` naming the flag
+or file when a command reads a run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
+from typing import Any, Mapping
+
+from scalefinder.core import slo as slos
+from scalefinder.core.errors import InputError
+
+
+class ModelError(InputError):
+    """A value outside a model's range; ``key`` names the field, ``expected`` says what fits."""
+
+    def __init__(self, key: str, expected: str, value: Any):
+        self.key = key
+        self.expected = expected
+        self.value = value
+        super().__init__(f"{key} must be {expected}, not {value!r}")
+
+
+# -- verdicts -------------------------------------------------------------------------------------
+class Verdict(StrEnum):
+    """The answer of a whole analysis (``findings.json``'s ``verdict``)."""
+
+    RECOMMENDED = "recommended"
+    NO_TASK_LEVEL_METRIC = "no_task_level_metric"
+    INCONCLUSIVE = "inconclusive"
+
+
+class TestVerdict(StrEnum):
+    """The outcome of one statistical test of one metric."""
+
+    __test__ = False  # not a pytest test class
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+# -- the SLO --------------------------------------------------------------------------------------
+DEFAULT_SLO_PERCENTILE = 95.0
+
+
+@dataclass(frozen=True)
+class Slo:
+    """The service level the ramp breaks: ``percentile`` latency at most ``latency_ms`` and at
+    most ``error_budget_pct`` of arrivals failed or dropped (see ``scalefinder.core.slo``)."""
+
+    percentile: float
+    latency_ms: float
+    error_budget_pct: float = slos.DEFAULT_ERROR_BUDGET_PCT
+
+    def met(self, latency_ms: float | None, failures: float, dropped: float, sent: float) -> bool | None:
+        """Whether one step met this SLO: True, False, or None when it cannot be told."""
+        return slos.step_met(latency_ms, failures, dropped, sent, self)
+
+    @property
+    def label(self) -> str:
+        return slos.percentile_label(self.percentile)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, source: str = "the SLO") -> "Slo":
+        """The SLO recorded in a manifest; an error names ``source`` when it is unusable."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"{source} is missing or not a table")
+        try:
+            slo = cls(percentile=float(data.get("percentile", DEFAULT_SLO_PERCENTILE)),
+                      latency_ms=float(data["latency_ms"]),
+                      error_budget_pct=float(data.get("error_budget_pct", slos.DEFAULT_ERROR_BUDGET_PCT)))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{source} lacks a numeric latency_ms, percentile or error_budget_pct") from None
+        if not all(math.isfinite(v) for v in (slo.percentile, slo.latency_ms, slo.error_budget_pct)):
+            raise InputError(f"{source} holds a value that is not a finite number")
+        return slo
+
+
+# -- analysis options ----------------------------------------------------------------------------
+HEADROOM_RANGE = (0.6, 0.8)  # the guide's advice: a target at 60-80% of the saturation level
+AVAILABILITY_ZONES_RANGE = (1, 10)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How the analysis turns a measured capacity into a target: the profile's ``[analysis]``
+    table, overridden by ``scalefinder analyze`` flags."""
+
+    headroom: float = 0.7
+    availability_zones: int = 3
+    peak_rps: float | None = None
+
+    def __post_init__(self) -> None:
+        low, high = HEADROOM_RANGE
+        if _not_number(self.headroom) or not low <= self.headroom <= high:
+            raise ModelError("headroom", f"a number between {low:g} and {high:g}", self.headroom)
+        low_zones, high_zones = AVAILABILITY_ZONES_RANGE
+        if (isinstance(self.availability_zones, bool) or not isinstance(self.availability_zones, int)
+                or not low_zones <= self.availability_zones <= high_zones):
+            raise ModelError("availability_zones", f"a whole number from {low_zones} to {high_zones}",
+                             self.availability_zones)
+        if self.peak_rps is not None and (_not_number(self.peak_rps) or self.peak_rps <= 0):
+            raise ModelError("peak_rps", "a positive number", self.peak_rps)
+
+    @classmethod
+    def from_mapping(cls, table: Any) -> "AnalysisOptions":
+        """The ``[analysis]`` table as recorded in a manifest (absent keys take the defaults)."""
+        if not isinstance(table, Mapping):
+            return cls()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: _whole(v) if k == "availability_zones" else v
+                      for k, v in table.items() if k in known and v is not None})
+
+    def overridden(self, **values: Any) -> "AnalysisOptions":
+        """These options with every value that is not None replaced (command-line flags win)."""
+        changes = {k: _whole(v) if k == "availability_zones" else v for k, v in values.items() if v is not None}
+        return replace(self, **changes) if changes else self
+
+
+# -- gate criteria -------------------------------------------------------------------------------
+DEFAULT_CAPACITY_TOLERANCE_PCT = 10.0
+DEFAULT_TARGET_TOLERANCE_PCT = 15.0
+
+
+@dataclass(frozen=True)
+class GateCriteria:
+    """The profile's ``[gate]`` table or the gate's flags; None means "not asked for"."""
+
+    slo_rate_rps: float | None = None
+    capacity_tolerance_pct: float | None = None
+    target_tolerance_pct: float | None = None
+    metric_unchanged: bool | None = None
+
+    def __post_init__(self) -> None:
+        rate = self.slo_rate_rps
+        if rate is not None and (_not_number(rate) or rate <= 0):
+            raise ModelError("slo_rate_rps", "a positive number", rate)
+        for key in ("capacity_tolerance_pct", "target_tolerance_pct"):
+            value = getattr(self, key)
+            if value is not None and (_not_number(value) or not 0 <= value < 100):
+                raise ModelError(key, "a number from 0 to below 100", value)
+        if self.metric_unchanged is not None and not isinstance(self.metric_unchanged, bool):
+            raise ModelError("metric_unchanged", "true or false", self.metric_unchanged)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_mapping(cls, table: Any, *, source: str = "the [gate] table") -> "GateCriteria":
+        if table is None:
+            return cls()
+        if not isinstance(table, Mapping):
+            raise InputError(f"{source} is not a table")
+        unknown = sorted(set(table) - set(cls.keys()))
+        if unknown:
+            raise InputError(f"unknown key(s) in {source}: {', '.join(unknown)}")
+        return cls(**{k: table.get(k) for k in cls.keys()})
+
+    def merged(self, overrides: "GateCriteria") -> "GateCriteria":
+        """``overrides``' set values win (flags given on the command line over the profile's)."""
+        return replace(self, **{k: getattr(overrides, k) for k in self.keys() if getattr(overrides, k) is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Only the criteria that were asked for, as a profile's table holds them."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# -- one test of one metric ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class TestResult:
+    """One test of one metric: everything needed to check the verdict by hand."""
+
+    __test__ = False  # not a pytest test class
+
+    name: str
+    method: str
+    inputs: dict[str, Any]
+    statistic: float | None
+    p_value: float | None
+    interval: tuple[float, float] | None
+    threshold: str
+    verdict: str  # a TestVerdict, or "" while a test is being judged
+    detail: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["interval"] = list(self.interval) if self.interval is not None else None
+        data["verdict"] = str(self.verdict)
+        return jsonable(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TestResult":
+        """A test as stored in ``findings.json`` (missing fields read as empty)."""
+        interval = data.get("interval")
+        verdict = data.get("verdict") or ""
+        return cls(
+            name=str(data.get("name", "")), method=str(data.get("method", "")),
+            inputs=dict(data.get("inputs") or {}), statistic=data.get("statistic"), p_value=data.get("p_value"),
+            interval=(float(interval[0]), float(interval[1])) if isinstance(interval, (list, tuple))
+            and len(interval) == 2 else None,
+            threshold=str(data.get("threshold", "")),
+            verdict=TestVerdict(verdict) if verdict in TestVerdict._value2member_map_ else str(verdict),
+            detail=str(data.get("detail", "")), extra=dict(data.get("extra") or {}),
+        )
+
+    def describe(self) -> str:
+        parts = [f"{self.name}: {self.verdict}", self.detail]
+        if self.p_value is not None:
+            parts.append(f"p={format_p(self.p_value)}")
+        if self.interval is not None:
+            parts.append(f"interval [{format_p(self.interval[0])}, {format_p(self.interval[1])}]")
+        parts.append(f"threshold: {self.threshold}")
+        return "; ".join(p for p in parts if p)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars, tuples and non-finite floats made JSON-safe (NaN -> None)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if hasattr(value, "item") and hasattr(value, "dtype"):
+        value = value.item()  # a numpy scalar: numpy stays out of the foundation's imports
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None  # JSON has no NaN; times keep every digit
+    return value
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _not_number(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+
+
+def _whole(value: Any) -> Any:
+    """A float holding a whole number (JSON has no integers of its own) as an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def format_p(value: float) -> str:
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
