@@ -1,17 +1,24 @@
 """``report.html``: one self-contained page that makes the recommendation obvious and its
-evidence easy to check. It works offline (plotly's JavaScript is inlined once), and every value
-that comes from a profile, a metric name or the findings is HTML-escaped; the chart data sits in
-a JSON script block with ``<``, ``>`` and ``&`` written as Unicode escapes, so no name can end the
-block early."""
+evidence easy to check. It works offline (plotly's JavaScript is inlined once).
+
+The page is written by Jinja2 templates (``templates/*.html.j2``) with autoescaping on, so every
+value that comes from a profile, a metric name, a target or the findings is HTML-escaped without
+anyone having to remember it; the few inlined parts that must go in raw are marked safe in one
+place, ``page_assets``, each with the reason it is safe. This module gathers plain values for the
+templates; the markup lives in the templates. The chart data sits in a JSON script block with
+``<``, ``>`` and ``&`` written as Unicode escapes, so no name can end the block early."""
 
 from __future__ import annotations
 
-import html
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from importlib import resources
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 from plotly.io.json import to_json_plotly
 from plotly.offline import get_plotlyjs
 
@@ -37,10 +44,40 @@ RENDERINGS = (("api_request", "API JSON"), ("aws_cli", "AWS CLI"), ("cloudformat
 GENERATOR_BUSY_PCT = 90.0
 # Metrics are listed from the one to use to the ones ruled out.
 VERDICT_ORDER = {"recommended": 0, "candidate": 1, "inconclusive": 2, "rejected": 3}
+TABLE_OF_CONTENTS = (("ramp", "Ramp"), ("metrics", "Metrics"), ("steps", "Steps"), ("facts", "Run facts"))
 
 
-def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+# -- the template engine ----------------------------------------------------------------------
+
+
+def _blank_for_none(value: Any) -> Any:
+    # A value the run did not record (None) shows as nothing rather than the word "None".
+    return "" if value is None else value
+
+
+@lru_cache(maxsize=1)
+def template_environment() -> Environment:
+    """The one Jinja2 environment of the report and the runs index."""
+    return Environment(
+        # templates/ ships as package data beside this module, in a wheel as in a checkout
+        loader=PackageLoader("scalefinder.analysis.reporting", "templates"),
+        # every template is HTML: a value is text, escaped, unless it is Markup on purpose
+        autoescape=True,
+        # a field a template names but the context lacks is an error, not a silently blank cell
+        undefined=StrictUndefined,
+        finalize=_blank_for_none,
+        # block tags on lines of their own leave no blank lines or indentation behind
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_page(template_name: str, **context: Any) -> str:
+    return template_environment().get_template(template_name).render(**context)
+
+
+def read_asset(name: str) -> str:
+    return resources.files("scalefinder.analysis.reporting").joinpath(name).read_text(encoding="utf-8")
 
 
 def script_json(value: Any) -> str:
@@ -51,52 +88,59 @@ def script_json(value: Any) -> str:
     return encoded.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def render_report(run: RunDirectory, findings: Mapping[str, Any], figures: RunFigures) -> str:
-    """The whole page as one string."""
-    page = _Page()
-    first_tasks = _first_tasks(findings)
-    body = [
-        _header(run, figures),
-        _partial_banner(run),
-        _headline(findings, figures),
-        _ramp_section(page, run),
-        _metrics_section(page, findings, first_tasks),
-        _steps_section(findings),
-        _facts_section(run, findings),
-        f'<footer>Written by scalefinder {esc(__version__)} from {esc(run.path.name)} · '
-        f'findings schema {esc(findings.get("schema_version"))}</footer>',
-    ]
-    title = f"scalefinder · {figures.profile_name or figures.run_id}"
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title>",
-        f"<style>{read_asset('report.css')}</style>",
-        "</head><body><main>",
-        *body,
-        "</main>",
-        f"<script>{get_plotlyjs()}</script>",
-        f'<script type="application/json" id="sf-charts">{script_json(page.charts)}</script>',
-        f"<script>{read_asset('report.js')}</script>",
-        "</body></html>",
-    ])
+def page_assets(chart_specs: list[dict[str, Any]], *, with_plotly: bool) -> dict[str, Markup | None]:
+    """The parts of a page that go in unescaped, for ``page.html.j2``. Escaping them would break
+    them (``>`` in a CSS selector, ``&&`` in JavaScript), so each is marked safe here, and only here."""
+    return {
+        # the package's own stylesheet and script: fixed text shipped with scalefinder, no run data
+        "stylesheet": Markup(read_asset("report.css")),
+        "page_script": Markup(read_asset("report.js")),
+        # plotly's library as the plotly package ships it: code, no run data
+        "plotly_js": Markup(get_plotlyjs()) if with_plotly else None,
+        # run data, but script_json writes every <, > and & as a \u escape, so no name in it can
+        # close the script element or open markup; JSON.parse reads the escapes back as the characters
+        "charts_json": Markup(script_json(chart_specs)),
+    }
 
 
-class _Page:
-    """Collects the figures while the sections are written; each becomes a div plus JSON."""
+class _Charts:
+    """Collects the figures while the sections are gathered; each becomes a div plus JSON."""
 
     def __init__(self) -> None:
-        self.charts: list[dict[str, Any]] = []
+        self.specs: list[dict[str, Any]] = []
 
-    def chart(self, figure, css_class: str = "chart") -> str:
-        chart_id = f"chart-{len(self.charts) + 1}"
-        self.charts.append({"id": chart_id, "figure": figure.to_plotly_json()})
-        return f'<div class="{css_class}" id="{chart_id}"></div>'
+    def add(self, figure) -> str:
+        """The id of the div the figure will be drawn in."""
+        chart_id = f"chart-{len(self.specs) + 1}"
+        self.specs.append({"id": chart_id, "figure": figure.to_plotly_json()})
+        return chart_id
 
 
-def read_asset(name: str) -> str:
-    return resources.files("scalefinder.analysis.reporting").joinpath(name).read_text(encoding="utf-8")
+# -- the page ---------------------------------------------------------------------------------
+
+
+def render_report(run: RunDirectory, findings: Mapping[str, Any], figures: RunFigures) -> str:
+    """The whole page as one string."""
+    page_charts = _Charts()
+    # The ramp is chart-1 and the metrics follow in the order they are listed.
+    ramp_chart = _ramp_chart(page_charts, run)
+    metrics = _metric_views(page_charts, findings)
+    return render_page(
+        "report.html.j2",
+        title=f"scalefinder · {figures.profile_name or figures.run_id}",
+        header=_header(run, figures),
+        partial=_partial(run),
+        headline=_headline(findings, figures),
+        ramp_chart=ramp_chart,
+        metrics=metrics,
+        rejected_metrics=_rejected(metrics),
+        steps=_step_views(findings),
+        facts=_facts(run),
+        warnings=run_warnings(run, findings),
+        footer={"version": __version__, "run_directory": run.path.name,
+                "schema_version": findings.get("schema_version")},
+        **page_assets(page_charts.specs, with_plotly=True),
+    )
 
 
 def _first_tasks(findings: Mapping[str, Any]) -> int | None:
@@ -110,14 +154,13 @@ def _first_tasks(findings: Mapping[str, Any]) -> int | None:
 # -- header and headline ----------------------------------------------------------------------
 
 
-def _header(run: RunDirectory, figures: RunFigures) -> str:
-    description = (run.manifest.get("profile") or {}).get("description")
-    meta = " · ".join(esc(p) for p in [figures.run_id, format_date(figures.started_utc), figures.status] if p)
-    subtitle = f'<div class="meta">{esc(description)}</div>' if description else ""
-    toc = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in (
-        ("ramp", "Ramp"), ("metrics", "Metrics"), ("steps", "Steps"), ("facts", "Run facts")))
-    return (f'<header class="page"><h1>Scaling report: {esc(figures.profile_name or figures.run_id)}</h1>'
-            f'<span class="meta">{meta}</span>{subtitle}</header><nav class="toc">{toc}</nav>')
+def _header(run: RunDirectory, figures: RunFigures) -> dict[str, Any]:
+    return {
+        "name": figures.profile_name or figures.run_id,
+        "meta": [part for part in (figures.run_id, format_date(figures.started_utc), figures.status) if part],
+        "description": (run.manifest.get("profile") or {}).get("description"),
+        "toc": TABLE_OF_CONTENTS,
+    }
 
 
 def format_date(iso: str | None) -> str:
@@ -127,71 +170,88 @@ def format_date(iso: str | None) -> str:
         return ""
 
 
-def _partial_banner(run: RunDirectory) -> str:
+def _partial(run: RunDirectory) -> dict[str, str] | None:
     if not run.is_partial:
-        return ""
+        return None
     reason = run.manifest.get("status_reason") or "the process stopped before the run finished"
-    return (f'<div class="card banner">This run is partial (status {esc(run.status)}: {esc(reason)}); '
-            "what follows is drawn from its finished steps only.</div>")
+    return {"status": run.status, "reason": reason}
 
 
-def _headline(findings: Mapping[str, Any], figures: RunFigures) -> str:
-    verdict = figures.verdict
-    parts = [
-        f'<section class="card headline v-{esc(verdict)}" id="headline">',
-        verdict_badge(verdict),
-        f'<div class="headline-text" id="headline-text">{esc(figures.headline)}</div>',
-        _key_figures(findings, figures),
-        _pattern_evidence(findings),
-        _inconclusive(findings),
-        _policies(findings),
-        "</section>",
-    ]
-    return "\n".join(p for p in parts if p)
+@dataclass(frozen=True)
+class KeyFigure:
+    """One cell of the headline's figures: a label, a value and an optional note under it."""
+
+    label: str
+    value: str
+    note: str = ""
+    note_style: str = "text"  # "code" for a metric's name, "badge" for a verdict drawn as a badge
+    badge_kind: str | None = None  # the badge's verdict class when note_style is "badge"
 
 
-def verdict_badge(verdict: str) -> str:
-    return f'<span class="badge {esc(verdict)}">{esc(VERDICT_WORDS.get(verdict, verdict))}</span>'
+@dataclass(frozen=True)
+class PolicyPane:
+    key: str
+    label: str
+    text: str  # shown in a <pre> and copied as is; escaped like any other text
 
 
-def _figure(label: str, value: str, note: str = "") -> str:
-    note_html = f'<div class="note">{note}</div>' if note else ""
-    return f'<div class="figure"><div class="label">{label}</div><div class="value">{value}</div>{note_html}</div>'
+@dataclass(frozen=True)
+class PolicyBlock:
+    kind: str
+    title: str
+    panes: list[PolicyPane]
 
 
-def _key_figures(findings: Mapping[str, Any], figures: RunFigures) -> str:
+def _headline(findings: Mapping[str, Any], figures: RunFigures) -> dict[str, Any]:
+    inconclusive = findings.get("inconclusive") or {}
+    return {
+        "verdict": figures.verdict,
+        "verdict_word": VERDICT_WORDS.get(figures.verdict, figures.verdict),
+        "text": figures.headline,
+        "key_figures": _key_figures(findings, figures),
+        "evidence": _pattern_evidence(findings),
+        "reasons": list(inconclusive.get("reasons") or []),
+        "next_steps": list(inconclusive.get("next_steps") or []),
+        "policies": _policies(findings),
+    }
+
+
+def _key_figures(findings: Mapping[str, Any], figures: RunFigures) -> list[KeyFigure]:
     capacity = findings.get("capacity") or {}
     cells = []
     if figures.metric:
-        cells.append(_figure("Scale on", esc(figures.metric_label or figures.metric), f"<code>{esc(figures.metric)}</code>"))
-        cells.append(_figure("Target", esc(with_unit(figures.target, figures.unit)),
-                             _interval_note(figures.target_interval, figures.unit)))
+        cells.append(KeyFigure("Scale on", figures.metric_label or figures.metric, figures.metric, note_style="code"))
+        cells.append(KeyFigure("Target", with_unit(figures.target, figures.unit),
+                               _interval_note(figures.target_interval, figures.unit)))
     if figures.per_task_rps is not None:
-        cells.append(_figure("Capacity per task", f"{esc(format_number(figures.per_task_rps))} req/s",
-                             _interval_note(figures.per_task_rps_interval)))
+        cells.append(KeyFigure("Capacity per task", f"{format_number(figures.per_task_rps)} req/s",
+                               _interval_note(figures.per_task_rps_interval)))
     if figures.service_rps is not None:
-        cells.append(_figure("Service capacity", f"{esc(format_number(figures.service_rps))} req/s",
-                             f"with {esc(figures.tasks)} tasks at the SLO"))
+        tasks = "" if figures.tasks is None else figures.tasks
+        cells.append(KeyFigure("Service capacity", f"{format_number(figures.service_rps)} req/s",
+                               f"with {tasks} tasks at the SLO"))
     if figures.pattern_label or figures.pattern:
-        cells.append(_figure("Pattern", esc(figures.pattern_label or figures.pattern)))
+        cells.append(KeyFigure("Pattern", figures.pattern_label or figures.pattern))
     doubling = capacity.get("doubling") or {}
     if doubling.get("tested"):
         ratio = as_float(doubling.get("ratio"))
-        cells.append(_figure("Doubling tasks", f"×{esc(format_number(ratio))} capacity",
-                             f'<span class="badge {esc(doubling.get("verdict"))}">{esc(str(doubling.get("verdict")).replace("_", " "))}</span>'))
+        cells.append(KeyFigure("Doubling tasks", f"×{format_number(ratio)} capacity",
+                               str(doubling.get("verdict")).replace("_", " "),
+                               note_style="badge", badge_kind=doubling.get("verdict")))
     peak = capacity.get("tasks_for_peak") or {}
     if peak.get("tasks") is not None:
-        cells.append(_figure("Tasks for peak", esc(peak.get("tasks")),
-                             f"{esc(format_number(as_float(peak.get('peak_rps'))))} req/s over "
-                             f"{esc(peak.get('availability_zones'))} zones"))
-    return f'<div class="figures">{"".join(cells)}</div>' if cells else ""
+        zones = peak.get("availability_zones")
+        cells.append(KeyFigure("Tasks for peak", str(peak.get("tasks")),
+                               f"{format_number(as_float(peak.get('peak_rps')))} req/s over "
+                               f"{'' if zones is None else zones} zones"))
+    return cells
 
 
 def _interval_note(interval: tuple[float, float] | None, unit: str | None = None) -> str:
-    return f"interval {esc(format_interval(interval, unit))}" if interval else ""
+    return f"interval {format_interval(interval, unit)}" if interval else ""
 
 
-def _pattern_evidence(findings: Mapping[str, Any]) -> str:
+def _pattern_evidence(findings: Mapping[str, Any]) -> list[Any]:
     evidence = list((findings.get("pattern") or {}).get("evidence") or [])
     bottleneck = (findings.get("bottleneck") or {}).get("evidence")
     if bottleneck:
@@ -199,36 +259,24 @@ def _pattern_evidence(findings: Mapping[str, Any]) -> str:
     doubling = ((findings.get("capacity") or {}).get("doubling") or {}).get("detail")
     if doubling:
         evidence.append(doubling)
-    if not evidence:
-        return ""
-    return "<h3>Evidence</h3>" + _list(dict.fromkeys(evidence), "evidence")
+    return list(dict.fromkeys(evidence))
 
 
-def _inconclusive(findings: Mapping[str, Any]) -> str:
-    inconclusive = findings.get("inconclusive") or {}
-    parts = []
-    if inconclusive.get("reasons"):
-        parts.append("<h3>Why there is no recommendation</h3>" + _list(inconclusive["reasons"], "evidence"))
-    if inconclusive.get("next_steps"):
-        parts.append("<h3>What to run next</h3>" + _list(inconclusive["next_steps"], "evidence"))
-    return "".join(parts)
-
-
-def _list(items: Iterable[Any], css_class: str = "") -> str:
-    rows = "".join(f"<li>{esc(item)}</li>" for item in items)
-    return f'<ul class="{css_class}">{rows}</ul>'
-
-
-def _policies(findings: Mapping[str, Any]) -> str:
+def _policies(findings: Mapping[str, Any]) -> list[PolicyBlock]:
     policies = (findings.get("recommendation") or {}).get("policies") or {}
     blocks = []
     for kind, title in POLICY_KINDS:
         renderings = dict(policies.get(kind) or {})
         renderings["api_request"] = _api_requests(renderings)
-        available = [(key, label, renderings[key]) for key, label in RENDERINGS if renderings.get(key)]
-        if available:
-            blocks.append(_policy_block(kind, title, available))
-    return "".join(blocks)
+        panes = [PolicyPane(key, label, _policy_text(renderings[key]))
+                 for key, label in RENDERINGS if renderings.get(key)]
+        if panes:
+            blocks.append(PolicyBlock(kind, title, panes))
+    return blocks
+
+
+def _policy_text(content: Any) -> str:
+    return content if isinstance(content, str) else json.dumps(content, indent=2)
 
 
 def _api_requests(renderings: Mapping[str, Any]) -> Any:
@@ -240,87 +288,72 @@ def _api_requests(renderings: Mapping[str, Any]) -> Any:
     return {"PutScalingPolicy": policies, "PutMetricAlarm": alarms or []}
 
 
-def _policy_block(kind: str, title: str, available: list[tuple[str, str, Any]]) -> str:
-    tabs, panes = [], []
-    for index, (key, label, content) in enumerate(available):
-        pane_id = f"policy-{kind}-{key}"
-        active = " active" if index == 0 else ""
-        text = json.dumps(content, indent=2) if not isinstance(content, str) else content
-        tabs.append(f'<button type="button" class="tab{active}" data-pane="{pane_id}">{label}</button>')
-        panes.append(f'<pre class="pane{active}" id="{pane_id}">{esc(text)}</pre>')
-    return (f'<div class="policy" id="policy-{kind}"><div class="policy-head"><span class="title">{title}</span>'
-            f'{"".join(tabs)}<button type="button" class="copy">Copy</button></div>{"".join(panes)}</div>')
-
-
 # -- the ramp ---------------------------------------------------------------------------------
 
 
-def _ramp_section(page: _Page, run: RunDirectory) -> str:
+def _ramp_chart(page_charts: _Charts, run: RunDirectory) -> str:
     slo = run.manifest.get("slo") or (run.manifest.get("profile") or {}).get("slo") or {}
-    figure = charts.ramp_figure(run.load(), slo)
-    return ('<section id="ramp"><h2>The ramp</h2><p class="meta">Offered against achieved rate, latency against the SLO, '
-            'failures and dropped arrivals, and the task count, second by second; phases shaded.</p>'
-            f'<div class="card">{page.chart(figure)}</div></section>')
+    return page_charts.add(charts.ramp_figure(run.load(), slo))
 
 
 # -- the metrics ------------------------------------------------------------------------------
 
 
-def _metrics_section(page: _Page, findings: Mapping[str, Any], first_tasks: int | None) -> str:
+@dataclass(frozen=True)
+class StatisticalTestView:
+    name: Any
+    method: Any
+    statistic: str
+    p_value: str
+    interval: str
+    threshold: Any
+    verdict: Any
+    detail: Any
+
+
+@dataclass(frozen=True)
+class MetricView:
+    name: Any
+    title_label: str  # the metric's label when it says more than its name, shown before the name
+    verdict: Any
+    tests: list[StatisticalTestView]
+    failed_tests: list[Mapping[str, Any]]
+    reasons: list[Any]
+    chart_id: str
+
+
+def _metric_views(page_charts: _Charts, findings: Mapping[str, Any]) -> list[MetricView]:
     metrics = sorted(findings.get("metrics") or [], key=lambda m: VERDICT_ORDER.get(m.get("verdict"), len(VERDICT_ORDER)))
-    if not metrics:
-        return '<section id="metrics"><h2>Metrics</h2><p class="none">No utilization metric was measured.</p></section>'
     recommendation = findings.get("recommendation") or {}
-    cards = []
+    first_tasks = _first_tasks(findings)
+    views = []
     for metric in metrics:
         target = as_float(recommendation.get("target")) if metric.get("name") == recommendation.get("metric") else None
-        figure = charts.metric_figure(metric, first_tasks, target)
-        cards.append(
-            f'<div class="card metric-card"><h3>{_metric_title(metric)} '
-            f'<span class="badge {esc(metric.get("verdict"))}">{esc(metric.get("verdict"))}</span></h3>'
-            f'{page.chart(figure)}{_list(metric.get("reasons") or [], "reasons")}</div>'
-        )
-    return ('<section id="metrics"><h2>Metrics</h2>' + _metric_table(metrics) + _rejected(metrics)
-            + '<h3 style="margin-top:18px">Each metric against load</h3>'
-            + f'<div class="metric-grid">{"".join(cards)}</div></section>')
-
-
-def _metric_title(metric: Mapping[str, Any]) -> str:
-    name, label = metric.get("name"), metric.get("label")
-    if label and label != name:
-        return f"{esc(label)} <code>{esc(name)}</code>"
-    return f"<code>{esc(name)}</code>"
-
-
-def _metric_table(metrics: list[Mapping[str, Any]]) -> str:
-    rows = []
-    for metric in metrics:
+        name, label = metric.get("name"), metric.get("label")
         tests = metric.get("tests") or []
-        pills = " ".join(
-            f'<span class="badge {esc(t.get("verdict"))}" title="{esc(t.get("detail"))}">{esc(t.get("name"))}</span>'
-            for t in tests)
-        rows.append(
-            f'<tr><td><code>{esc(metric.get("name"))}</code></td>'
-            f'<td><span class="badge {esc(metric.get("verdict"))}">{esc(metric.get("verdict"))}</span></td>'
-            f'<td>{pills}{_tests_detail(tests)}</td><td>{_list(metric.get("reasons") or [], "reasons")}</td></tr>'
-        )
-    return ('<table class="metric-table"><thead><tr><th>Metric</th><th>Verdict</th><th>Tests</th>'
-            f'<th>Reasons</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+        views.append(MetricView(
+            name=name,
+            title_label=label if label and label != name else "",
+            verdict=metric.get("verdict"),
+            tests=[_test_view(t) for t in tests],
+            failed_tests=[t for t in tests if t.get("verdict") == "fail"],
+            reasons=list(metric.get("reasons") or []),
+            chart_id=page_charts.add(charts.metric_figure(metric, first_tasks, target)),
+        ))
+    return views
 
 
-def _tests_detail(tests: list[Mapping[str, Any]]) -> str:
-    if not tests:
-        return ""
-    rows = "".join(
-        f'<tr><td>{esc(t.get("name"))}</td><td>{esc(t.get("method"))}</td>'
-        f'<td class="num">{esc(_number(t.get("statistic")))}</td><td class="num">{esc(_number(t.get("p_value")))}</td>'
-        f'<td>{esc(_interval_text(t.get("interval")))}</td><td>{esc(t.get("threshold"))}</td>'
-        f'<td><span class="badge {esc(t.get("verdict"))}">{esc(t.get("verdict"))}</span></td>'
-        f'<td>{esc(t.get("detail"))}</td></tr>'
-        for t in tests)
-    return ('<details><summary>every test</summary><table class="tests"><thead><tr><th>Test</th><th>Method</th>'
-            '<th class="num">Statistic</th><th class="num">p</th><th>Interval</th><th>Threshold</th><th>Verdict</th>'
-            f'<th>Detail</th></tr></thead><tbody>{rows}</tbody></table></details>')
+def _test_view(test: Mapping[str, Any]) -> StatisticalTestView:
+    return StatisticalTestView(
+        name=test.get("name"),
+        method=test.get("method"),
+        statistic=_number(test.get("statistic")),
+        p_value=_number(test.get("p_value")),
+        interval=_interval_text(test.get("interval")),
+        threshold=test.get("threshold"),
+        verdict=test.get("verdict"),
+        detail=test.get("detail"),
+    )
 
 
 def _number(value: Any) -> str:
@@ -334,80 +367,88 @@ def _interval_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _rejected(metrics: list[Mapping[str, Any]]) -> str:
-    rejected = [m for m in metrics if m.get("verdict") == "rejected"]
-    if not rejected:
-        return ""
-    items = []
-    for metric in rejected:
-        failed = [t for t in metric.get("tests") or [] if t.get("verdict") == "fail"]
-        why = [t.get("detail") or t.get("name") for t in failed] or list(metric.get("reasons") or [])
-        items.append(f'<li><code>{esc(metric.get("name"))}</code>: {esc("; ".join(str(w) for w in why))}</li>')
-    return f'<h3 style="margin-top:18px">Rejected metrics</h3><ul class="evidence">{"".join(items)}</ul>'
+def _rejected(metrics: list[MetricView]) -> list[dict[str, Any]]:
+    """Each rejected metric with what failed: its failed tests, else its reasons."""
+    rejected = []
+    for metric in metrics:
+        if metric.verdict != "rejected":
+            continue
+        why = [t.get("detail") or t.get("name") for t in metric.failed_tests] or metric.reasons
+        rejected.append({"name": metric.name, "why": "; ".join(str(w) for w in why)})
+    return rejected
 
 
 # -- steps and run facts ----------------------------------------------------------------------
 
 
-def _steps_section(findings: Mapping[str, Any]) -> str:
-    steps = findings.get("steps") or []
-    if not steps:
-        return '<section id="steps"><h2>Steps</h2><p class="none">No finished step.</p></section>'
-    rows = []
-    for step in steps:
+@dataclass(frozen=True)
+class StepView:
+    row_class: str  # "invalid" and "breach" mark the rows to doubt
+    step_id: Any
+    phase: Any
+    tasks: Any
+    offered_rps: str
+    achieved_rps: str
+    p95_ms: str
+    error_pct: str
+    valid: bool | None
+    steady: bool | None
+    slo_met: bool | None
+
+
+def _step_views(findings: Mapping[str, Any]) -> list[StepView]:
+    views = []
+    for step in findings.get("steps") or []:
         classes = []
         if step.get("valid") is False:
             classes.append("invalid")
         if step.get("slo_met") is False:
             classes.append("breach")
-        rows.append(
-            f'<tr class="{" ".join(classes)}"><td class="num">{esc(step.get("step_id"))}</td><td>{esc(step.get("phase"))}</td>'
-            f'<td class="num">{esc(step.get("tasks"))}</td><td class="num">{esc(_number(step.get("offered_rps")))}</td>'
-            f'<td class="num">{esc(_number(step.get("achieved_rps")))}</td><td class="num">{esc(_number(step.get("p95_ms")))}</td>'
-            f'<td class="num">{esc(_number(step.get("error_pct")))}</td><td>{_yes_no(step.get("valid"))}</td>'
-            f'<td>{_yes_no(step.get("steady"))}</td><td>{_yes_no(step.get("slo_met"))}</td></tr>'
-        )
-    return ('<section id="steps"><h2>Steps</h2><details><summary>every step of the run</summary><table><thead><tr>'
-            '<th class="num">Step</th><th>Phase</th><th class="num">Tasks</th><th class="num">Offered req/s</th>'
-            '<th class="num">Achieved req/s</th><th class="num">p95 ms</th><th class="num">Errors %</th><th>Valid</th>'
-            f'<th>Steady</th><th>SLO met</th></tr></thead><tbody>{"".join(rows)}</tbody></table></details></section>')
+        views.append(StepView(
+            row_class=" ".join(classes),
+            step_id=step.get("step_id"),
+            phase=step.get("phase"),
+            tasks=step.get("tasks"),
+            offered_rps=_number(step.get("offered_rps")),
+            achieved_rps=_number(step.get("achieved_rps")),
+            p95_ms=_number(step.get("p95_ms")),
+            error_pct=_number(step.get("error_pct")),
+            valid=step.get("valid"),
+            steady=step.get("steady"),
+            slo_met=step.get("slo_met"),
+        ))
+    return views
 
 
-def _yes_no(value: Any) -> str:
-    if value is None:
-        return ""
-    return "yes" if value else "<strong>no</strong>"
-
-
-def _facts_section(run: RunDirectory, findings: Mapping[str, Any]) -> str:
+def _facts(run: RunDirectory) -> dict[str, Any]:
+    """The run's facts as text: the profile (name and file) and label/value rows."""
     manifest = run.manifest
     profile = manifest.get("profile") or {}
     environment = manifest.get("environment") or {}
-    target = manifest.get("target") or {}
     slo = manifest.get("slo") or profile.get("slo") or {}
     libraries = environment.get("libraries") or {}
     host = environment.get("host") or {}
-    generator = manifest.get("generator") or {}
-    facts = [
-        ("Profile", f'{esc(profile.get("name"))} <span class="meta">{esc(manifest.get("profile_path") or "")}</span>'),
-        ("Run", f'{esc(manifest.get("run_id"))} · {esc(manifest.get("status"))}'
-                + (f' ({esc(manifest.get("status_reason"))})' if manifest.get("status_reason") else "")),
-        ("Started", esc(format_date(manifest.get("started_utc")))),
-        ("Duration", esc(format_duration(_duration(manifest)))),
-        ("Target", esc(_target_words(target))),
-        ("SLO", esc(f'p{format_number(as_float(slo.get("percentile")))} ≤ {format_number(as_float(slo.get("latency_ms")))} ms, '
-                    f'errors ≤ {format_number(as_float(slo.get("error_budget_pct")))}%')),
-        ("Load generator", esc(_generator_words(generator))),
-        ("Metric sources", esc(", ".join(sorted(manifest.get("sources") or {})) or "—")),
-        ("Cgroup mode", esc(environment.get("cgroup_mode") or "—")),
-        ("Host", esc(", ".join(f"{k} {v}" for k, v in host.items()) or "—")),
-        ("Tool versions", esc(", ".join([f'scalefinder {environment.get("tool_version", "?")}',
-                                         f'python {environment.get("python") or "?"}']
-                                        + [f"{k} {v}" for k, v in sorted(libraries.items())]))),
+    status_reason = f' ({manifest.get("status_reason")})' if manifest.get("status_reason") else ""
+    rows = [
+        ("Run", f'{_text(manifest.get("run_id"))} · {_text(manifest.get("status"))}{status_reason}'),
+        ("Started", format_date(manifest.get("started_utc"))),
+        ("Duration", format_duration(_duration(manifest))),
+        ("Target", _target_words(manifest.get("target") or {})),
+        ("SLO", f'p{format_number(as_float(slo.get("percentile")))} ≤ {format_number(as_float(slo.get("latency_ms")))} ms, '
+                f'errors ≤ {format_number(as_float(slo.get("error_budget_pct")))}%'),
+        ("Load generator", _generator_words(manifest.get("generator") or {})),
+        ("Metric sources", ", ".join(sorted(manifest.get("sources") or {})) or "—"),
+        ("Cgroup mode", environment.get("cgroup_mode") or "—"),
+        ("Host", ", ".join(f"{k} {v}" for k, v in host.items()) or "—"),
+        ("Tool versions", ", ".join([f'scalefinder {environment.get("tool_version", "?")}',
+                                     f'python {environment.get("python") or "?"}']
+                                    + [f"{k} {v}" for k, v in sorted(libraries.items())])),
     ]
-    rows = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
-    return (f'<section id="facts"><h2>Run facts</h2><div class="card"><dl class="facts">{rows}</dl>'
-            f'<h3 style="margin-top:14px">Warnings</h3>{_warnings(run, findings)}</div></section>')
+    return {"profile_name": profile.get("name"), "profile_path": manifest.get("profile_path") or "", "rows": rows}
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _duration(manifest: Mapping[str, Any]) -> float | None:
@@ -451,10 +492,3 @@ def run_warnings(run: RunDirectory, findings: Mapping[str, Any]) -> list[str]:
                         "rates there may be limited by the generator")
     warnings += [f"inconclusive: {r}" for r in (findings.get("inconclusive") or {}).get("reasons") or []]
     return warnings
-
-
-def _warnings(run: RunDirectory, findings: Mapping[str, Any]) -> str:
-    warnings = run_warnings(run, findings)
-    if not warnings:
-        return '<p class="none">None.</p>'
-    return _list(warnings, "warnings")

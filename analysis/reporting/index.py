@@ -17,10 +17,11 @@ from scalefinder.core.rundir import MANIFEST, RunDirectory
 from scalefinder.analysis.reporting import charts
 from scalefinder.analysis.reporting.analyzed import FINDINGS, read_findings
 from scalefinder.analysis.reporting.figures import RunFigures, extract_figures, format_interval, format_number, with_unit
-from scalefinder.analysis.reporting.html import esc, format_date, read_asset, script_json, verdict_badge
+from scalefinder.analysis.reporting.html import format_date, page_assets, render_page
 from scalefinder.analysis.reporting.summary import VERDICT_WORDS
 
 INDEX_HTML = "index.html"
+TREND_CHART_ID = "chart-trend"
 MAX_DEPTH = 3  # reports/<run>, reports/<group>/<run>, reports/<group>/<branch>/<run>
 
 
@@ -117,6 +118,24 @@ def _cells(entry: RunEntry) -> tuple[str, ...]:
     )
 
 
+@dataclass(frozen=True)
+class IndexRow:
+    """One run in the index's table, as text."""
+
+    when: str
+    run_id: str
+    report_link: str | None  # relative and URL-quoted; None when the run has no report
+    profile_name: str
+    status: str
+    verdict: str
+    verdict_word: str
+    metric: str
+    target: str
+    capacity: str
+    capacity_interval: str
+    note: str
+
+
 def render_index(reports_dir: Path, entries: list[RunEntry]) -> str:
     trend = [
         {"profile": e.profile_name, "started_utc": _plotly_time(e.started_utc), "run_id": e.run_id,
@@ -126,35 +145,18 @@ def render_index(reports_dir: Path, entries: list[RunEntry]) -> str:
         for e in entries if e.figures and e.figures.per_task_rps is not None and e.started_utc
     ]
     chart_specs = []
-    chart_html = '<p class="none">No analyzed run with a capacity estimate yet.</p>'
     if trend:
-        chart_specs.append({"id": "chart-trend", "figure": charts.trend_figure(trend).to_plotly_json()})
-        chart_html = '<div class="card"><div class="chart" id="chart-trend"></div></div>'
-    plotly = ""
-    if chart_specs:
-        from plotly.offline import get_plotlyjs
-
-        plotly = f"<script>{get_plotlyjs()}</script>"
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>scalefinder runs · {esc(reports_dir.resolve().name)}</title>",
-        f"<style>{read_asset('report.css')}</style>",
-        "</head><body><main>",
-        f'<header class="page"><h1>Runs in {esc(reports_dir.resolve().name)}</h1>'
-        f'<span class="meta">{len(entries)} run(s)</span></header>',
-        '<h2>Capacity per task over time</h2>',
-        chart_html,
-        "<h2>Runs</h2>",
-        _table(reports_dir, entries),
-        f"<footer>Written by scalefinder {esc(__version__)}</footer>",
-        "</main>",
-        plotly,
-        f'<script type="application/json" id="sf-charts">{script_json(chart_specs)}</script>',
-        f"<script>{read_asset('report.js')}</script>",
-        "</body></html>",
-    ])
+        chart_specs.append({"id": TREND_CHART_ID, "figure": charts.trend_figure(trend).to_plotly_json()})
+    return render_page(
+        "index.html.j2",
+        title=f"scalefinder runs · {reports_dir.resolve().name}",
+        folder_name=reports_dir.resolve().name,
+        trend_chart=TREND_CHART_ID if trend else None,
+        rows=[_row(reports_dir, entry) for entry in entries],
+        version=__version__,
+        # plotly's library only when there is a chart to draw: an empty index stays small
+        **page_assets(chart_specs, with_plotly=bool(chart_specs)),
+    )
 
 
 def _plotly_time(iso: str) -> str:
@@ -165,34 +167,29 @@ def _plotly_time(iso: str) -> str:
         return iso
 
 
-def _table(reports_dir: Path, entries: list[RunEntry]) -> str:
-    if not entries:
-        return '<p class="none">No run directory found.</p>'
-    rows = []
-    for entry in entries:
-        figures = entry.figures
-        run_cell = esc(entry.run_id)
-        if entry.has_report:
-            link = quote((entry.path.relative_to(reports_dir) / "report.html").as_posix())
-            run_cell = f'<a href="{esc(link)}">{run_cell}</a>'
-        verdict = figures.verdict if figures else ""
-        capacity = "—"
-        if figures and figures.per_task_rps is not None:
-            capacity = f"{format_number(figures.per_task_rps)} req/s"
-            if figures.per_task_rps_interval:
-                capacity += f' <span class="meta">({esc(format_interval(figures.per_task_rps_interval))})</span>'
-        target = with_unit(figures.target, figures.unit) if figures and figures.target is not None else "—"
-        rows.append(
-            f'<tr><td class="when">{esc(format_date(entry.started_utc))}</td>'
-            f"<td>{run_cell}</td><td>{esc(entry.profile_name)}</td>"
-            f"<td>{esc(entry.status)}</td>"
-            f"<td>{verdict_badge(verdict) if verdict else '—'}</td>"
-            f"<td>{esc(figures.metric if figures and figures.metric else '—')}</td><td>{esc(target)}</td>"
-            f'<td class="num">{capacity}</td><td>{esc(entry.note)}</td></tr>'
-        )
-    return ("<table><thead><tr><th>Date</th><th>Run</th><th>Profile</th><th>Status</th><th>Verdict</th>"
-            '<th>Metric</th><th>Target</th><th class="num">Capacity per task</th><th>Note</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>")
+def _row(reports_dir: Path, entry: RunEntry) -> IndexRow:
+    figures = entry.figures
+    link = quote((entry.path.relative_to(reports_dir) / "report.html").as_posix()) if entry.has_report else None
+    verdict = figures.verdict if figures else ""
+    capacity, interval = "—", ""
+    if figures and figures.per_task_rps is not None:
+        capacity = f"{format_number(figures.per_task_rps)} req/s"
+        if figures.per_task_rps_interval:
+            interval = format_interval(figures.per_task_rps_interval)
+    return IndexRow(
+        when=format_date(entry.started_utc),
+        run_id=entry.run_id,
+        report_link=link,
+        profile_name=entry.profile_name,
+        status=entry.status,
+        verdict=verdict,
+        verdict_word=VERDICT_WORDS.get(verdict, verdict),
+        metric=figures.metric if figures and figures.metric else "—",
+        target=with_unit(figures.target, figures.unit) if figures and figures.target is not None else "—",
+        capacity=capacity,
+        capacity_interval=interval,
+        note=entry.note,
+    )
 
 
 def write_index(reports_dir: Path, entries: list[RunEntry]) -> Path:
