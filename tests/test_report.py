@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-from html import escape as html_escape
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+# the escaping the report's templates apply, quotes spelled as they spell them
+from markupsafe import escape as html_escape
 
 from scalefinder.cli import cli
 from tests.synthetic import write_synthetic_run
