@@ -30,7 +30,11 @@ import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from scalefinder.loadgen.cluster.cgroups import PERIOD_US
 from scalefinder.core.errors import InfrastructureError
@@ -38,10 +42,11 @@ from scalefinder.core.errors import InfrastructureError
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MIB = 1024 * 1024
+LABELS = ("pod", "task", "container")
 
-# name -> (type, help)
+# name -> (type, help). The names are the series names Prometheus stores: a counter's keeps its
+# "_total" (prometheus_client takes it off the family's name and puts it back on the samples).
 FAMILIES: dict[str, tuple[str, str]] = {
     "container_cpu_usage_seconds_total": ("counter", "Cumulative CPU time consumed by the task in seconds."),
     "container_spec_cpu_quota": ("gauge", "CPU quota of the task in microseconds per period."),
@@ -60,40 +65,56 @@ FAMILIES: dict[str, tuple[str, str]] = {
 }
 
 
+class ClusterCollector(Collector):
+    """A prometheus_client collector reading every running task of ``cluster`` at each scrape."""
+
+    def __init__(self, cluster: Any):
+        self.cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        spec = self.cluster.spec
+        quota_us = spec.cpu_units / 1024.0 * PERIOD_US
+        limit_bytes = spec.memory_mib * MIB
+        targets = self.cluster.balancer_report().get("targets", {})
+        families = {name: (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_text,
+                                                                                            labels=LABELS)
+                    for name, (kind, help_text) in FAMILIES.items()}
+        for view in self.cluster.task_views():
+            try:
+                usage = self.cluster.usage(view)
+            except OSError:
+                continue  # the task is going away between the listing and the read
+            balancer = targets.get(view.task_id, {})
+            counters = self.cluster.task_counters(view.task_id)
+            values = {
+                "container_cpu_usage_seconds_total": usage.cpu_s,
+                "container_spec_cpu_quota": quota_us,
+                "container_spec_cpu_period": PERIOD_US,
+                "container_memory_working_set_bytes": usage.rss_bytes,
+                "container_spec_memory_limit_bytes": limit_bytes,
+                "container_network_receive_bytes_total": balancer.get("bytes_in_total", 0),
+                "container_network_transmit_bytes_total": balancer.get("bytes_out_total", 0),
+                "container_oom_events_total": counters["oom_kills"],
+                "kube_pod_container_status_restarts_total": counters["restarts"],
+                "scalefinder_balancer_requests_total": balancer.get("requests_total", 0),
+                "scalefinder_balancer_in_flight_seconds_total": balancer.get("in_flight_area_s", 0.0),
+            }
+            labels = [view.task_id, view.task_id, "task"]  # pod and task are both the task id
+            for name, value in values.items():
+                families[name].add_metric(labels, float(value))
+        yield from families.values()
+
+
+def cluster_registry(cluster: Any) -> CollectorRegistry:
+    """A registry of its own holding only the cluster's collector (never the process-wide one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ClusterCollector(cluster))
+    return registry
+
+
 def render_metrics(cluster: Any) -> str:
     """The exposition text of every running task of ``cluster``, read now."""
-    spec = cluster.spec
-    quota_us = spec.cpu_units / 1024.0 * PERIOD_US
-    limit_bytes = spec.memory_mib * MIB
-    targets = cluster.balancer_report().get("targets", {})
-    samples: dict[str, list[str]] = {name: [] for name in FAMILIES}
-    for view in cluster.task_views():
-        try:
-            usage = cluster.usage(view)
-        except OSError:
-            continue  # the task is going away between the listing and the read
-        labels = f'pod="{view.task_id}",task="{view.task_id}",container="task"'
-        balancer = targets.get(view.task_id, {})
-        counters = cluster.task_counters(view.task_id)
-        values = {
-            "container_cpu_usage_seconds_total": usage.cpu_s,
-            "container_spec_cpu_quota": quota_us,
-            "container_spec_cpu_period": PERIOD_US,
-            "container_memory_working_set_bytes": usage.rss_bytes,
-            "container_spec_memory_limit_bytes": limit_bytes,
-            "container_network_receive_bytes_total": balancer.get("bytes_in_total", 0),
-            "container_network_transmit_bytes_total": balancer.get("bytes_out_total", 0),
-            "container_oom_events_total": counters["oom_kills"],
-            "kube_pod_container_status_restarts_total": counters["restarts"],
-            "scalefinder_balancer_requests_total": balancer.get("requests_total", 0),
-            "scalefinder_balancer_in_flight_seconds_total": balancer.get("in_flight_area_s", 0.0),
-        }
-        for name, value in values.items():
-            samples[name].append(f"{name}{{{labels}}} {float(value)!r}")
-    lines: list[str] = []
-    for name, (kind, help_text) in FAMILIES.items():
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples[name]]
-    return "\n".join(lines) + "\n"
+    return generate_latest(cluster_registry(cluster)).decode("utf-8")
 
 
 def discovery_targets(cluster: Any) -> list[dict[str, Any]]:
@@ -116,6 +137,7 @@ class ClusterExporter:
         self.cluster = cluster
         self.requested_port = port
         self.scrapes = 0
+        self.registry = cluster_registry(cluster)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -165,7 +187,7 @@ def _handler_for(exporter: ClusterExporter) -> type[BaseHTTPRequestHandler]:
             try:
                 if path == "/metrics":
                     exporter.scrapes += 1
-                    self._reply(200, render_metrics(exporter.cluster), CONTENT_TYPE)
+                    self._reply(200, generate_latest(exporter.registry), CONTENT_TYPE_LATEST)
                 elif path == "/targets":
                     self._reply(200, json.dumps(discovery_targets(exporter.cluster)), "application/json")
                 else:
@@ -174,8 +196,8 @@ def _handler_for(exporter: ClusterExporter) -> type[BaseHTTPRequestHandler]:
                 log.debug("exporter request %s failed: %s", path, exc)
                 self._reply(503, f"the cluster could not be read: {exc}\n", "text/plain")
 
-        def _reply(self, status: int, body: str, content_type: str) -> None:
-            data = body.encode("utf-8")
+        def _reply(self, status: int, body: str | bytes, content_type: str) -> None:
+            data = body if isinstance(body, bytes) else body.encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))

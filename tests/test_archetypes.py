@@ -1,8 +1,10 @@
 """Archetype parameters, ground truth and cluster specs: validation without starting processes."""
 
 import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import GaugeMetricFamily
 
-from scalefinder.loadgen.cluster import ClusterSpec, archetypes
+from scalefinder.loadgen.cluster import ClusterSpec, archetypes, task
 from scalefinder.loadgen.sources.local import parse_gauges
 from scalefinder.core.errors import InputError
 
@@ -101,3 +103,18 @@ def test_prometheus_gauges_are_parsed_and_service_wide_ones_marked():
     )
     gauges = {(g.name, g.service_wide): g.value for g in parse_gauges(text)}
     assert gauges == {("workers_busy", False): 3.0, ("queue_backlog", True): 42.0, ("untyped_thing", False): 150.0}
+
+
+def test_a_task_serves_its_counters_and_gauges_through_prometheus_client():
+    gauges = task.Gauges()
+    gauges.requests_total = 7
+    gauges.gauge("workers_busy", "Workers serving a request.", lambda: 3)
+    backlog = GaugeMetricFamily("queue_backlog", "Jobs waiting.", labels=["scope"])
+    backlog.add_metric(["service"], 42)
+    response = task.metrics_response([*gauges.families(), backlog])
+    assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    text = response.body.decode()
+    # the series names the local source and Prometheus read: the counter keeps its "_total"
+    assert "requests_total 7.0\n" in text and "# TYPE requests_total counter" in text
+    assert {(g.name, g.service_wide): g.value for g in parse_gauges(text)} == {
+        ("workers_busy", False): 3.0, ("queue_backlog", True): 42.0}

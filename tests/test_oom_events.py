@@ -7,6 +7,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from scalefinder.loadgen.cluster import supervisor as supervisor_module
 from scalefinder.loadgen.cluster.cgroups import MODE_V1, MODE_V2, TaskCgroup, parse_oom_kills
@@ -108,8 +109,12 @@ def test_the_exporter_serves_oom_and_restart_counters_per_task():
         task_counters=lambda task_id: {"oom_kills": 4, "restarts": 1})
     text = render_metrics(cluster)
     assert "# TYPE container_oom_events_total counter" in text
-    assert 'container_oom_events_total{pod="task-1",task="task-1",container="task"} 4.0' in text
-    assert 'kube_pod_container_status_restarts_total{pod="task-1",task="task-1",container="task"} 1.0' in text
+    labels = {"pod": "task-1", "task": "task-1", "container": "task"}
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(text) for sample in family.samples}
+    # the series names the Prometheus source's event queries ask for, "_total" included
+    assert samples[("container_oom_events_total", tuple(sorted(labels.items())))] == 4.0
+    assert samples[("kube_pod_container_status_restarts_total", tuple(sorted(labels.items())))] == 1.0
 
 
 # -- the Prometheus source ------------------------------------------------------------------------

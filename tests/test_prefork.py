@@ -11,6 +11,7 @@ import time
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster, archetypes, prefork
 from tests.cluster_helpers import ConstantLoad
@@ -68,6 +69,13 @@ def test_a_worker_serves_work_health_and_metrics_on_one_connection_each():
     metrics = ask(b"GET /metrics HTTP/1.1\r\n\r\n").decode()
     assert "requests_total 2\n" in metrics and "request_memory_mib 0\n" in metrics
     assert "worker_restarts_total 0\n" in metrics
+    # the hand-written text is what prometheus_client's parser reads, with the same series names
+    body = metrics.partition("\r\n\r\n")[2]
+    families = {family.name: (family.type, [(s.name, s.value) for s in family.samples])
+                for family in text_string_to_metric_families(body)}
+    assert families == {"requests": ("counter", [("requests_total", 2.0)]),
+                        "request_memory_mib": ("gauge", [("request_memory_mib", 0.0)]),
+                        "worker_restarts": ("counter", [("worker_restarts_total", 0.0)])}
 
 
 def get(url: str) -> int:

@@ -13,6 +13,8 @@ import urllib.request
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 
 from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster
 from scalefinder.loadgen.cluster.process import free_port
@@ -213,12 +215,16 @@ def test_one_metric_without_data_costs_only_that_metric(scraped):
 @pytest.mark.prometheus
 def test_the_exporter_serves_cadvisor_names_and_discovery(scraped):
     with urllib.request.urlopen(scraped.exporter.url + "/metrics", timeout=2) as reply:
+        assert reply.headers["Content-Type"] == CONTENT_TYPE_LATEST
         text = reply.read().decode()
-    for name in FAMILIES:
+    samples = {(sample.name, sample.labels["pod"], sample.labels["task"], sample.labels["container"]): sample.value
+               for family in text_string_to_metric_families(text) for sample in family.samples}
+    for name in FAMILIES:  # the exact series names the built-in queries ask for, "_total" included
         for task in scraped.cluster.running_tasks():
-            assert f'{name}{{pod="{task}",task="{task}",container="task"}}' in text, name
-    assert 'container_spec_cpu_quota{pod="task-1",task="task-1",container="task"} 25000.0' in text
-    assert f'container_spec_memory_limit_bytes{{pod="task-1",task="task-1",container="task"}} {256 * 2**20}.0' in text
+            assert (name, task, task, "task") in samples, name
+    assert {name for name, *_ in samples} == set(FAMILIES)
+    assert samples[("container_spec_cpu_quota", "task-1", "task-1", "task")] == 25000.0
+    assert samples[("container_spec_memory_limit_bytes", "task-1", "task-1", "task")] == 256 * 2**20
     with urllib.request.urlopen(scraped.exporter.url + "/targets", timeout=2) as reply:
         groups = json.loads(reply.read())
     assert [g["labels"]["pod"] for g in groups] == scraped.cluster.running_tasks()

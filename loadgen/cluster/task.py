@@ -21,9 +21,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable, Iterator
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from scalefinder.loadgen.cluster import archetypes
 from scalefinder.loadgen.cluster.process import watch_parent
@@ -33,7 +36,7 @@ SHUTDOWN_S = 2.0  # a stopping task gets this long to finish requests in flight
 
 
 class Gauges:
-    """The task's counters and gauges, served in Prometheus text format."""
+    """The task's counters and gauges, served in Prometheus text format by prometheus_client."""
 
     def __init__(self) -> None:
         self.requests_total = 0
@@ -42,15 +45,31 @@ class Gauges:
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         self.values[name] = (help_text, read)
 
-    def render(self, extra: str = "") -> str:
-        lines = [
-            "# HELP requests_total Requests served since start.",
-            "# TYPE requests_total counter",
-            f"requests_total {self.requests_total}",
-        ]
+    def families(self) -> list[Metric]:
+        """Every counter and gauge, read now."""
+        # prometheus_client serves a counter family "requests" as the series "requests_total"
+        found: list[Metric] = [CounterMetricFamily("requests_total", "Requests served since start.",
+                                                   value=self.requests_total)]
         for name, (help_text, read) in self.values.items():
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {read():g}"]
-        return "\n".join(lines) + "\n" + extra
+            found.append(GaugeMetricFamily(name, help_text, value=read()))
+        return found
+
+
+class Scrape(Collector):
+    """Metric families already read (some need an await first), collected as one scrape."""
+
+    def __init__(self, families: Iterable[Metric]):
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def metrics_response(families: Iterable[Metric]) -> web.Response:
+    """``/metrics``: the families in the text format, from a registry of their own."""
+    registry = CollectorRegistry(auto_describe=False)  # never the process-wide default one
+    registry.register(Scrape(families))
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -222,22 +241,17 @@ def queue_handler(params: dict, gauges: Gauges, context: dict) -> Handler:
 
     context["startup"].append(start)
 
-    async def metrics_extra(app: web.Application) -> str:
+    async def metrics_extra(app: web.Application) -> list[Metric]:
         # The queue is the service's, not the task's: every task reports the same depth, which
         # the label says, so the metric source keeps one service-level value.
         try:
             async with app["session"].get(f"{broker}/depth") as reply:
                 state["backlog"] = float(await reply.text())
         except Exception:
-            return ""
-        return (
-            "# HELP queue_backlog Jobs waiting in the shared queue.\n"
-            "# TYPE queue_backlog gauge\n"
-            f'queue_backlog{{scope="service"}} {state["backlog"]:g}\n'
-            "# HELP jobs_done_total Jobs this task finished.\n"
-            "# TYPE jobs_done_total counter\n"
-            f"jobs_done_total {state['done']}\n"
-        )
+            return []
+        backlog = GaugeMetricFamily("queue_backlog", "Jobs waiting in the shared queue.", labels=["scope"])
+        backlog.add_metric(["service"], state["backlog"])
+        return [backlog, CounterMetricFamily("jobs_done_total", "Jobs this task finished.", value=state["done"])]
 
     context["metrics_extra"] = metrics_extra
 
@@ -298,8 +312,8 @@ def task_app(archetype: str, params: dict, memory_mib: int, helper_url: str | No
             gauges.requests_total += 1
 
     async def handle_metrics(request: web.Request) -> web.Response:
-        extra = await context["metrics_extra"](request.app) if context["metrics_extra"] else ""
-        return web.Response(text=gauges.render(extra), content_type="text/plain")
+        extra = await context["metrics_extra"](request.app) if context["metrics_extra"] else []
+        return metrics_response([*gauges.families(), *extra])
 
     app = web.Application()
     app["context"] = context
@@ -354,13 +368,10 @@ def broker_app(max_backlog: int) -> web.Application:
         return _ok(str(len(jobs)))
 
     async def metrics(request: web.Request) -> web.Response:
-        text = (
-            "# TYPE queue_backlog gauge\n"
-            f"queue_backlog {len(jobs)}\n"
-            "# TYPE jobs_enqueued_total counter\n"
-            f"jobs_enqueued_total {counter['enqueued']}\n"
-        )
-        return web.Response(text=text, content_type="text/plain")
+        return metrics_response([
+            GaugeMetricFamily("queue_backlog", "Jobs waiting in the queue.", value=len(jobs)),
+            CounterMetricFamily("jobs_enqueued_total", "Jobs accepted since start.", value=counter["enqueued"]),
+        ])
 
     app = web.Application()
     app.router.add_post("/enqueue", enqueue)
@@ -388,13 +399,10 @@ def downstream_app(capacity: int, call_ms: float) -> web.Application:
         return _ok()
 
     async def metrics(request: web.Request) -> web.Response:
-        text = (
-            "# TYPE downstream_busy gauge\n"
-            f"downstream_busy {state['busy']}\n"
-            "# TYPE downstream_waiting gauge\n"
-            f"downstream_waiting {state['waiting']}\n"
-        )
-        return web.Response(text=text, content_type="text/plain")
+        return metrics_response([
+            GaugeMetricFamily("downstream_busy", "Calls being served.", value=state["busy"]),
+            GaugeMetricFamily("downstream_waiting", "Calls waiting for a free slot.", value=state["waiting"]),
+        ])
 
     app = web.Application()
     app.router.add_get("/call", call)

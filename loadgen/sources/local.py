@@ -16,7 +16,7 @@ depth): it gets one service row, the median of what the tasks reported, and no p
 from __future__ import annotations
 
 import logging
-import re
+import math
 import statistics
 import threading
 import time
@@ -25,6 +25,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from scalefinder.loadgen.sources.base import MetricRow, MetricSink, MetricSource
 from scalefinder.core import catalog
@@ -57,36 +60,46 @@ class Gauge:
     service_wide: bool
 
 
-SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)")
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
-
-
 def parse_gauges(text: str) -> list[Gauge]:
-    """Gauges (and untyped samples) from Prometheus text format; counters and histograms skipped."""
-    types: dict[str, str] = {}
+    """Gauges (and untyped samples) from Prometheus text format; counters and histograms skipped.
+
+    Parsed by prometheus_client. A page it refuses is read again line by line, so one line it
+    cannot read (a task's own metrics page is not always well made) costs that line only.
+    """
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError:
+        families = _families_line_by_line(text)
     gauges: list[Gauge] = []
+    for family in families:
+        if family.type not in ("gauge", "unknown"):  # prometheus_client calls untyped "unknown"
+            continue
+        for sample in family.samples:
+            value = float(sample.value)
+            if math.isfinite(value):
+                gauges.append(Gauge(sample.name, value, sample.labels.get("scope") == "service"))
+    return gauges
+
+
+def _families_line_by_line(text: str) -> list[Metric]:
+    """Each sample line parsed on its own, after the TYPE lines seen so far; lines refused are skipped."""
+    type_lines: dict[str, str] = {}
+    families: list[Metric] = []
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("#"):
             parts = line.split()
             if len(parts) >= 4 and parts[1] == "TYPE":
-                types[parts[2]] = parts[3]
+                type_lines[parts[2]] = line
             continue
-        match = SAMPLE_LINE.match(line)
-        if match is None:
-            continue
-        name, labels, raw = match.groups()
-        if types.get(name, "untyped") not in ("gauge", "untyped"):
+        if not line:
             continue
         try:
-            value = float(raw)
+            # the TYPE lines tell a counter's or histogram's samples from gauges, as in the whole page
+            families += text_string_to_metric_families("\n".join([*type_lines.values(), line]) + "\n")
         except ValueError:
             continue
-        if value != value or value in (float("inf"), float("-inf")):
-            continue
-        scope = dict(LABEL.findall(labels or "")).get("scope")
-        gauges.append(Gauge(name, value, scope == "service"))
-    return gauges
+    return families
 
 
 class LocalMetricSource(MetricSource):
@@ -229,7 +242,7 @@ class LocalMetricSource(MetricSource):
     def _scrape(self, base_url: str) -> list[Gauge]:
         try:
             with urllib.request.urlopen(base_url + self.cluster.spec.metrics_path, timeout=SCRAPE_TIMEOUT_S) as reply:
-                return parse_gauges(reply.read().decode("utf-8", errors="replace"))
+                text = reply.read().decode("utf-8", errors="replace")
         except urllib.error.HTTPError as exc:
             if exc.code != 404:  # a server without a metrics page is normal, not a failure
                 self.scrape_failures += 1
@@ -237,6 +250,7 @@ class LocalMetricSource(MetricSource):
         except (urllib.error.URLError, OSError, ValueError):
             self.scrape_failures += 1
             return []
+        return parse_gauges(text)
 
 
 def _scraper_pool() -> ThreadPoolExecutor:
