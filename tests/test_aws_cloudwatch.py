@@ -191,6 +191,47 @@ def test_partial_data_is_requested_again(aws):
     assert described["incomplete_queries"] == []
 
 
+def test_pages_are_followed_and_each_page_is_counted_as_a_call_and_its_metrics(aws):
+    seed_world(insights="enhanced")
+    t0 = _minute_ago(20)
+    dims = SERVICE_DIMS + [{"Name": "TaskId", "Value": "a1"}]
+    _put("ECS/ContainerInsights", [_point("RunningTaskCount", SERVICE_DIMS, t0 + 5, 2.0),
+                                   _point("TaskCpuUtilization", dims, t0 + 5, 40.0),
+                                   _point("TaskMemoryUtilization", dims, t0 + 5, 20.0)])
+    source = _source(load_balancer=False)
+    client_events = source.clients.client("cloudwatch").meta.events
+    sent_tokens: dict[str, list] = {"GetMetricData": [], "ListMetrics": []}
+    answered = {"GetMetricData": 0, "ListMetrics": 0}
+
+    def remember_token(params, model, **_):
+        # taken off before the request is sent: moto would refuse a token it did not issue
+        sent_tokens[model.name].append(params.pop("NextToken", None))
+
+    def split_in_two(parsed, model, **_):
+        # CloudWatch pages long answers: the first answer says there is more, the second does not
+        answered[model.name] += 1
+        parsed.pop("NextToken", None)
+        if answered[model.name] == 1:
+            parsed["NextToken"] = "page-2"
+            if model.name == "GetMetricData":
+                parsed["MetricDataResults"] = []  # the data comes on the second page
+
+    for operation in sent_tokens:
+        client_events.register(f"before-parameter-build.cloudwatch.{operation}", remember_token)
+        client_events.register(f"after-call.cloudwatch.{operation}", split_in_two)
+    rows = source.fetch(t0, t0 + 60)
+    assert sent_tokens == {"GetMetricData": [None, "page-2"], "ListMetrics": [None, "page-2"]}
+    assert [r["value"] for r in rows if r["metric"] == "running_task_count"] == [2.0]
+    assert {(r["metric"], r["task"]): r["value"] for r in rows if r["task"]} == {
+        ("cpu_utilization", "a1"): 40.0, ("memory_utilization", "a1"): 20.0}
+    described = source.describe()
+    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 2
+    assert described["api_calls_by_operation"]["cloudwatch:ListMetrics"] == 2
+    queries = 9 + 2  # Container Insights and the task's two; each page asks for every one of them
+    assert described["metrics_requested"] == 2 * queries
+    assert described["get_metric_data_calls_planned"] == 1
+
+
 def test_task_level_metrics_with_enhanced_observability(aws):
     seed_world(insights="enhanced")
     t0 = _minute_ago(20)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from scalefinder.loadgen.aws.session import AwsClients, call
+from scalefinder.loadgen.aws.session import AwsClients, call, pages
 from scalefinder.core.errors import InfrastructureError
 
 ECS_DIMENSION = "ecs:service:DesiredCount"
@@ -124,8 +124,10 @@ def find_scalable_target(clients: AwsClients, cluster: str, service: str) -> Sca
     if not targets:
         return None
     target = targets[0]
-    policies = call(autoscaling, "describe_scaling_policies", ServiceNamespace="ecs",
-                    ResourceId=rid, ScalableDimension=ECS_DIMENSION).get("ScalingPolicies", [])
+    # pageable (50 policies a page by default): follow the pages, so the snapshot names every policy
+    policies = [policy for answer in pages(autoscaling, "describe_scaling_policies", ServiceNamespace="ecs",
+                                           ResourceId=rid, ScalableDimension=ECS_DIMENSION)
+                for policy in answer.get("ScalingPolicies", [])]
     suspended = target.get("SuspendedState") or {}
     return ScalableTarget(
         resource_id=rid,

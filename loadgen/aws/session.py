@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import boto3
 import botocore.exceptions
@@ -141,6 +142,8 @@ class AwsClients:
             events.register("after-call.*.*", self._after_call)
             events.register("after-call-error.*.*", self._after_call_error)
             events.register("response-received.*.*", self._response_received)
+            # once per call, page or not (botocore retries below this event, so never per retry)
+            events.register("before-parameter-build.cloudwatch.GetMetricData", self._metrics_requested)
             self._clients[service] = client
             CredentialRedactor.guard_sdk_loggers()
         return self._clients[service]
@@ -153,6 +156,10 @@ class AwsClients:
         _, service, operation = event_name.split(".", 2)
         self.usage.count_call(f"{iam_prefix(service)}:{operation}")
 
+    def _metrics_requested(self, params: dict, **_: Any) -> None:
+        """GetMetricData is billed by the metrics each request asks for, every page included."""
+        self.usage.count_metrics(len(params.get("MetricDataQueries") or ()))
+
     def _response_received(self, parsed_response: dict | None = None, **_: Any) -> None:
         code = ((parsed_response or {}).get("Error") or {}).get("Code")
         self.usage.count_attempt(throttled=code in THROTTLING_CODES)
@@ -160,9 +167,25 @@ class AwsClients:
 
 def call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
     """Call ``client.<operation>(**params)`` and turn AWS failures into one clear error line."""
+    with _clear_errors(client, operation, params):
+        return getattr(client, operation)(**params)
+
+
+def pages(client: Any, operation: str, **params: Any) -> Iterator[dict[str, Any]]:
+    """Each answer of a pageable operation, through botocore's paginator, errors as ``call``'s.
+
+    The paginator follows the operation's own token fields (NextToken, Marker...) and refuses a
+    token that comes back twice. One page is one API call, counted like any other.
+    """
+    with _clear_errors(client, operation, params):
+        yield from client.get_paginator(operation).paginate(**params)
+
+
+@contextmanager
+def _clear_errors(client: Any, operation: str, params: dict[str, Any]) -> Iterator[None]:
     action = f"{iam_prefix(client.meta.service_model.service_name)}:{_pascal(operation)}"
     try:
-        return getattr(client, operation)(**params)
+        yield
     except botocore.exceptions.ClientError as exc:
         error = exc.response.get("Error", {})
         code, message = error.get("Code", "Error"), error.get("Message", "")

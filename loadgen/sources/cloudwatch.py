@@ -373,23 +373,16 @@ class CloudWatchSource(MetricSource):
 
     def _task_ids(self, start_s: int, end_s: int) -> list[str]:
         """Tasks that published task-level metrics (enhanced observability) around the window."""
-        from scalefinder.loadgen.aws.session import call
+        from scalefinder.loadgen.aws.session import pages
 
-        cloudwatch = self.clients.client("cloudwatch")
         dimensions = [{"Name": "ClusterName", "Value": self.facts.cluster},
                       {"Name": "ServiceName", "Value": self.facts.service}]
         task_ids: set[str] = set()
-        token = None
-        while True:
-            params = {"Namespace": INSIGHTS, "MetricName": "TaskCpuUtilization", "Dimensions": dimensions}
-            if token:
-                params["NextToken"] = token
-            answer = call(cloudwatch, "list_metrics", **params)
+        for answer in pages(self.clients.client("cloudwatch"), "list_metrics", Namespace=INSIGHTS,
+                            MetricName="TaskCpuUtilization", Dimensions=dimensions):
             for metric in answer.get("Metrics", []):
                 task_ids.update(d["Value"] for d in metric.get("Dimensions", []) if d["Name"] == "TaskId")
-            token = answer.get("NextToken")
-            if not token:
-                return sorted(task_ids)
+        return sorted(task_ids)
 
     def _fetch_series(self, queries: list[MetricQuery], start_s: int, end_s: int) -> dict[MetricQuery, dict[int, float]]:
         series: dict[MetricQuery, dict[int, float]] = {q: {} for q in queries}
@@ -410,8 +403,13 @@ class CloudWatchSource(MetricSource):
 
     def _get_metric_data(self, queries: list[MetricQuery], start_s: int, end_s: int,
                          series: dict[MetricQuery, dict[int, float]]) -> list[MetricQuery]:
-        """One request, following its pages; returns the queries still PartialData at the end."""
-        from scalefinder.loadgen.aws.session import call
+        """One request, following its pages; returns the queries still PartialData at the end.
+
+        Every page is a call of its own, and billed for every query again: the clients count the
+        metrics requested call by call (``AwsClients``), so the count stays right however many
+        pages the paginator follows.
+        """
+        from scalefinder.loadgen.aws.session import pages
 
         by_id = {f"m{index}": query for index, query in enumerate(queries)}
         params: dict[str, Any] = {
@@ -421,10 +419,7 @@ class CloudWatchSource(MetricSource):
             "ScanBy": "TimestampAscending",
         }
         status: dict[str, str] = {}
-        cloudwatch = self.clients.client("cloudwatch")
-        while True:
-            self.clients.usage.count_metrics(len(queries))
-            answer = call(cloudwatch, "get_metric_data", **params)
+        for answer in pages(self.clients.client("cloudwatch"), "get_metric_data", **params):
             for result in answer.get("MetricDataResults", []):
                 query = by_id.get(result.get("Id"))
                 if query is None:
@@ -437,8 +432,4 @@ class CloudWatchSource(MetricSource):
                     moment = int(stamp.timestamp())
                     if start_s <= moment < end_s:
                         series[query][moment - moment % self.period_s] = float(value)
-            token = answer.get("NextToken")
-            if not token:
-                break
-            params["NextToken"] = token
         return [by_id[qid] for qid, code in status.items() if code == "PartialData"]
