@@ -21,7 +21,7 @@ from scalefinder.analysis.findings import KIND, SCHEMA_VERSION
 from scalefinder.analysis.steady import build_windows, service_samples
 from scalefinder.core import catalog, slo as slos
 from scalefinder.core.errors import RunDirectoryError
-from scalefinder.core.models import AnalysisOptions, jsonable
+from scalefinder.core.models import AnalysisOptions, RunManifest, jsonable
 from scalefinder.core.redact import redact_urls_in
 from scalefinder.core.rundir import RunDirectory
 
@@ -46,18 +46,17 @@ class MetricData:
     peaks: dict[int, float]  # step_id -> highest per-task sample in the step (warm-up included)
 
 
-def options_from_manifest(manifest: dict[str, Any], *, headroom: float | None = None,
+def options_from_manifest(manifest: RunManifest, *, headroom: float | None = None,
                           peak_rps: float | None = None, availability_zones: int | None = None) -> AnalysisOptions:
     """Command-line values win over the profile's ``[analysis]`` table, which wins over defaults."""
-    recorded = AnalysisOptions.from_mapping((manifest.get("profile") or {}).get("analysis"))
-    return recorded.overridden(headroom=headroom, peak_rps=peak_rps, availability_zones=availability_zones)
+    return manifest.analysis_options.overridden(headroom=headroom, peak_rps=peak_rps, availability_zones=availability_zones)
 
 
 def analyze_run(run: RunDirectory, options: AnalysisOptions) -> dict[str, Any]:
     manifest = run.manifest
     slo = _slo(manifest)
     steps = _steps(run, slo)
-    warnings = list(manifest.get("warnings") or [])
+    warnings = list(manifest.warnings)
     gaps: list[tuple[str, str]] = []  # (reason, next step) that make the answer inconclusive
     if run.is_partial:
         warnings.append(f"the run is partial (status {run.status}); only its finished steps are analysed")
@@ -158,12 +157,10 @@ def analyze_run(run: RunDirectory, options: AnalysisOptions) -> dict[str, Any]:
 
 
 # -- inputs --------------------------------------------------------------------------------------
-def _slo(manifest: dict[str, Any]) -> dict[str, Any]:
-    slo = manifest.get("slo") or (manifest.get("profile") or {}).get("slo")
-    if not isinstance(slo, dict) or "latency_ms" not in slo:
+def _slo(manifest: RunManifest) -> dict[str, Any]:
+    if manifest.slo is None:
         raise RunDirectoryError("the run manifest has no SLO (slo.latency_ms); it cannot be analysed")
-    return {"percentile": float(slo.get("percentile", 95)), "latency_ms": float(slo["latency_ms"]),
-            "error_budget_pct": float(slo.get("error_budget_pct", 1.0))}
+    return manifest.slo.to_dict()  # written into the findings as recorded
 
 
 def _steps(run: RunDirectory, slo: dict[str, Any]) -> pd.DataFrame:
@@ -193,8 +190,8 @@ def _steps(run: RunDirectory, slo: dict[str, Any]) -> pd.DataFrame:
     return steps
 
 
-def _initial_tasks(manifest: dict[str, Any], steps: pd.DataFrame) -> int:
-    declared = (manifest.get("capacity") or {}).get("initial_tasks")
+def _initial_tasks(manifest: RunManifest, steps: pd.DataFrame) -> int:
+    declared = manifest.initial_tasks
     if isinstance(declared, int) and declared > 0 and (steps["tasks"] == declared).any():
         return declared
     ramp = steps[steps["phase"].isin(RAMP_PHASES)]
@@ -480,12 +477,11 @@ def _knee_block(knee) -> dict[str, Any] | None:
             "last_good_achieved_rps": knee.last_good_achieved_rps, "kneedle_rps": knee.kneedle_rps}
 
 
-def _run_block(manifest: dict[str, Any], run: RunDirectory) -> dict[str, Any]:
-    profile = manifest.get("profile") or {}
-    return {"run_id": manifest.get("run_id"), "status": run.status, "profile_name": profile.get("name"),
-            "started_utc": manifest.get("started_utc"), "finished_utc": manifest.get("finished_utc"),
-            "target": redact_urls_in(manifest.get("target")),  # an older manifest may hold credentials
-            "cgroup_mode": (manifest.get("environment") or {}).get("cgroup_mode"),
+def _run_block(manifest: RunManifest, run: RunDirectory) -> dict[str, Any]:
+    return {"run_id": manifest.run_id or None, "status": run.status, "profile_name": manifest.profile_name,
+            "started_utc": manifest.started_utc, "finished_utc": manifest.finished_utc,
+            "target": redact_urls_in(manifest.data.get("target")),  # an older manifest may hold credentials
+            "cgroup_mode": manifest.cgroup_mode,
             "path": str(run.path)}
 
 

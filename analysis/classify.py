@@ -19,6 +19,7 @@ from typing import Any
 
 from scalefinder.analysis.properties import FAIL, INCONCLUSIVE, PASS, TestResult
 from scalefinder.core import catalog
+from scalefinder.core.models import RunManifest
 
 HIGH_LEVEL = 0.6  # a plateau below 60% of the limit is not a resource running out
 # "The limit is outside the task" is claimed only when every resource with a limit stood below
@@ -166,9 +167,9 @@ def decide(metric_data, results, verdicts, knee, doubling, capacity, first_steps
     return _outside_the_task(metric_data, results, verdicts, candidates, knee, first_steps)
 
 
-def _vcpus(manifest) -> float | None:
+def _vcpus(manifest: RunManifest) -> float | None:
     """vCPUs of one task (1024 CPU units to a vCPU), when the run recorded its reservation."""
-    units = (manifest.get("target") or {}).get("cpu_units") if isinstance(manifest, dict) else None
+    units = manifest.target.get("cpu_units")
     return float(units) / 1024.0 if isinstance(units, (int, float)) and units > 0 else None
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from scalefinder.core.errors import RunDirectoryError
 from scalefinder.core.models import Verdict
-from scalefinder.core.rundir import check_schema_version, write_json_atomic
+from scalefinder.core.models import check_schema_version
+from scalefinder.core.rundir import write_json_atomic
 
 FINDINGS = "findings.json"
 SCHEMA_VERSION = 1

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from scalefinder.core import catalog
+from scalefinder.core.models import RunManifest
 
 # A hard limit is not exact: a small CFS quota can be overrun by a scheduler slice per period,
 # and a reading's interval never lines up with the quota's. A demo run on a 0.125-vCPU cgroup-v1
@@ -63,12 +64,11 @@ def check_units(name: str, info: catalog.MetricInfo, values: Any, cpu_units: int
     return None
 
 
-def cpu_units_from_manifest(manifest: dict[str, Any]) -> int | None:
+def cpu_units_from_manifest(manifest: RunManifest) -> int | None:
     """The task's CPU reservation as a run recorded it: the local target's ``cpu_units``, else the
     task definition a metric source described (``task_cpu_units``)."""
-    target = manifest.get("target") or {}
-    candidates = [target.get("cpu_units")]
-    for described in (manifest.get("sources") or {}).values():
+    candidates = [manifest.target.get("cpu_units")]
+    for described in manifest.sources.values():
         if isinstance(described, dict):
             candidates.append(described.get("task_cpu_units"))
     for value in candidates:

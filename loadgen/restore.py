@@ -16,6 +16,7 @@ from scalefinder.loadgen.aws.options import aws_options
 from scalefinder.loadgen.capacity import CONTROLLER_KINDS
 from scalefinder.loadgen.cluster.cgroups import MODE_V1, MODE_V2, remove_groups_left_by
 from scalefinder.loadgen.context import RunContext
+from scalefinder.core.models import RunManifest
 from scalefinder.core.errors import InputError, RunDirectoryError
 from scalefinder.core.rundir import STATUS_RUNNING, RunDirectory, append_event
 
@@ -30,7 +31,7 @@ def restore_run(run_dir: str, options: dict[str, Any] | None = None, force: bool
     if run.status != STATUS_RUNNING and not force:
         raise InputError(f"{run.path} finished (status {run.status}) and restored its capacity itself; "
                          f"pass --force to put the recorded original state back anyway")
-    capacity = run.manifest.get("capacity") or {}
+    capacity = run.manifest.capacity
     kind, original = capacity.get("controller"), capacity.get("original")
     if not kind or original is None:
         raise RunDirectoryError(f"{run.path} records no capacity snapshot; there is nothing to restore")
@@ -45,34 +46,26 @@ def restore_run(run_dir: str, options: dict[str, Any] | None = None, force: bool
                               RunContext(profile=None, options=options))
     controller.restore(original)
     restored: dict[str, Any] = {"controller": kind, "original": original}
-    if _target_kind(run.manifest) == "local":
+    if run.manifest.target_kind == "local":
         removed, left = _remove_leftover_cgroups(run.manifest)
         restored.update(cgroups_removed=removed, cgroups_left=left)
     append_event(run.path, "restore", **restored, by="scalefinder restore")
     return restored
 
 
-def _target_kind(manifest: dict[str, Any]) -> Any:
-    target = manifest.get("target")
-    return target.get("kind") if isinstance(target, dict) else None
-
-
-def _remove_leftover_cgroups(manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
+def _remove_leftover_cgroups(manifest: RunManifest) -> tuple[list[str], list[str]]:
     """Remove the cgroups a killed run's local cluster left behind; return those removed and
     those left in place. The cluster ran in the run's own process, so its groups carry the
     manifest's ``pid``; a run that did not enforce reservations made none."""
-    environment = manifest.get("environment")
-    mode = environment.get("cgroup_mode") if isinstance(environment, dict) else None
-    pid = manifest.get("pid")
-    if mode not in (MODE_V1, MODE_V2) or not isinstance(pid, int) or isinstance(pid, bool):
+    if manifest.cgroup_mode not in (MODE_V1, MODE_V2) or manifest.pid is None:
         return [], []
-    removed, left = remove_groups_left_by(pid)
+    removed, left = remove_groups_left_by(manifest.pid)
     return [str(path) for path in removed], [str(path) for path in left]
 
 
-def _controller_config(manifest: dict[str, Any], kind: str) -> dict[str, Any]:
+def _controller_config(manifest: RunManifest, kind: str) -> dict[str, Any]:
     """The controller's table as the run resolved it (``profile.capacity.config``)."""
-    capacity = (manifest.get("profile") or {}).get("capacity") or {}
+    capacity = manifest.profile.get("capacity") or {}
     if capacity.get("controller") not in (None, kind):
         raise RunDirectoryError(f"the manifest's capacity controller and its profile disagree ({kind})")
     return capacity.get("config") or {}

@@ -120,7 +120,7 @@ def test_an_abort_in_the_ramp_is_followed_by_recovery_refine_replay_and_beyond(t
     assert len(measured[measured["phase"] == "beyond"]) >= 1, summary
     capacity = result.capacity_rps
     assert capacity is not None and capacity < failing_rps
-    assert [p["name"] for p in run.manifest["phases"]][-1] == "restore"
+    assert [p["name"] for p in run.manifest.phases][-1] == "restore"
     assert [e["tasks"] for e in events if e["kind"] == "restore"] == [1]
 
     findings = analyze(out)

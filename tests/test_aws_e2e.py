@@ -221,7 +221,7 @@ def test_run_and_analyze_through_moto_match_the_local_path(aws, tmp_path, monkey
 
     run = RunDirectory.open(run_dir)
     assert run.status == "complete"
-    described = run.manifest["sources"]["cloudwatch"]
+    described = run.manifest.sources["cloudwatch"]
     assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 1
     metrics = run.metrics()
     assert set(metrics["source"]) == {"cloudwatch"}

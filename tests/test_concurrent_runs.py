@@ -151,8 +151,8 @@ def test_two_runs_started_in_the_same_second_with_the_default_output_get_their_o
         run.writer.close()
     first, other = (RunDirectory.open(run.writer.path) for run in runs)
     assert first.path != other.path and first.path.parent == other.path.parent == tmp_path / "reports"
-    assert (first.manifest["run_id"], other.manifest["run_id"]) == ("20260101T120000Z-pair", "20260101T120000Z-pair-2")
-    assert first.path.name == first.manifest["run_id"] and other.path.name == other.manifest["run_id"]
+    assert (first.manifest.run_id, other.manifest.run_id) == ("20260101T120000Z-pair", "20260101T120000Z-pair-2")
+    assert first.path.name == first.manifest.run_id and other.path.name == other.manifest.run_id
 
 
 # -- the Locust master's port -----------------------------------------------------------------

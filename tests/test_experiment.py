@@ -96,7 +96,7 @@ def assert_restored_and_clean(out: Path, tasks: int) -> RunDirectory:
     scales = [e for e in log if e["kind"] == "scale"]
     if scales:
         assert scales[-1]["tasks"] == tasks
-    assert run.manifest["phases"][-1]["name"] == "restore"
+    assert run.manifest.phases[-1]["name"] == "restore"
     # nothing the run started is left behind
     pids = [e["pid"] for e in log if e["kind"] == "task_start"]
     time.sleep(0.5)
@@ -120,8 +120,8 @@ def test_sigint_during_replay_restores_tasks_and_leaves_a_readable_partial_run(t
     assert "Traceback" not in stderr
     run = assert_restored_and_clean(out, tasks=1)
     assert run.status == "interrupted" and run.is_partial
-    assert "SIGINT" in run.manifest["status_reason"]
-    assert {"ramp", "replay"} <= {p["name"] for p in run.manifest["phases"]}
+    assert "SIGINT" in run.manifest.status_reason
+    assert {"ramp", "replay"} <= {p["name"] for p in run.manifest.phases}
     assert any(e["kind"] == "interrupt" for e in run.events())
     assert len(run.steps()) >= 2 and len(run.load()) > 0 and len(run.metrics()) > 0
 
@@ -139,7 +139,7 @@ def test_sigterm_during_ramp_restores_and_exits_130(tmp_path):
             process.kill()
     assert process.returncode == 130, stderr
     run = assert_restored_and_clean(out, tasks=1)
-    assert run.status == "interrupted" and "SIGTERM" in run.manifest["status_reason"]
+    assert run.status == "interrupted" and "SIGTERM" in run.manifest.status_reason
 
 
 def test_errors_above_the_abort_threshold_stop_the_load_within_two_seconds(tmp_path):
@@ -285,7 +285,7 @@ def test_sigterm_during_the_restore_lets_it_finish_and_the_run_ends_interrupted(
     assert signal.getsignal(signal.SIGTERM) is handler_before
     run = assert_restored_and_clean(out, tasks=1)  # the restore was not cut short
     assert [e["tasks"] for e in run.events() if e["kind"] == "scale"] == [2, 1]
-    assert run.status == "interrupted" and run.manifest["status_reason"] == "stopped by SIGTERM"
+    assert run.status == "interrupted" and run.manifest.status_reason == "stopped by SIGTERM"
     assert [e["signal"] for e in run.events() if e["kind"] == "interrupt"] == ["SIGTERM"]
 
 

@@ -29,7 +29,7 @@ def test_demo_run_writes_a_complete_run_directory_with_both_phases(demo_run):
 
     run = RunDirectory.open(out)
     assert run.status == "complete" and not run.is_partial
-    manifest = run.manifest
+    manifest = run.manifest.data
     phases = [p["name"] for p in manifest["phases"]]
     assert phases[0] == "ramp" and "replay" in phases and phases[-1] == "restore"
     assert all(p["end_utc"] for p in manifest["phases"])

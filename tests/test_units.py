@@ -10,6 +10,7 @@ from scalefinder.analysis.command import analyze
 from scalefinder.analysis.units import check_units, cpu_units_from_manifest
 from scalefinder.core import catalog
 from scalefinder.core.errors import InputError
+from scalefinder.core.models import RUN_KIND, RUN_SCHEMA_VERSION, RunManifest
 from tests.synthetic import write_synthetic_run
 
 CPU = catalog.info(catalog.CPU_UTILIZATION)
@@ -79,13 +80,17 @@ def test_missing_values_are_ignored():
     assert "390" in check_units(CPU.name, CPU, [np.nan, 20.0, 390.0, np.inf], cpu_units=4096)
 
 
+def _manifest(**tables) -> RunManifest:
+    return RunManifest.from_dict({"kind": RUN_KIND, "schema_version": RUN_SCHEMA_VERSION, **tables})
+
+
 def test_cpu_units_from_the_manifest():
-    assert cpu_units_from_manifest({"target": {"kind": "local", "cpu_units": 512}}) == 512
-    assert cpu_units_from_manifest({"target": {"kind": "url"},
-                                    "sources": {"cloudwatch": {"task_cpu_units": 4096}}}) == 4096
-    assert cpu_units_from_manifest({"target": {"kind": "url"}, "sources": {"cloudwatch": {"task_cpu_units": None}}}) \
-        is None
-    assert cpu_units_from_manifest({}) is None
+    assert cpu_units_from_manifest(_manifest(target={"kind": "local", "cpu_units": 512})) == 512
+    assert cpu_units_from_manifest(_manifest(target={"kind": "url"},
+                                             sources={"cloudwatch": {"task_cpu_units": 4096}})) == 4096
+    assert cpu_units_from_manifest(_manifest(target={"kind": "url"},
+                                             sources={"cloudwatch": {"task_cpu_units": None}})) is None
+    assert cpu_units_from_manifest(_manifest()) is None
 
 
 @pytest.mark.parametrize("kind", ["cpu", "memory", "jvm"])
@@ -95,7 +100,7 @@ def test_no_false_alarm_on_the_synthetic_runs(tmp_path, kind):
     for metric in findings["metrics"]:
         values = [v["value"] for v in metric["step_values"]]
         assert check_units(metric["name"], catalog.info(metric["name"]), values,
-                           cpu_units_from_manifest({"target": findings["run"]["target"]})) is None, metric["name"]
+                           cpu_units_from_manifest(_manifest(target=findings["run"]["target"]))) is None, metric["name"]
 
 
 # -- the policy refuses what the check would have caught ---------------------------------------------

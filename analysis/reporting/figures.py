@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
+from scalefinder.core.models import RunManifest
+
 
 @dataclass(frozen=True)
 class RunFigures:
@@ -31,20 +33,20 @@ class RunFigures:
     warnings: tuple[str, ...]
 
 
-def extract_figures(findings: Mapping[str, Any], manifest: Mapping[str, Any] | None = None) -> RunFigures:
+def extract_figures(findings: Mapping[str, Any], manifest: RunManifest | None = None) -> RunFigures:
     """Pick the figures a reader looks at first from findings (and the manifest, when at hand)."""
-    manifest = manifest or {}
+    recorded: Mapping[str, Any] = manifest.data if manifest is not None else {}
     run = findings.get("run") or {}
     recommendation = findings.get("recommendation") or {}
     capacity = findings.get("capacity") or {}
     pattern = findings.get("pattern") or {}
-    profile = manifest.get("profile") or {}
-    started = run.get("started_utc") or manifest.get("started_utc")
-    finished = run.get("finished_utc") or manifest.get("finished_utc")
+    profile = recorded.get("profile") or {}
+    started = run.get("started_utc") or recorded.get("started_utc")
+    finished = run.get("finished_utc") or recorded.get("finished_utc")
     return RunFigures(
-        run_id=str(run.get("run_id") or manifest.get("run_id") or ""),
+        run_id=str(run.get("run_id") or recorded.get("run_id") or ""),
         profile_name=str(run.get("profile_name") or profile.get("name") or ""),
-        status=str(run.get("status") or manifest.get("status") or ""),
+        status=str(run.get("status") or recorded.get("status") or ""),
         started_utc=started,
         duration_s=duration_between(started, finished),
         verdict=str(findings.get("verdict") or ""),

@@ -27,6 +27,7 @@ from scalefinder.core.models import (
     DEFAULT_TARGET_TOLERANCE_PCT,
     GateCriteria,
     ModelError,
+    RunManifest,
 )
 
 from scalefinder.analysis.reporting.figures import RunFigures, as_float, format_number, with_unit
@@ -57,11 +58,10 @@ class GateResult:
         return tuple(r for r in self.results if r.outcome == FAIL)
 
 
-def criteria_from_profile(manifest: Mapping[str, Any]) -> GateCriteria:
+def criteria_from_profile(manifest: RunManifest) -> GateCriteria:
     """The ``[gate]`` table of the profile recorded in the manifest (all unset when absent)."""
     with _as_gate_error():
-        return GateCriteria.from_mapping((manifest.get("profile") or {}).get("gate"),
-                                         source="the profile's [gate] table")
+        return manifest.gate_criteria()
 
 
 def criteria_from_flags(**flags: Any) -> GateCriteria:

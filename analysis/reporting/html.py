@@ -158,7 +158,7 @@ def _header(run: RunDirectory, figures: RunFigures) -> dict[str, Any]:
     return {
         "name": figures.profile_name or figures.run_id,
         "meta": [part for part in (figures.run_id, format_date(figures.started_utc), figures.status) if part],
-        "description": (run.manifest.get("profile") or {}).get("description"),
+        "description": run.manifest.profile.get("description"),
         "toc": TABLE_OF_CONTENTS,
     }
 
@@ -173,7 +173,7 @@ def format_date(iso: str | None) -> str:
 def _partial(run: RunDirectory) -> dict[str, str] | None:
     if not run.is_partial:
         return None
-    reason = run.manifest.get("status_reason") or "the process stopped before the run finished"
+    reason = run.manifest.status_reason or "the process stopped before the run finished"
     return {"status": run.status, "reason": reason}
 
 
@@ -292,7 +292,7 @@ def _api_requests(renderings: Mapping[str, Any]) -> Any:
 
 
 def _ramp_chart(page_charts: _Charts, run: RunDirectory) -> str:
-    slo = run.manifest.get("slo") or (run.manifest.get("profile") or {}).get("slo") or {}
+    slo = run.manifest.slo.to_dict() if run.manifest.slo else {}
     return page_charts.add(charts.ramp_figure(run.load(), slo))
 
 
@@ -423,36 +423,31 @@ def _step_views(findings: Mapping[str, Any]) -> list[StepView]:
 def _facts(run: RunDirectory) -> dict[str, Any]:
     """The run's facts as text: the profile (name and file) and label/value rows."""
     manifest = run.manifest
-    profile = manifest.get("profile") or {}
-    environment = manifest.get("environment") or {}
-    slo = manifest.get("slo") or profile.get("slo") or {}
+    environment = manifest.environment
+    slo = manifest.slo.to_dict() if manifest.slo else {}
     libraries = environment.get("libraries") or {}
     host = environment.get("host") or {}
-    status_reason = f' ({manifest.get("status_reason")})' if manifest.get("status_reason") else ""
+    status_reason = f" ({manifest.status_reason})" if manifest.status_reason else ""
     rows = [
-        ("Run", f'{_text(manifest.get("run_id"))} · {_text(manifest.get("status"))}{status_reason}'),
-        ("Started", format_date(manifest.get("started_utc"))),
-        ("Duration", format_duration(_duration(manifest))),
-        ("Target", _target_words(manifest.get("target") or {})),
+        ("Run", f"{manifest.run_id} · {manifest.status}{status_reason}"),
+        ("Started", format_date(manifest.started_utc)),
+        ("Duration", format_duration(duration_between(manifest.started_utc, manifest.finished_utc))),
+        ("Target", _target_words(manifest.target)),
         ("SLO", f'p{format_number(as_float(slo.get("percentile")))} ≤ {format_number(as_float(slo.get("latency_ms")))} ms, '
                 f'errors ≤ {format_number(as_float(slo.get("error_budget_pct")))}%'),
-        ("Load generator", _generator_words(manifest.get("generator") or {})),
-        ("Metric sources", ", ".join(sorted(manifest.get("sources") or {})) or "—"),
+        ("Load generator", _generator_words(manifest.generator)),
+        ("Metric sources", ", ".join(sorted(manifest.sources)) or "—"),
         ("Cgroup mode", environment.get("cgroup_mode") or "—"),
         ("Host", ", ".join(f"{k} {v}" for k, v in host.items()) or "—"),
         ("Tool versions", ", ".join([f'scalefinder {environment.get("tool_version", "?")}',
                                      f'python {environment.get("python") or "?"}']
                                     + [f"{k} {v}" for k, v in sorted(libraries.items())])),
     ]
-    return {"profile_name": profile.get("name"), "profile_path": manifest.get("profile_path") or "", "rows": rows}
+    return {"profile_name": manifest.profile_name, "profile_path": manifest.data.get("profile_path") or "", "rows": rows}
 
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
-
-
-def _duration(manifest: Mapping[str, Any]) -> float | None:
-    return duration_between(manifest.get("started_utc"), manifest.get("finished_utc"))
 
 
 def _generator_words(generator: Mapping[str, Any]) -> str:
@@ -475,7 +470,7 @@ def _target_words(target: Mapping[str, Any]) -> str:
 def run_warnings(run: RunDirectory, findings: Mapping[str, Any]) -> list[str]:
     """Everything a reader should doubt: recorded warnings, invalid steps, a busy load
     generator and the parts the analysis could not decide."""
-    warnings = [str(w) for w in run.manifest.get("warnings") or []]
+    warnings = list(run.manifest.warnings)
     warnings += [str(w) for w in findings.get("warnings") or [] if str(w) not in warnings]
     steps = run.steps()
     for row in steps.to_dict("records"):

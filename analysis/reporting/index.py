@@ -73,10 +73,10 @@ def _entry(path: Path) -> RunEntry:
     return RunEntry(
         path=path,
         figures=figures,
-        run_id=str(manifest.get("run_id") or path.name),
-        profile_name=str((manifest.get("profile") or {}).get("name") or ""),
+        run_id=manifest.run_id or path.name,
+        profile_name=str(manifest.profile_name or ""),
         status=run.status,
-        started_utc=str(manifest.get("started_utc") or ""),
+        started_utc=str(manifest.started_utc or ""),
         note=note or gate_outcome(path),
         has_report=(path / "report.html").is_file(),
     )

@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from scalefinder.core import slo as slos
-from scalefinder.core.errors import InputError
+from scalefinder.core.errors import InputError, RunDirectoryError
 
 
 class ModelError(InputError):
@@ -246,6 +247,114 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return float(value) if math.isfinite(value) else None  # JSON has no NaN; times keep every digit
     return value
+
+
+# -- the run manifest ----------------------------------------------------------------------------
+RUN_SCHEMA_VERSION = 1
+RUN_KIND = "scalefinder-run"
+
+
+@dataclass(frozen=True)
+class RunManifest:
+    """``manifest.json`` of a run directory, as the read side sees it.
+
+    The entries every reader needs are typed fields; the tables the run side records for people
+    (the resolved profile, the target, the environment, the sources) stay mappings, read-only,
+    and ``data`` keeps the whole file so that a renderer can show what this version does not
+    model. ``from_dict`` refuses other kinds of file and newer schema versions, and brings an
+    older one up to date.
+    """
+
+    run_id: str
+    status: str
+    status_reason: str | None
+    started_utc: str | None
+    finished_utc: str | None
+    pid: int | None
+    slo: Slo | None
+    profile: Mapping[str, Any]
+    target: Mapping[str, Any]
+    environment: Mapping[str, Any]
+    capacity: Mapping[str, Any]
+    sources: Mapping[str, Any]
+    generator: Mapping[str, Any]
+    phases: tuple[Mapping[str, Any], ...]
+    warnings: tuple[str, ...]
+    data: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "manifest.json") -> "RunManifest":
+        if not isinstance(data, dict) or data.get("kind") != RUN_KIND:
+            raise RunDirectoryError(f"{source} is not a scalefinder run manifest")
+        check_schema_version(data.get("schema_version"), RUN_SCHEMA_VERSION, source=source, what="run")
+        data = _upgrade_run_manifest(data)
+
+        def table(name: str) -> Mapping[str, Any]:
+            value = data.get(name)
+            return MappingProxyType(value) if isinstance(value, dict) else MappingProxyType({})
+
+        profile = table("profile")
+        try:  # an unusable SLO is reported by the reader that needs one (the analysis)
+            slo = Slo.from_mapping(data.get("slo") or profile.get("slo"))
+        except InputError:
+            slo = None
+        pid = data.get("pid")
+        return cls(
+            run_id=str(data.get("run_id") or ""), status=str(data.get("status")),
+            status_reason=data.get("status_reason"), started_utc=data.get("started_utc"),
+            finished_utc=data.get("finished_utc"), pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+            slo=slo,
+            profile=profile, target=table("target"), environment=table("environment"), capacity=table("capacity"),
+            sources=table("sources"), generator=table("generator"),
+            phases=tuple(p for p in data.get("phases") or () if isinstance(p, dict)),
+            warnings=tuple(str(w) for w in data.get("warnings") or ()), data=MappingProxyType(data),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as read (upgraded), ready to be written back."""
+        return dict(self.data)
+
+    @property
+    def profile_name(self) -> str | None:
+        return self.profile.get("name")
+
+    @property
+    def analysis_options(self) -> AnalysisOptions:
+        """The profile's ``[analysis]`` table (defaults where the profile was silent)."""
+        return AnalysisOptions.from_mapping(self.profile.get("analysis"))
+
+    def gate_criteria(self) -> GateCriteria:
+        """The profile's ``[gate]`` table; raises when it is not one (only the gate needs it)."""
+        return GateCriteria.from_mapping(self.profile.get("gate"), source="the profile's [gate] table")
+
+    @property
+    def initial_tasks(self) -> Any:
+        """The task count the profile declared (as recorded; the analysis checks it)."""
+        return self.capacity.get("initial_tasks")
+
+    @property
+    def target_kind(self) -> str | None:
+        return self.target.get("kind")
+
+    @property
+    def cgroup_mode(self) -> str | None:
+        return self.environment.get("cgroup_mode")
+
+
+def check_schema_version(version: Any, supported: int, *, source: str, what: str) -> None:
+    """Refuse a file without an integer schema version or written by a newer scalefinder."""
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RunDirectoryError(f"{source} has no integer schema_version")
+    if version > supported:
+        raise RunDirectoryError(
+            f"{source} was written by a newer scalefinder ({what} schema {version}; this version reads "
+            f"up to {supported}). Upgrade scalefinder to read it."
+        )
+
+
+def _upgrade_run_manifest(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older manifest up to the current schema one version at a time (none yet)."""
+    return data
 
 
 # -- helpers -------------------------------------------------------------------------------------

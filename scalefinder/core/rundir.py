@@ -32,8 +32,7 @@ from typing import Any, Iterable, Mapping
 from scalefinder.core.errors import InfrastructureError, PartialRunError, RunDirectoryError
 from scalefinder.core.slo import SLO_LATENCY_COLUMN
 
-SCHEMA_VERSION = 1
-RUN_KIND = "scalefinder-run"
+from scalefinder.core.models import RUN_KIND, RUN_SCHEMA_VERSION as SCHEMA_VERSION, RunManifest
 
 MANIFEST = "manifest.json"
 STEPS = "steps.csv"
@@ -329,7 +328,7 @@ class RunDirectory:
     """A run directory opened for reading. Tables are loaded lazily as pandas DataFrames."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: RunManifest
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -346,14 +345,12 @@ class RunDirectory:
             raise RunDirectoryError(f"{manifest_path} is not valid JSON ({exc})") from None
         if not isinstance(manifest, dict) or manifest.get("kind") != RUN_KIND:
             raise RunDirectoryError(f"{manifest_path} is not a scalefinder run manifest")
-        check_schema_version(manifest.get("schema_version"), SCHEMA_VERSION, source=str(path), what="run")
-        manifest = _upgrade(manifest)
-        return cls(path=path, manifest=manifest)
+        return cls(path=path, manifest=RunManifest.from_dict(manifest, source=str(path)))
 
     # -- status ---------------------------------------------------------------------------
     @property
     def status(self) -> str:
-        return str(self.manifest.get("status"))
+        return self.manifest.status
 
     @property
     def is_complete(self) -> bool:
@@ -366,7 +363,7 @@ class RunDirectory:
 
     def require_complete(self) -> None:
         if self.is_partial:
-            reason = self.manifest.get("status_reason") or (
+            reason = self.manifest.status_reason or (
                 "the run is still in progress or was killed" if self.status == STATUS_RUNNING else "no reason recorded"
             )
             raise PartialRunError(f"{self.path} is a partial run (status {self.status}: {reason})")
@@ -494,19 +491,3 @@ def _read_metric_samples(path: Path):
     keep = whole & np.isfinite(frame["time_unix_s"].to_numpy()) & np.isfinite(frame["value"].to_numpy()) \
         & frame["metric"].notna().to_numpy()
     return frame[keep].reset_index(drop=True)
-
-
-def check_schema_version(version: Any, supported: int, *, source: str, what: str) -> None:
-    """Refuse a file without an integer schema version or written by a newer scalefinder."""
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise RunDirectoryError(f"{source} has no integer schema_version")
-    if version > supported:
-        raise RunDirectoryError(
-            f"{source} was written by a newer scalefinder ({what} schema {version}; this version reads "
-            f"up to {supported}). Upgrade scalefinder to read it."
-        )
-
-
-def _upgrade(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older manifest up to the current schema one version at a time (none yet)."""
-    return manifest
