@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
+import functools
 import logging
 import os
 import signal
@@ -29,7 +29,13 @@ log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 HEALTH_POLL_S = 0.05  # between health checks of a starting process
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded on first use. dlopen(NULL) gives the interpreter's own symbols, libc's
+    among them; ctypes.util.find_library would run ldconfig in a subprocess at import time."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,10 +70,11 @@ class Spawner:
     def _spawn(argv: list[str], log_path: Path, cgroup_procs: list[Path],
                env: dict[str, str] | None) -> subprocess.Popen:
         procs_files = [str(path) for path in cgroup_procs]
+        libc = _libc()  # loaded here: the child may only make raw calls
 
         def in_child() -> None:
             # Only async-signal-safe work here: raw syscalls, no Python-level locks.
-            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             pid = str(os.getpid()).encode()
             for procs in procs_files:
                 fd = os.open(procs, os.O_WRONLY)
