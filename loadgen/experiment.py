@@ -34,7 +34,7 @@ from scalefinder.loadgen.context import RunContext
 from scalefinder.loadgen.engine.client import EngineProcess, check_master_port
 from scalefinder.loadgen.engine.protocol import ANY_FREE_PORT, choose_master_port, engine_config
 from scalefinder.loadgen.engine.recorder import ABORT_WINDOW_S, LoadRecorder, Safety, StepInfo
-from scalefinder.loadgen.manifest import create_run_writer
+from scalefinder.loadgen.manifest import create_run_writer, source_descriptions
 from scalefinder.loadgen.planner import (CapacityFound, Done, EndRun, PhasePlanner, RunStep, ScaleTo, StartPhase,
                                          StepAbort, StepResult, Warn)
 from scalefinder.loadgen.profile import Profile, with_secrets
@@ -304,7 +304,7 @@ class Experiment:
                 self.writer.append_metrics(source.fetch_windows(windows))
                 for warning in source.warnings:
                     self.writer.add_warning(f"{kind} metrics incomplete: {warning}")
-                self.writer.update_manifest(sources={k: s.describe() for k, s in sources.items()})
+                self.writer.update_manifest(sources=source_descriptions(sources))
             except ScalefinderError as exc:
                 self.writer.add_warning(f"{kind} metrics could not be fetched: {exc}")
 

@@ -45,7 +45,7 @@ def create_run_writer(profile: Profile, *, started: datetime, out: Path | None, 
                 "error_budget_pct": profile.slo.error_budget_pct},
         "capacity": {"controller": profile.capacity.controller, "original": snapshot,
                      "initial_tasks": profile.capacity.tasks},
-        "sources": redact_urls_in({kind: source.describe() for kind, source in sources.items()}),
+        "sources": source_descriptions(sources),
         "generator": {"mode": "distributed" if distributed else "local", "workers": workers},
     })
 
@@ -74,3 +74,9 @@ def target_description(profile: Profile, cluster: Any) -> dict[str, Any]:
     return {"kind": "local", "archetype": target.archetype, "command": target.command,
             "params": dict(cluster.spec.params), "cpu_units": target.cpu_units, "memory_mib": target.memory_mib,
             "url": cluster.url, "ground_truth": cluster.ground_truth()}
+
+
+def source_descriptions(sources: dict[str, Any]) -> dict[str, Any]:
+    """What each metric source says about itself, as the manifest records it: URLs redacted, here
+    and when a retrospective source rewrites its entry after fetching."""
+    return redact_urls_in({kind: source.describe() for kind, source in sources.items()})

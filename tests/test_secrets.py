@@ -311,3 +311,17 @@ def test_no_secret_reaches_the_run_directory_or_any_output(tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["profile"]["workload"]["requests"][0]["headers"] == {"X-Api-Key": MARKER}
     assert manifest["target"]["url"] == f"http://{MARKER}@127.0.0.1:{target.server_address[1]}"
+
+
+def test_a_source_that_describes_itself_again_after_fetching_is_redacted_too():
+    """A retrospective source rewrites its manifest entry once its metrics are fetched; that
+    rewrite goes through the same redaction as the manifest's first write."""
+    from scalefinder.loadgen.manifest import source_descriptions
+
+    class Source:
+        def describe(self):
+            return {"kind": "prometheus", "url": "http://user:s3cret-token@127.0.0.1:9090/"}
+
+    described = source_descriptions({"prometheus": Source()})
+    assert "s3cret-token" not in json.dumps(described)
+    assert described["prometheus"]["url"] == f"http://user:{MARKER}@127.0.0.1:9090/"
