@@ -324,4 +324,4 @@ def test_a_source_that_describes_itself_again_after_fetching_is_redacted_too():
 
     described = source_descriptions({"prometheus": Source()})
     assert "s3cret-token" not in json.dumps(described)
-    assert described["prometheus"]["url"] == f"http://user:{MARKER}@127.0.0.1:9090/"
+    assert described["prometheus"]["url"] == f"http://{MARKER}@127.0.0.1:9090/"
