@@ -316,7 +316,8 @@ def append_event(path: str | Path, kind: str, **detail: Any) -> None:
     events = Path(path) / EVENTS
     with open(events, "a+b") as handle:
         # A hard kill can leave half a line; it would no longer be the last line, so drop it.
-        content = handle.seek(0) or handle.read()
+        handle.seek(0)
+        content = handle.read()
         if content and not content.endswith(b"\n"):
             handle.truncate(content.rfind(b"\n") + 1)
         handle.seek(0, os.SEEK_END)
