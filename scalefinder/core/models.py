@@ -195,7 +195,7 @@ class TestResult:
     inputs: dict[str, Any]
     statistic: float | None
     p_value: float | None
-    interval: tuple[float, float] | None
+    interval: tuple[float | None, float | None] | None  # a bound that is not finite is stored as None
     threshold: str
     verdict: str  # a TestVerdict, or "" while a test is being judged
     detail: str
@@ -226,8 +226,9 @@ class TestResult:
         parts = [f"{self.name}: {self.verdict}", self.detail]
         if self.p_value is not None:
             parts.append(f"p={format_p(self.p_value)}")
-        if self.interval is not None:
-            parts.append(f"interval [{format_p(self.interval[0])}, {format_p(self.interval[1])}]")
+        low, high = self.interval or (None, None)
+        if low is not None and high is not None:
+            parts.append(f"interval [{format_p(low)}, {format_p(high)}]")
         parts.append(f"threshold: {self.threshold}")
         return "; ".join(p for p in parts if p)
 
