@@ -65,7 +65,7 @@ def analyze_run(run: RunDirectory, options: AnalysisOptions) -> dict[str, Any]:
     second_tasks = _second_tasks(steps, initial)
     second = steps[(steps["tasks"] == second_tasks) & steps["valid"]] if second_tasks else steps.iloc[0:0]
     knee = _knee(steps, first, initial, warnings)
-    knee2 = knees.find_knee(second, second_tasks) if len(second) else None
+    knee2 = knees.find_knee(second, second_tasks) if second_tasks and len(second) else None
     doubling = knees.doubling(knee, knee2, second, _invalid_beyond(steps, second_tasks, knee)) if knee else {"tested": False, "verdict": "inconclusive",
                                                                    "detail": "no valid step at the initial task count"}
     warnings.extend(knees.slo_warnings(steps, slo, knee, knee2))
@@ -101,6 +101,7 @@ def analyze_run(run: RunDirectory, options: AnalysisOptions) -> dict[str, Any]:
     decision = classify.decide(metric_data, results, verdicts, knee, doubling, capacity, first, manifest)
     knee_for_capacity = knee
     if decision.pattern["name"] == "job_processor":
+        assert decision.metric is not None  # a job processor is recommended on its queue's backlog
         # the queue's overflow, not the SLO breach, bounds what a job processor can take; its
         # steps were all valid (the backlog test reads valid steps only), so no lower bound
         onset = results[decision.metric]["backlog_growth"].extra["onset_per_task_rps"]
@@ -113,6 +114,7 @@ def analyze_run(run: RunDirectory, options: AnalysisOptions) -> dict[str, Any]:
         warnings.append("no task count is given for the peak: capacity did not grow with the task count")
     recommendation = None
     if decision.verdict == "recommended" and not gaps:
+        assert decision.metric is not None  # every recommendation names its metric (classify.decide)
         if decision.pattern["name"] == "job_processor":
             recommendation = recommend.backlog_recommendation(decision.metric, metric_data[decision.metric],
                                                               knee_for_capacity, initial, options, decision, slo)

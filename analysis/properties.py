@@ -205,6 +205,7 @@ def saturation(rate_rps: Sequence[float], values: Sequence[float], *, limit: flo
     flat = next((h for h in judged if h.flattened), None)
     shown = flat or best or anchored
     decider = anchored or best  # the break fixed in advance decides "still rising" when there is one
+    assert shown is not None and decider is not None  # at least one hinge was fitted (returned above if not)
     interval = best.interval if best is not None else (shown.c, shown.c)
     after = y[x > shown.c]
     plateau_value = float(np.mean(after)) if len(after) else shown.level
@@ -728,7 +729,7 @@ def _r(value: float | None, digits: int = 6) -> float | None:
     return float(f"{value:.{digits}g}")
 
 
-def _round(values: Sequence[float]) -> list[float | None]:
+def _round(values: Sequence[float] | np.ndarray) -> list[float | None]:
     return [_r(v, 5) for v in values]
 
 
