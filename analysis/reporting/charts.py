@@ -167,7 +167,7 @@ def _add_fit(figure: go.Figure, fit: Mapping[str, Any], values: list[Mapping[str
     knee, plateau = as_float(fit.get("breakpoint_rps")), as_float(fit.get("plateau_value"))
     if not saturated:
         knee = plateau = None  # a hinge is always fitted; only a passed saturation test makes it a plateau
-    per_task = [as_float(v.get("per_task_rps")) for v in values if as_float(v.get("per_task_rps")) is not None]
+    per_task = [rate for rate in (as_float(v.get("per_task_rps")) for v in values) if rate is not None]
     if baseline is None or slope is None or not per_task or not first_tasks:
         return
     highest = max(per_task)  # the saturation fit, and so its breakpoint, runs against load per task

@@ -67,6 +67,8 @@ def extract_figures(findings: Mapping[str, Any], manifest: RunManifest | None = 
 
 
 def duration_between(start_iso: str | None, end_iso: str | None) -> float | None:
+    if start_iso is None or end_iso is None:
+        return None
     try:
         return (datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds()
     except (TypeError, ValueError):

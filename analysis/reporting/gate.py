@@ -157,7 +157,13 @@ def _first_capacity_steps(steps: list[Mapping[str, Any]]) -> list[Mapping[str, A
         return []
     tasks = valid[0].get("tasks")
     same = [s for s in valid if s.get("tasks") == tasks]
-    return sorted(same, key=lambda s: as_float(s.get("offered_rps")))
+    return sorted(same, key=_offered_rps)
+
+
+def _offered_rps(step: Mapping[str, Any]) -> float:
+    rate = as_float(step.get("offered_rps"))
+    assert rate is not None  # only steps with an offered rate are sorted (see _first_capacity_steps)
+    return rate
 
 
 # -- capacity per task ------------------------------------------------------------------------
@@ -178,11 +184,13 @@ def capacity_ratio(figures: RunFigures, baseline: RunFigures) -> RatioEstimate:
     true capacity lies somewhere inside it. So the ratio lies in ``[low / baseline high,
     high / baseline low]``; a run without an interval contributes its point estimate to both ends.
     """
-    current_low, current_high = figures.per_task_rps_interval or (figures.per_task_rps,) * 2
-    base_low, base_high = baseline.per_task_rps_interval or (baseline.per_task_rps,) * 2
+    current, base = figures.per_task_rps, baseline.per_task_rps
+    assert current is not None and base is not None  # check_capacity compares only runs with an estimate
+    current_low, current_high = figures.per_task_rps_interval or (current,) * 2
+    base_low, base_high = baseline.per_task_rps_interval or (base,) * 2
     has_interval = figures.per_task_rps_interval is not None or baseline.per_task_rps_interval is not None
     return RatioEstimate(
-        ratio=figures.per_task_rps / baseline.per_task_rps,
+        ratio=current / base,
         low=current_low / base_high,
         high=current_high / base_low,
         has_interval=has_interval,

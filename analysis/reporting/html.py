@@ -164,6 +164,8 @@ def _header(run: RunDirectory, figures: RunFigures) -> dict[str, Any]:
 
 
 def format_date(iso: str | None) -> str:
+    if iso is None:
+        return ""
     try:
         return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     except (TypeError, ValueError):
@@ -230,8 +232,9 @@ def _key_figures(findings: Mapping[str, Any], figures: RunFigures) -> list[KeyFi
         tasks = "" if figures.tasks is None else figures.tasks
         cells.append(KeyFigure("Service capacity", f"{format_number(figures.service_rps)} req/s",
                                f"with {tasks} tasks at the SLO"))
-    if figures.pattern_label or figures.pattern:
-        cells.append(KeyFigure("Pattern", figures.pattern_label or figures.pattern))
+    pattern = figures.pattern_label or figures.pattern
+    if pattern:
+        cells.append(KeyFigure("Pattern", pattern))
     doubling = capacity.get("doubling") or {}
     if doubling.get("tested"):
         ratio = as_float(doubling.get("ratio"))

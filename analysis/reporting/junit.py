@@ -59,14 +59,13 @@ def write_junit(path: Path, document: bytes) -> None:
 
 
 def _suites(counts: dict[str, int]) -> ET.Element:
-    return ET.Element("testsuites", name=SUITE_NAME, time="0", **{k: str(v) for k, v in counts.items()})
+    return ET.Element("testsuites", {"name": SUITE_NAME, "time": "0", **{k: str(v) for k, v in counts.items()}})
 
 
 def _suite(root: ET.Element, run_id: str, counts: dict[str, int], timestamp_utc: str) -> ET.Element:
-    attributes = {k: str(v) for k, v in counts.items()}
-    return ET.SubElement(
-        root, "testsuite", name=f"{SUITE_NAME}: {_clean(run_id)}", timestamp=timestamp_utc, time="0", **attributes
-    )
+    attributes = {"name": f"{SUITE_NAME}: {_clean(run_id)}", "timestamp": timestamp_utc, "time": "0",
+                  **{k: str(v) for k, v in counts.items()}}
+    return ET.SubElement(root, "testsuite", attributes)
 
 
 def _property(parent: ET.Element, name: str, value: str) -> None:
