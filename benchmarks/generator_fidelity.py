@@ -36,6 +36,7 @@ from scalefinder.loadgen.engine.protocol import engine_config
 from scalefinder.loadgen.engine.recorder import LoadRecorder, StepInfo
 from scalefinder.loadgen.profile import RequestSpec, Slo, Workload
 from scalefinder.core.errors import InfrastructureError
+from scalefinder.core.models import StepRow
 
 DEFAULT_RATES = (10, 20, 50, 100, 200, 300, 450, 650, 900, 1200, 1600, 2100, 2800, 3700, 5000)
 SLO = Slo(percentile=95, latency_ms=250, error_budget_pct=1.0)
@@ -114,17 +115,17 @@ def _pump(engine: EngineProcess, recorder: LoadRecorder, done) -> None:
             recorder.feed(message)
 
 
-def _engine_row(summary: dict[str, Any], cpu_pct_all: float, load_before: str) -> dict[str, Any]:
-    offered, achieved = summary["offered_rps"], summary["achieved_rps"]
-    sent = summary["sent"] + summary["dropped"]
-    sustained = (summary["valid"] and summary["slo_met"] and achieved >= SUSTAINED_SHARE * offered)
+def _engine_row(summary: StepRow, cpu_pct_all: float, load_before: str) -> dict[str, Any]:
+    offered, achieved = summary.offered_rps, summary.achieved_rps
+    sent = summary.sent + summary.dropped
+    sustained = (summary.valid and summary.slo_met and achieved >= SUSTAINED_SHARE * offered)
     return {"offered_rps": offered, "achieved_rps": round(achieved, 2), "achieved_share": round(achieved / offered, 4),
-            "p50_ms": _round(summary["p50_ms"]), "p95_ms": _round(summary["p95_ms"]),
-            "late_pct": round(100 * summary["late"] / sent, 2) if sent else 0.0,
-            "dropped": summary["dropped"], "failures": summary["failures"],
-            "busiest_process_cpu_pct": summary["generator_cpu_pct"], "cpu_pct_all_processes": round(cpu_pct_all, 1),
+            "p50_ms": _round(summary.p50_ms), "p95_ms": _round(summary.p95_ms),
+            "late_pct": round(100 * summary.late / sent, 2) if sent else 0.0,
+            "dropped": summary.dropped, "failures": summary.failures,
+            "busiest_process_cpu_pct": summary.generator_cpu_pct, "cpu_pct_all_processes": round(cpu_pct_all, 1),
             "cpu_pct_per_1000_rps": round(cpu_pct_all / achieved * 1000, 1) if achieved else None,
-            "valid": summary["valid"], "invalid_reason": summary["invalid_reason"], "sustained": sustained,
+            "valid": summary.valid, "invalid_reason": summary.invalid_reason, "sustained": sustained,
             "load_average": load_before}
 
 

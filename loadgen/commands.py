@@ -113,13 +113,13 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
         click.echo(f"Capacity at {tasks} task{'s' if tasks != 1 else ''}: {result.capacity_rps:g} req/s "
                    f"(p{loaded.slo.percentile:g} <= {loaded.slo.latency_ms:g} ms)")
     # repeated attempts and recovery probes are invalid by design, not because of the generator
-    invalid = sum(1 for step in result.steps if not step["valid"] and step["end_reason"] != END_RETRIED
-                  and step["phase"] != RECOVERY)
+    invalid = sum(1 for step in result.steps if not step.valid and step.end_reason != END_RETRIED
+                  and step.phase != RECOVERY)
     if invalid:
         click.echo(f"{invalid} step(s) were limited by the load generator and are marked invalid.", err=True)
-    aborted = [step for step in result.steps if step["end_reason"] == END_ABORT and step["phase"] != RECOVERY]
+    aborted = [step for step in result.steps if step.end_reason == END_ABORT and step.phase != RECOVERY]
     if aborted and result.status != "aborted":
-        rates = ", ".join(f"{step['offered_rps']:g}" for step in aborted)
+        rates = ", ".join(f"{step.offered_rps:g}" for step in aborted)
         click.echo(f"{len(aborted)} step(s) were aborted to protect the target (at {rates} req/s); each counts as "
                    "an SLO breach, and the target recovered each time.", err=True)
     click.echo(f"Run directory: {result.path}")

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -42,6 +42,7 @@ from scalefinder.loadgen.signals import RunSignals, Stopped
 from scalefinder.loadgen.sources import SOURCE_KINDS
 from scalefinder.core import catalog
 from scalefinder.core.errors import InfrastructureError, Interrupted, ScalefinderError
+from scalefinder.core.models import StepRow
 from scalefinder.core.redact import redact_url
 from scalefinder.core.rundir import (STATUS_ABORTED, STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED,
                                 RunWriter, utc_now)
@@ -113,7 +114,7 @@ class RunResult:
     status: str
     reason: str | None
     capacity_rps: float | None
-    steps: tuple[dict[str, Any], ...]
+    steps: tuple[StepRow, ...]
     warnings: tuple[str, ...]
 
 
@@ -154,7 +155,7 @@ class Experiment:
         self.writer: RunWriter | None = None
         self.engine: EngineProcess | None = None
         self.recorder = LoadRecorder(profile.slo, profile.workload.late_tolerance_ms)
-        self.steps: list[dict[str, Any]] = []
+        self.steps: list[StepRow] = []
         self.capacity_rps: float | None = None
         self._pending_events: list[tuple[str, dict[str, Any]]] = []
         self._events_lock = threading.Lock()
@@ -295,7 +296,7 @@ class Experiment:
             stack.callback(source.stop)
 
     def _fetch_retrospective(self, sources: dict[str, Any]) -> None:
-        windows = [(step["start_unix_s"], step["end_unix_s"]) for step in self.steps]
+        windows = [(step.start_unix_s, step.end_unix_s) for step in self.steps]
         for kind, source in sources.items():
             if source.live or not windows:
                 continue
@@ -381,10 +382,10 @@ class Experiment:
     def _planned_step(self, step: RunStep) -> StepResult:
         crashes_before = self._crashes
         row = self._measured_step(step.phase, step.tasks, step.offered_rps, confirm=step.confirm)
-        return StepResult(step_id=row["step_id"], phase=step.phase, tasks=step.tasks, offered_rps=step.offered_rps,
-                          slo_met=bool(row["slo_met"]), valid=bool(row["valid"]),
-                          aborted=row["end_reason"] == END_ABORT, crashed=self._crashes > crashes_before,
-                          invalid_reason=row["invalid_reason"])
+        return StepResult(step_id=row.step_id, phase=step.phase, tasks=step.tasks, offered_rps=step.offered_rps,
+                          slo_met=bool(row.slo_met), valid=bool(row.valid),
+                          aborted=row.end_reason == END_ABORT, crashed=self._crashes > crashes_before,
+                          invalid_reason=row.invalid_reason)
 
     @property
     def _aborts(self) -> int:
@@ -407,7 +408,7 @@ class Experiment:
             self._event("scale", previous_tasks=before, tasks=tasks)
 
     # -- one step ---------------------------------------------------------------------------------
-    def _measured_step(self, phase: str, tasks: int, rate_rps: float, confirm: bool = False) -> dict[str, Any]:
+    def _measured_step(self, phase: str, tasks: int, rate_rps: float, confirm: bool = False) -> StepRow:
         """One rate of any phase, repeated when its first attempt says nothing about the target.
 
         A step cut short by a stall of the load generator is repeated once, in every phase.
@@ -420,23 +421,23 @@ class Experiment:
         offered at most three times, and the last attempt decides.
         """
         stall_repeats, confirm_repeats = 1, int(confirm)
-        failed_first: dict[str, Any] | None = None
+        failed_first: StepRow | None = None
         while True:
             row = self._step(phase, tasks, rate_rps, confirm=confirm_repeats > 0, stall_repeat=stall_repeats > 0)
-            if row["end_reason"] != END_RETRIED:
+            if row.end_reason != END_RETRIED:
                 break
-            if row["step_id"] in self._stalled_steps:
+            if row.step_id in self._stalled_steps:
                 stall_repeats -= 1
             else:
                 confirm_repeats -= 1
                 failed_first = row
         if failed_first is not None:
-            self._event("breach_check", step_id=failed_first["step_id"], repeat_step_id=row["step_id"],
-                        offered_rps=rate_rps, confirmed=not (row["valid"] and row["slo_met"]))
+            self._event("breach_check", step_id=failed_first.step_id, repeat_step_id=row.step_id,
+                        offered_rps=rate_rps, confirmed=not (row.valid and row.slo_met))
         return row
 
     def _step(self, phase: str, tasks: int, rate_rps: float, confirm: bool = False, stall_repeat: bool = False,
-              probe_s: float | None = None) -> dict[str, Any]:
+              probe_s: float | None = None) -> StepRow:
         """Offer one rate and record the step. ``probe_s``: a recovery probe held that long (no early
         end, never repeated, not a measurement)."""
         ramp = self.profile.ramp
@@ -470,7 +471,7 @@ class Experiment:
         return self._record_step(step_id, start, end, end_reason, probe=probe_s is not None,
                                  repeat_failure=confirm and self._crashes == crashes_before)
 
-    def _aborted_step(self, step_id: int, start: float, end: float, reason: str, probe: bool) -> dict[str, Any]:
+    def _aborted_step(self, step_id: int, start: float, end: float, reason: str, probe: bool) -> StepRow:
         """The abort rule fired: stop the load, record the step as the breach it is, and either
         end the run or wait for the target to recover and go on, as the planner's abort budget
         says. A probe that trips the rule is a failed probe: recovery goes on trying."""
@@ -495,7 +496,7 @@ class Experiment:
         return row
 
     def _stalled_step(self, step_id: int, start: float, end: float, safety: Safety, repeat: bool,
-                      probe: bool) -> dict[str, Any]:
+                      probe: bool) -> StepRow:
         """The abort rule fired only because the load generator stalled: the step says nothing
         about the target. It ends now, stays in steps.csv as measured but invalid, and is
         repeated once at the same rate (``_measured_step``); a second stall is kept invalid."""
@@ -520,7 +521,7 @@ class Experiment:
 
     def _record_step(self, step_id: int, start: float, end: float, end_reason: str, repeat_failure: bool = False,
                      abort_reason: str | None = None, probe: bool = False,
-                     override: dict[str, Any] | None = None, halted_after_s: float | None = None) -> dict[str, Any]:
+                     override: dict[str, Any] | None = None, halted_after_s: float | None = None) -> StepRow:
         warmup = self.profile.ramp.warmup_s
         if probe:
             warmup = 0.0  # a probe offers the lowest rate to an idle target: every arrival counts
@@ -530,30 +531,31 @@ class Experiment:
             warmup = 0.0
         row = self.recorder.summarize(step_id, start, end, warmup, end_reason)
         self.recorder.forget(step_id)
-        if not row["slo_met"] and end_reason in ("held", "steady"):
-            row["end_reason"] = "slo_breach"
+        if not row.slo_met and end_reason in ("held", "steady"):
+            row = replace(row, end_reason="slo_breach")
         if end_reason == END_ABORT:
-            row["slo_met"] = False  # the abort thresholds lie past the SLO: the run side takes it as the breach
-        if repeat_failure and not (row["valid"] and row["slo_met"]):
+            # the abort thresholds lie past the SLO: the run side takes it as the breach
+            row = replace(row, slo_met=False)
+        if repeat_failure and not (row.valid and row.slo_met):
             row = _marked_for_repeat(row)
         if override:
-            row.update(override)
+            row = replace(row, **override)
         if probe:
             # kept as measured (slo_met says whether the target answered within the SLO again),
             # but never a measurement of the service: the analysis leaves it out
-            row.update(valid=False, invalid_reason=PROBE_INVALID_REASON)
+            row = replace(row, valid=False, invalid_reason=PROBE_INVALID_REASON)
         self.writer.append_step(row)
         self.steps.append(row)
         detail: dict[str, Any] = {"abort_reason": abort_reason} if abort_reason else {}
         if halted_after_s is not None:  # from the decision to stop until no request was left
             detail["halted_after_s"] = round(halted_after_s, 3)
-        self._event("step_end", step_id=step_id, phase=row["phase"], tasks=row["tasks"],
-                    offered_rps=row["offered_rps"], achieved_rps=round(row["achieved_rps"], 3),
-                    slo_met=row["slo_met"], valid=row["valid"], end_reason=row["end_reason"], **detail)
+        self._event("step_end", step_id=step_id, phase=row.phase, tasks=row.tasks,
+                    offered_rps=row.offered_rps, achieved_rps=round(row.achieved_rps, 3),
+                    slo_met=row.slo_met, valid=row.valid, end_reason=row.end_reason, **detail)
         return row
 
     # -- recovery after an aborted step --------------------------------------------------------------
-    def _recover(self, aborted: dict[str, Any], reason: str, resume_phase: str | None) -> None:
+    def _recover(self, aborted: StepRow, reason: str, resume_phase: str | None) -> None:
         """Wait until the target is healthy and answers a low-rate probe within the SLO, then let
         ``resume_phase`` go on (if any); within ``recovery_timeout_s``, or the run ends ``aborted``.
 
@@ -565,11 +567,11 @@ class Experiment:
         """
         ramp = self.profile.ramp
         tasks = self._tasks
-        self._begin_phase(RECOVERY, tasks, after_step=aborted["step_id"])
-        self._progress_note(f"step {aborted['step_id']} aborted; waiting for the target to recover")
+        self._begin_phase(RECOVERY, tasks, after_step=aborted.step_id)
+        self._progress_note(f"step {aborted.step_id} aborted; waiting for the target to recover")
         began = time.monotonic()
         deadline = began + ramp.recovery_timeout_s
-        probes: list[dict[str, Any]] = []
+        probes: list[StepRow] = []
         healthy_after: float | None = None
         while True:
             problem = self._wait_healthy(tasks, deadline)
@@ -584,16 +586,16 @@ class Experiment:
                 break
             probe = self._step(RECOVERY, tasks, ramp.start_rps, probe_s=ramp.recovery_probe_s)
             probes.append(probe)
-            if probe["slo_met"] and probe["end_reason"] not in (END_ABORT, END_STALLED):
+            if probe.slo_met and probe.end_reason not in (END_ABORT, END_STALLED):
                 failure = None
                 break
             self._idle(min(ramp.recovery_probe_s, max(deadline - time.monotonic(), 0.0)), tasks)
-        detail = {"step_id": aborted["step_id"], "offered_rps": aborted["offered_rps"], "abort_reason": reason,
-                  "elapsed_s": round(time.monotonic() - began, 3), "probe_step_ids": [p["step_id"] for p in probes],
+        detail = {"step_id": aborted.step_id, "offered_rps": aborted.offered_rps, "abort_reason": reason,
+                  "elapsed_s": round(time.monotonic() - began, 3), "probe_step_ids": [p.step_id for p in probes],
                   "healthy_after_s": None if healthy_after is None else round(healthy_after, 3)}
         if failure is not None:
             self._event("recovery_failed", reason=failure, **detail)
-            raise _Aborted(f"step {aborted['step_id']} at {aborted['offered_rps']:g} req/s was aborted ({reason}) "
+            raise _Aborted(f"step {aborted.step_id} at {aborted.offered_rps:g} req/s was aborted ({reason}) "
                            f"and the target did not recover: {failure}")
         self._event("recovery", **detail)
         self.recorder.reset_safety()
@@ -770,18 +772,18 @@ def _health_request(url: str) -> urllib.request.Request:
     return urllib.request.Request(bare, headers={"Authorization": "Basic " + base64.b64encode(credentials).decode()})
 
 
-def _marked_for_repeat(row: dict[str, Any]) -> dict[str, Any]:
+def _marked_for_repeat(row: StepRow) -> StepRow:
     """A failed first attempt that the next step repeats: kept as measured, but invalid, so the
     analysis counts the rate once, from the repeat, and never takes this attempt as the breach."""
-    failure = row["invalid_reason"] or "SLO breach"
-    return {**row, "valid": False, "end_reason": END_RETRIED,
-            "invalid_reason": f"repeated at the same rate before ending the ramp (first attempt: {failure})"}
+    failure = row.invalid_reason or "SLO breach"
+    return replace(row, valid=False, end_reason=END_RETRIED,
+                   invalid_reason=f"repeated at the same rate before ending the ramp (first attempt: {failure})")
 
 
-def _probe_text(row: dict[str, Any], percentile: float) -> str:
-    latency = row.get("slo_latency_ms")
+def _probe_text(row: StepRow, percentile: float) -> str:
+    latency = row.slo_latency_ms
     shown = "no latency" if latency is None else f"p{percentile:g} {latency:.0f} ms"
-    return f"step {row['step_id']}, {shown}, errors {row['error_pct']:.1f}%, {row['end_reason']}"
+    return f"step {row.step_id}, {shown}, errors {row.error_pct:.1f}%, {row.end_reason}"
 
 
 def _halves_agree(values: list[float], share: float, floor: float) -> bool:

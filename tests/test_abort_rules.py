@@ -384,9 +384,9 @@ def test_a_target_that_keeps_failing_probes_ends_the_run_aborted(tmp_path):
     with pytest.raises(_Aborted, match=r"step 0 at 40 req/s was aborted \(errors at 100% .*\) and the target "
                                        r"did not recover: no probe at 20 req/s met the SLO within 2 s \(last: step 1"):
         run._measured_step("refine", 1, 40.0)
-    assert [(r["phase"], r["end_reason"], r["valid"], r["slo_met"]) for r in run.steps][:2] == [
+    assert [(r.phase, r.end_reason, r.valid, r.slo_met) for r in run.steps][:2] == [
         ("refine", "abort", True, False), ("recovery", "abort", False, False)]  # the probe trips the rule too
-    assert run.steps[1]["invalid_reason"] == "recovery probe, not a measurement"
+    assert run.steps[1].invalid_reason == "recovery probe, not a measurement"
     assert kinds(run) == ["abort", "abort", "recovery_failed"]  # the probe's own abort stops its load too
     events = RunDirectory.open(run.writer.path).events()
     probe_abort = [e for e in events if e["kind"] == "abort"][1]
@@ -406,8 +406,8 @@ def test_the_run_recovers_then_ends_on_one_abort_more_than_max_aborts(tmp_path):
     engine = FakeEngine(fail_from_rps=40)
     run = experiment(tmp_path, engine, extra="max_aborts = 1\n")
     row = run._measured_step("refine", 1, 40.0)
-    assert row["end_reason"] == "abort" and row["valid"] and not row["slo_met"]
-    assert run.steps[-1]["phase"] == "recovery" and run.steps[-1]["slo_met"]  # the probe at 20 req/s passed
+    assert row.end_reason == "abort" and row.valid and not row.slo_met
+    assert run.steps[-1].phase == "recovery" and run.steps[-1].slo_met  # the probe at 20 req/s passed
     assert run._past_the_edge(40.0) and run._past_the_edge(50.0) and not run._past_the_edge(39.0)
     assert [rate for _, rate in engine.rates] == [40.0, 20.0]
     with pytest.raises(_Aborted, match=r"that is 2 aborted steps, more than ramp.max_aborts \(1\)"):
@@ -426,5 +426,5 @@ def test_abort_run_ends_the_run_at_the_first_abort(tmp_path):
     run = experiment(tmp_path, FakeEngine(fail_from_rps=0), extra='abort = "run"\n')
     with pytest.raises(_Aborted, match=r"^errors at 100% over the last 2 s"):
         run._measured_step("refine", 1, 40.0)
-    assert [r["end_reason"] for r in run.steps] == ["abort"]
+    assert [r.end_reason for r in run.steps] == ["abort"]
     assert kinds(run) == ["abort"]  # the run-level abort event is written by Experiment.run

@@ -99,18 +99,18 @@ def test_achieved_rate_matches_offered_from_5_to_500_rps(target_url, engine):
     set_mode(target_url, "fast")
     rates = [5, 50, 200, 500]
     steps, _ = run_steps(engine, rates, hold_s=3.5, warmup_s=0.5)
-    report = [(s["offered_rps"], round(s["achieved_rps"], 2), s["late"], s["generator_cpu_pct"], s["invalid_reason"])
+    report = [(s.offered_rps, round(s.achieved_rps, 2), s.late, s.generator_cpu_pct, s.invalid_reason)
               for s in steps]
     # A step that broke the SLO found the limit of this shared machine, not the engine's; steps
     # at low rates must always keep up, so the check is never empty.
-    kept_up = [s for s in steps if s["valid"] and s["slo_met"]]
+    kept_up = [s for s in steps if s.valid and s.slo_met]
     assert steps[0] in kept_up and len(kept_up) >= 2, report
     for step in kept_up:
-        assert step["achieved_rps"] == pytest.approx(step["offered_rps"], rel=0.02), report
-        assert step["failures"] == 0 and step["dropped"] == 0
-        assert step["p95_ms"] is not None and step["p50_ms"] <= step["p95_ms"] <= step["max_ms"]
+        assert step.achieved_rps == pytest.approx(step.offered_rps, rel=0.02), report
+        assert step.failures == 0 and step.dropped == 0
+        assert step.p95_ms is not None and step.p50_ms <= step.p95_ms <= step.max_ms
     # 5 req/s over 3 measured seconds is 15 arrivals, give or take the one on the edge
-    assert 14 <= steps[0]["sent"] <= 16
+    assert 14 <= steps[0].sent <= 16
 
 
 def test_slow_target_does_not_lower_the_offered_rate(target_url, engine):
@@ -127,11 +127,11 @@ def test_slow_target_does_not_lower_the_offered_rate(target_url, engine):
     assert full_seconds, load
     arrivals = sum(row["sent"] + row["dropped"] for row in full_seconds)
     assert arrivals == pytest.approx(offered * len(full_seconds), rel=0.02)
-    assert step["dropped"] > 0.15 * (step["sent"] + step["dropped"])
-    assert step["achieved_rps"] < 0.9 * offered
-    assert not step["slo_met"]
+    assert step.dropped > 0.15 * (step.sent + step.dropped)
+    assert step.achieved_rps < 0.9 * offered
+    assert not step.slo_met
     # latency counts from the schedule, so the queue the target builds is visible
-    assert step["p95_ms"] > 300
+    assert step.p95_ms > 300
 
 
 def test_hard_stop_cuts_requests_in_flight(target_url, engine):
@@ -188,8 +188,8 @@ def test_locustfile_user_classes_run_one_task_per_arrival(target_url, tmp_path):
     b = after.get("/b", 0) - before.get("/b", 0)
     assert a + b == pytest.approx(120, abs=4)
     assert a > 1.8 * b > 0
-    if steps[0]["valid"]:
-        assert steps[0]["achieved_rps"] == pytest.approx(40, rel=0.02)
+    if steps[0].valid:
+        assert steps[0].achieved_rps == pytest.approx(40, rel=0.02)
 
 
 def test_distributed_workers_share_the_rate(target_url):
@@ -199,9 +199,9 @@ def test_distributed_workers_share_the_rate(target_url):
         assert len(engine.pids) == 3  # the master and two workers
         steps, load = run_steps(engine, [60], hold_s=3.0, warmup_s=0.5)
     step = steps[0]
-    assert step["failures"] == 0 and step["dropped"] == 0
-    if step["valid"]:
-        assert step["achieved_rps"] == pytest.approx(60, rel=0.02)
+    assert step.failures == 0 and step.dropped == 0
+    if step.valid:
+        assert step.achieved_rps == pytest.approx(60, rel=0.02)
     assert sum(row["sent"] for row in load[1:-1]) == pytest.approx(60 * len(load[1:-1]), rel=0.05)
 
 

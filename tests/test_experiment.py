@@ -242,7 +242,7 @@ def test_a_single_stall_is_repeated_and_a_real_breach_is_confirmed(tmp_path):
     profile_path = tmp_path / "confirm.toml"
     profile_path.write_text(CONFIRM_PROFILE.format(python=sys.executable, script=script))
     result = _RampOnly(load_profile(profile_path), RunOptions(out=tmp_path / "run"), None).run()
-    steps = [(s["offered_rps"], s["end_reason"], s["valid"], s["slo_met"]) for s in result.steps]
+    steps = [(s.offered_rps, s.end_reason, s.valid, s.slo_met) for s in result.steps]
     # 8 req/s: the stall broke the first attempt, the repeat met the SLO, so the ramp went on;
     # 12 req/s is above the real capacity: both attempts broke the SLO and the ramp ended there.
     assert [s[0] for s in steps] == [4, 8, 8, 12, 12], steps

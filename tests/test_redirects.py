@@ -114,7 +114,7 @@ def test_the_request_mix_counts_the_redirect_and_does_not_follow_it(servers):
     step = offer_briefly(config)
     assert elsewhere.hits == 0
     assert redirecting.hits >= RATE_RPS * HOLD_S - 2
-    assert step["sent"] == redirecting.hits and step["failures"] == 0  # a 302 is an answer, not an error
+    assert step.sent == redirecting.hits and step.failures == 0  # a 302 is an answer, not an error
 
 
 LOCUSTFILE = """
@@ -144,7 +144,7 @@ def test_a_locustfile_asking_to_follow_redirects_does_not_leave_the_target(serve
     config.update(locustfile_path=str(locustfile), user_classes=[])
     step = offer_briefly(config)
     assert elsewhere.hits == 0
-    assert redirecting.hits >= RATE_RPS * HOLD_S - 2 and step["failures"] == 0
+    assert redirecting.hits >= RATE_RPS * HOLD_S - 2 and step.failures == 0
 
 
 PROFILE = """

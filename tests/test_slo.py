@@ -96,8 +96,8 @@ def _through_run_directory(tmp_path, row):
 @pytest.mark.parametrize("dropped, failures, met", [(0, 0, True), (1, 0, True), (2, 0, False), (1, 1, False)])
 def test_dropped_arrivals_count_the_same_in_both_halves(tmp_path, dropped, failures, met):
     row = _record(SimpleNamespace(**SLO), [50.0] * (100 - dropped), dropped=dropped, failures=failures)
-    assert row["slo_met"] is met
-    assert row["error_pct"] == pytest.approx(100.0 * (dropped + failures) / 100)
+    assert row.slo_met is met
+    assert row.error_pct == pytest.approx(100.0 * (dropped + failures) / 100)
     steps = _through_run_directory(tmp_path, row)
     ok, known = knees.slo_columns(steps, SLO)
     assert bool(ok.iloc[0]) is met and bool(known.iloc[0])
@@ -108,9 +108,9 @@ def test_a_99_9_percentile_slo_is_judged_on_its_own_percentile(tmp_path):
     # p99 is 50 ms, p99.9 is 500 ms: only the SLO's own percentile shows the breach
     latencies = [50.0] * 995 + [500.0] * 5
     row = _record(SimpleNamespace(**slo), latencies)
-    assert row["p99_ms"] == pytest.approx(50.0)
-    assert row[slos.SLO_LATENCY_COLUMN] == pytest.approx(500.0)
-    assert row["slo_met"] is False
+    assert row.p99_ms == pytest.approx(50.0)
+    assert row.slo_latency_ms == pytest.approx(500.0)
+    assert row.slo_met is False
     steps = _through_run_directory(tmp_path, row)
     ok, known = knees.slo_columns(steps, slo)
     assert not ok.iloc[0] and known.iloc[0]
@@ -125,7 +125,7 @@ def test_a_99_9_percentile_slo_is_judged_on_its_own_percentile(tmp_path):
 
 def test_a_step_the_recorder_cannot_judge_is_written_not_met():
     row = _record(SimpleNamespace(**SLO), [])
-    assert row["slo_met"] is False and row[slos.SLO_LATENCY_COLUMN] is None
+    assert row.slo_met is False and row.slo_latency_ms is None
 
 
 def test_early_breach_uses_the_same_rule():

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from scalefinder.loadgen.engine.protocol import DROPPED
-from scalefinder.core.slo import SLO_LATENCY_COLUMN, error_pct as slo_error_pct, step_met
+from scalefinder.core.models import StepRow
+from scalefinder.core.slo import step_met
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +305,7 @@ class LoadRecorder:
         return met is False
 
     def summarize(self, step_id: int, start_unix_s: float, end_unix_s: float, warmup_s: float,
-                  end_reason: str) -> dict[str, Any]:
+                  end_reason: str) -> StepRow:
         """The step's row of steps.csv, over arrivals due in [start + warmup, end)."""
         step = self.step if self.step and self.step.step_id == step_id else None
         window_start = start_unix_s + warmup_s
@@ -320,7 +321,6 @@ class LoadRecorder:
         generator_cpu = float(np.mean(cpu)) if cpu else 0.0
         offered = step.offered_rps if step else 0.0
         achieved = _achieved_rps(successes, end_unix_s - window_start)
-        error_pct = slo_error_pct(len(failures), dropped, len(sent)) or 0.0
         slo_value = _percentile(latencies, self.slo.percentile)
         # The run side must decide now, so a step it cannot judge (no outcomes, no latency)
         # counts as not met: the ramp stops there rather than push on blind. The analysis
@@ -328,33 +328,32 @@ class LoadRecorder:
         slo_met = step_met(slo_value, len(failures), dropped, len(sent), self.slo) is True
         kept_up = offered <= 0 or achieved >= ACHIEVED_SHARE_MIN * offered
         invalid = _invalid_reason(offered, achieved, generator_cpu, late, len(sent), slo_met, kept_up)
-        return {
-            "step_id": step_id,
-            "phase": step.phase if step else None,
-            "tasks": step.tasks if step else None,
-            "offered_rps": offered,
-            "start_unix_s": start_unix_s,
-            "end_unix_s": end_unix_s,
-            "warmup_s": warmup_s,
-            "achieved_rps": achieved,
-            "sent": len(sent),
-            "completed": len(sent),
-            "failures": len(failures),
-            "dropped": dropped,
-            "late": late,
-            **_percentiles(latencies, {"p50_ms": 50, "p90_ms": 90, "p95_ms": 95, "p99_ms": 99}),
-            "max_ms": float(latencies.max()) if latencies.size else None,
-            "mean_ms": float(latencies.mean()) if latencies.size else None,
-            "error_kinds": json.dumps(dict(Counter(o.error for o in failures)), sort_keys=True)
-            if failures else "{}",
-            "generator_cpu_pct": round(generator_cpu, 1),
-            "valid": invalid is None,
-            "invalid_reason": invalid,
-            "slo_met": slo_met,
-            "error_pct": error_pct,
-            "end_reason": end_reason,
-            SLO_LATENCY_COLUMN: slo_value,
-        }
+        percentiles = _percentiles(latencies, {"p50_ms": 50, "p90_ms": 90, "p95_ms": 95, "p99_ms": 99})
+        return StepRow(
+            step_id=step_id,
+            phase=step.phase if step else None,
+            tasks=step.tasks if step else None,
+            offered_rps=offered,
+            start_unix_s=start_unix_s,
+            end_unix_s=end_unix_s,
+            warmup_s=warmup_s,
+            achieved_rps=achieved,
+            sent=len(sent),
+            completed=len(sent),
+            failures=len(failures),
+            dropped=dropped,
+            late=late,
+            **percentiles,
+            max_ms=float(latencies.max()) if latencies.size else None,
+            mean_ms=float(latencies.mean()) if latencies.size else None,
+            error_kinds=json.dumps(dict(Counter(o.error for o in failures)), sort_keys=True) if failures else "{}",
+            generator_cpu_pct=round(generator_cpu, 1),
+            valid=invalid is None,
+            invalid_reason=invalid,
+            slo_met=slo_met,
+            end_reason=end_reason,
+            slo_latency_ms=slo_value,
+        )
 
 
 def _achieved_rps(successes: list[Outcome], window_s: float) -> float:

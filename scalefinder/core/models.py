@@ -250,6 +250,64 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+# -- one step of the run --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepRow:
+    """One row of ``steps.csv``: a constant-rate step as the run side measured and judged it.
+
+    The fields, in order, are the file's columns (``scalefinder.core.rundir.STEP_COLUMNS``).
+    Latencies count from each arrival's scheduled time, over the step's measured window (after
+    ``warmup_s``); ``sent`` includes failed requests and ``dropped`` counts the arrivals never
+    sent because the in-flight cap was reached.
+    """
+
+    step_id: int  # 0, 1, 2 ... in the order run
+    phase: str | None  # ramp | refine | replay | beyond | recovery (a probe after an aborted step)
+    tasks: int | None  # task count during the step
+    offered_rps: float  # the constant arrival rate the step offered
+    start_unix_s: float
+    end_unix_s: float
+    warmup_s: float  # seconds at the start the run side considers warm-up
+    achieved_rps: float  # successful completions per second in the measured window
+    sent: int
+    completed: int
+    failures: int
+    dropped: int
+    late: int  # arrivals sent later than their schedule by more than the lateness tolerance
+    p50_ms: float | None
+    p90_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+    error_kinds: str  # JSON object: kind -> count
+    generator_cpu_pct: float  # load generator CPU, % of one core, max over its processes
+    valid: bool  # false when the generator, not the target, limited the step
+    invalid_reason: str | None
+    slo_met: bool
+    end_reason: str  # held | steady | slo_breach | abort | interrupted | retried | generator_stall
+    # Added to schema 1 after runs had been recorded with it: a reader fills it with an empty
+    # value when an older run lacks it (see ``OPTIONAL_STEP_COLUMNS``).
+    slo_latency_ms: float | None  # latency at the SLO's own percentile (any percentile, e.g. 99.9)
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @property
+    def error_pct(self) -> float:
+        """Failed or dropped arrivals as a percentage of all of them (0 for a step without any)."""
+        return slos.error_pct(self.failures, self.dropped, self.sent) or 0.0
+
+    def judged(self, slo: Slo) -> bool | None:
+        """Whether this step met ``slo`` by the shared rule (None: it cannot be told)."""
+        return slo.met(self.slo_latency_ms, self.failures, self.dropped, self.sent)
+
+    def to_row(self) -> dict[str, Any]:
+        """The row as ``steps.csv`` holds it."""
+        return asdict(self)
+
+
 # -- the run manifest ----------------------------------------------------------------------------
 RUN_SCHEMA_VERSION = 1
 RUN_KIND = "scalefinder-run"

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping
 from scalefinder.core.errors import InfrastructureError, PartialRunError, RunDirectoryError
 from scalefinder.core.slo import SLO_LATENCY_COLUMN
 
-from scalefinder.core.models import RUN_KIND, RUN_SCHEMA_VERSION as SCHEMA_VERSION, RunManifest
+from scalefinder.core.models import RUN_KIND, RUN_SCHEMA_VERSION as SCHEMA_VERSION, RunManifest, StepRow
 
 MANIFEST = "manifest.json"
 STEPS = "steps.csv"
@@ -52,34 +52,8 @@ METRIC_COLUMNS = ["time_unix_s", "source", "metric", "task", "value", "unit"]
 # Runs of one profile that may start in the same second and still each get a default directory.
 MAX_SAME_SECOND_RUNS = 1000
 
-STEP_COLUMNS = [
-    "step_id",  # 0, 1, 2 ... in the order run
-    "phase",  # ramp | refine | replay | beyond | recovery (a probe after an aborted step; not a measurement)
-    "tasks",  # task count during the step
-    "offered_rps",  # the constant arrival rate the step offered
-    "start_unix_s",
-    "end_unix_s",
-    "warmup_s",  # seconds at the start the run side considers warm-up
-    "achieved_rps",  # completed requests / measured duration
-    "sent",
-    "completed",
-    "failures",
-    "dropped",  # arrivals not sent because the in-flight cap was reached
-    "late",  # arrivals sent later than their schedule by more than the lateness tolerance
-    "p50_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "max_ms",
-    "mean_ms",
-    "error_kinds",  # JSON object: kind -> count
-    "generator_cpu_pct",  # load generator CPU, % of one core, max over its processes
-    "valid",  # false when the generator, not the target, limited the step
-    "invalid_reason",
-    "slo_met",
-    "end_reason",  # held | steady | slo_breach | abort | interrupted | retried | generator_stall
-    SLO_LATENCY_COLUMN,  # latency at the SLO's own percentile (any percentile, e.g. 99.9)
-]
+# The columns are the fields of the step row model, which documents each of them.
+STEP_COLUMNS = StepRow.columns()
 # Step columns added to schema 1 after runs had been recorded with it. A reader fills them with
 # empty values when an older run lacks them, and an older reader, which checks only for the
 # columns it knows, ignores them; so they need no new schema version. Kept last in the header
@@ -274,8 +248,8 @@ class RunWriter:
     def append_load(self, row: Mapping[str, Any]) -> None:
         self._load.append([row])
 
-    def append_step(self, row: Mapping[str, Any]) -> None:
-        self._steps.append([row])
+    def append_step(self, row: StepRow | Mapping[str, Any]) -> None:
+        self._steps.append([row.to_row() if isinstance(row, StepRow) else row])
 
     def event(self, kind: str, **detail: Any) -> None:
         now = utc_now()
