@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 
 from scalefinder.analysis import classify, knee as knees, properties as props, recommend, units
-from scalefinder.analysis.findings import KIND, SCHEMA_VERSION
 from scalefinder.analysis.steady import build_windows, service_samples
 from scalefinder.core import catalog, slo as slos
 from scalefinder.core.errors import RunDirectoryError
-from scalefinder.core.models import AnalysisOptions, RunManifest, jsonable
+from scalefinder.core.models import AnalysisOptions, Findings, RunManifest, Verdict, jsonable
 from scalefinder.core.redact import redact_urls_in
 from scalefinder.core.rundir import RunDirectory
 
@@ -133,29 +132,28 @@ def analyze_run(run: RunDirectory, options: AnalysisOptions) -> dict[str, Any]:
         recommendation = None
     metrics_out = [
         _metric_entry(name, metric_data[name], results[name],
-                      "recommended" if recommendation and recommendation["metric"] == name else verdicts[name][0],
+                      "recommended" if recommendation and recommendation.metric == name else verdicts[name][0],
                       verdicts[name][1])
         for name in metric_data
     ]
-    findings = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": KIND,
-        "tool_version": _tool_version(),
-        "run": _run_block(manifest, run),
-        "verdict": verdict,
-        "headline": recommend.headline(verdict, recommendation, capacity, decision, reasons),
-        "recommendation": recommendation,
-        "capacity": capacity,
-        "pattern": decision.pattern,
-        "bottleneck": decision.bottleneck,
-        "knee": _knee_block(knee),
-        "steps": _step_entries(steps, metric_data),
-        "metrics": metrics_out,
-        "warnings": warnings,
-        "inconclusive": {"reasons": reasons if verdict == "inconclusive" else [],
-                         "next_steps": next_steps if verdict == "inconclusive" else []},
-    }
-    return jsonable(findings)
+    undecided = verdict == Verdict.INCONCLUSIVE
+    findings = Findings(
+        tool_version=_tool_version(),
+        run=_run_block(manifest, run),
+        verdict=Verdict(verdict),
+        headline=recommend.headline(verdict, recommendation, capacity, decision, reasons),
+        recommendation=recommendation,
+        capacity=capacity,
+        pattern=decision.pattern,
+        bottleneck=decision.bottleneck,
+        knee=_knee_block(knee),
+        steps=tuple(_step_entries(steps, metric_data)),
+        metrics=tuple(metrics_out),
+        warnings=tuple(warnings),
+        inconclusive_reasons=tuple(reasons) if undecided else (),
+        next_steps=tuple(next_steps) if undecided else (),
+    )
+    return jsonable(findings.to_dict())
 
 
 # -- inputs --------------------------------------------------------------------------------------

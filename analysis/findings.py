@@ -12,15 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from scalefinder.core.errors import RunDirectoryError
-from scalefinder.core.models import Verdict
-from scalefinder.core.models import check_schema_version
+from scalefinder.core.models import Findings
 from scalefinder.core.rundir import write_json_atomic
 
 FINDINGS = "findings.json"
-SCHEMA_VERSION = 1
-KIND = "scalefinder-findings"
-VERDICTS = tuple(Verdict)
-REQUIRED_KEYS = ("schema_version", "verdict", "recommendation", "capacity", "pattern", "metrics")
 
 
 def findings_path(path: str | Path) -> Path:
@@ -52,11 +47,10 @@ def load_findings(path: str | Path) -> dict[str, Any]:
 
 
 def check(data: Any, *, source: str) -> None:
-    if not isinstance(data, dict) or data.get("kind", KIND) != KIND:
-        raise RunDirectoryError(f"{source} is not a scalefinder findings file")
-    check_schema_version(data.get("schema_version"), SCHEMA_VERSION, source=source, what="findings")
-    missing = [key for key in REQUIRED_KEYS if key not in data]
-    if missing:
-        raise RunDirectoryError(f"{source} lacks {', '.join(missing)}")
-    if data["verdict"] not in VERDICTS:
-        raise RunDirectoryError(f"{source} has an unknown verdict {data['verdict']!r}")
+    """The checks every reader relies on, those of the findings model."""
+    Findings.check(data, source=source)
+
+
+def read_findings_model(path: str | Path) -> Findings:
+    """findings.json from a file or a run directory as the typed model."""
+    return Findings.from_dict(load_findings(path), source=str(findings_path(path)))

@@ -17,6 +17,7 @@ import numpy as np
 from scalefinder.analysis import policy
 from scalefinder.analysis.classify import label
 from scalefinder.analysis.properties import PASS
+from scalefinder.core.models import Recommendation
 
 TRACKING_TOLERANCE = 1.1
 
@@ -65,7 +66,7 @@ def tasks_for_peak(peak_rps: float, per_task_rps: float, headroom: float, zones:
             "formula": formula}
 
 
-def recommendation(metric: str, data, tests, knee, tasks: int, options, decision) -> dict[str, Any] | None:
+def recommendation(metric: str, data, tests, knee, tasks: int, options, decision) -> Recommendation | None:
     if knee is None or knee.last_good_rps is None:
         return None
     capacity_per_task = knee.served_rps / tasks
@@ -104,28 +105,27 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
     step = step_thresholds(target, saturation_value or good_value or target * 1.3, digits)
     if policy.target_problem(metric, target):
         return None  # a utilization target outside (0, 100] is a unit mistake upstream, never a policy
-    policies = policy.render_all(metric, target, step, aws)
-    return {
-        "metric": metric, "label": label(metric), "target": target, "target_interval": interval, "unit": unit,
-        "headroom": options.headroom, "target_rate_per_task_rps": round(at, 3),
-        "saturation_value": round(saturation_value, digits) if saturation_value else None,
-        "value_at_capacity": round(good_value, digits) if good_value is not None else None,
-        "capped": capped,
-        "fitted": fitted,  # the line's own value and interval, before the caps
-        "method": (f"fitted line of {_lower(label(metric))} against rate per task over {len(below)} steps below "
-                   f"saturation, at {options.headroom:g} x {capacity_per_task:.3g} req/s per task; interval: the "
-                   "95% interval of the fitted mean over headroom x the capacity's interval [last good, first "
-                   f"bad]; kept below the value at capacity and below saturation / {TRACKING_TOLERANCE}"),
-        "aws_metric": aws,
-        "aws_target_value": policy.aws_target(metric, target),
-        "step_scaling": step,
-        "policies": policies,
-        "pattern": decision.pattern["name"],
-    }
+    return Recommendation(
+        metric=metric, label=label(metric), target=target, target_interval=(interval[0], interval[1]), unit=unit,
+        headroom=options.headroom, target_rate_per_task_rps=round(at, 3),
+        saturation_value=round(saturation_value, digits) if saturation_value else None,
+        value_at_capacity=round(good_value, digits) if good_value is not None else None,
+        capped=capped,
+        fitted=fitted,
+        method=(f"fitted line of {_lower(label(metric))} against rate per task over {len(below)} steps below "
+                f"saturation, at {options.headroom:g} x {capacity_per_task:.3g} req/s per task; interval: the "
+                "95% interval of the fitted mean over headroom x the capacity's interval [last good, first "
+                f"bad]; kept below the value at capacity and below saturation / {TRACKING_TOLERANCE}"),
+        aws_metric=aws,
+        aws_target_value=policy.aws_target(metric, target),
+        step_scaling=step,
+        policies=policy.render_all(metric, target, step, aws),
+        pattern=decision.pattern["name"],
+    )
 
 
 def backlog_recommendation(metric: str, data, knee, tasks: int, options, decision,
-                           slo: dict[str, Any]) -> dict[str, Any] | None:
+                           slo: dict[str, Any]) -> Recommendation | None:
     """Acceptable backlog per task, after AWS's guidance for scaling on an SQS queue: the jobs one
     task can finish within the acceptable latency, capacity per task x (latency_ms / 1000),
     times the headroom. The interval carries the capacity's own interval [last good, first bad]."""
@@ -142,23 +142,23 @@ def backlog_recommendation(metric: str, data, knee, tasks: int, options, decisio
     good_row = data.steps[data.steps["step_id"] == knee.last_good_step]
     aws = policy.aws_metric(metric)
     step = step_thresholds(target, at_capacity, 2)
-    return {
-        "metric": metric, "label": label(metric), "target": target, "target_interval": interval,
-        "unit": data.info.unit or "", "headroom": options.headroom,
-        "target_rate_per_task_rps": round(options.headroom * capacity_per_task, 3),
-        "saturation_value": round(at_capacity, 2),
-        "value_at_capacity": round(float(good_row["value"].iloc[0]), 2) if len(good_row) else None,
-        "capped": False,
-        "fitted": None,
-        "method": (f"acceptable backlog per task = capacity per task x acceptable latency x headroom = "
-                   f"{capacity_per_task:.3g} jobs/s x {latency_s:g} s x {options.headroom:g} = {target:g} jobs; "
-                   "interval from the capacity interval [last good, first bad]"),
-        "aws_metric": aws,
-        "aws_target_value": policy.aws_target(metric, target),
-        "step_scaling": step,
-        "policies": policy.render_all(metric, target, step, aws),
-        "pattern": decision.pattern["name"],
-    }
+    return Recommendation(
+        metric=metric, label=label(metric), target=target, target_interval=(interval[0], interval[1]),
+        unit=data.info.unit or "", headroom=options.headroom,
+        target_rate_per_task_rps=round(options.headroom * capacity_per_task, 3),
+        saturation_value=round(at_capacity, 2),
+        value_at_capacity=round(float(good_row["value"].iloc[0]), 2) if len(good_row) else None,
+        capped=False,
+        fitted=None,
+        method=(f"acceptable backlog per task = capacity per task x acceptable latency x headroom = "
+                f"{capacity_per_task:.3g} jobs/s x {latency_s:g} s x {options.headroom:g} = {target:g} jobs; "
+                "interval from the capacity interval [last good, first bad]"),
+        aws_metric=aws,
+        aws_target_value=policy.aws_target(metric, target),
+        step_scaling=step,
+        policies=policy.render_all(metric, target, step, aws),
+        pattern=decision.pattern["name"],
+    )
 
 
 def _predict(x: np.ndarray, y: np.ndarray, at: float) -> tuple[float, float, float]:
@@ -198,20 +198,20 @@ def step_thresholds(target: float, saturation: float, digits: int) -> dict[str, 
     }
 
 
-def headline(verdict: str, recommendation: dict[str, Any] | None, capacity: dict[str, Any], decision,
+def headline(verdict: str, recommendation: Recommendation | None, capacity: dict[str, Any], decision,
              reasons: list[str]) -> str:
     per_task = capacity.get("per_task_rps")
     rate = f"capacity {per_task:.3g} req/s per task" if per_task else "capacity unknown"
     if verdict == "recommended" and recommendation:
-        low, high = recommendation["target_interval"]
-        unit = "%" if recommendation["unit"] == "percent" else f" {recommendation['unit']}"
+        low, high = recommendation.target_interval
+        unit = "%" if recommendation.unit == "percent" else f" {recommendation.unit}"
         tied = [label(name) for name in decision.bottleneck.get("tied_with") or []]
         tie = f" (tied with {_lower(', '.join(tied))}, which ran out at the same load: watch both)" if tied else ""
         doubling = capacity.get("doubling") or {}
         partial = (f" Capacity grew only {doubling['ratio']:.2f}x with {doubling.get('tasks')} tasks: part of the "
                    "limit is shared, so more tasks add less than their share."
                    if doubling.get("verdict") == "partial" and doubling.get("ratio") else "")
-        return (f"Scale on {_lower(recommendation['label'])} at {recommendation['target']:g}{unit} "
+        return (f"Scale on {_lower(recommendation.label)} at {recommendation.target:g}{unit} "
                 f"(interval {low:g}–{high:g}{unit}){tie}; {rate}.{partial}")
     if verdict == "no_task_level_metric":
         return f"No task-level metric can scale this service: {decision.pattern['evidence'][0]}; {rate} at the initial task count."

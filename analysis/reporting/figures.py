@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
-from scalefinder.core.models import RunManifest
+from scalefinder.core.models import Findings, RunManifest
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,13 @@ class RunFigures:
     warnings: tuple[str, ...]
 
 
-def extract_figures(findings: Mapping[str, Any], manifest: RunManifest | None = None) -> RunFigures:
+def extract_figures(findings: Findings | Mapping[str, Any], manifest: RunManifest | None = None) -> RunFigures:
     """Pick the figures a reader looks at first from findings (and the manifest, when at hand)."""
+    model = findings if isinstance(findings, Findings) else Findings.from_dict(findings)
     recorded: Mapping[str, Any] = manifest.data if manifest is not None else {}
-    run = findings.get("run") or {}
-    recommendation = findings.get("recommendation") or {}
-    capacity = findings.get("capacity") or {}
-    pattern = findings.get("pattern") or {}
+    run = model.run
+    recommendation = model.recommendation
+    capacity = model.capacity
     profile = recorded.get("profile") or {}
     started = run.get("started_utc") or recorded.get("started_utc")
     finished = run.get("finished_utc") or recorded.get("finished_utc")
@@ -49,20 +49,20 @@ def extract_figures(findings: Mapping[str, Any], manifest: RunManifest | None = 
         status=str(run.get("status") or recorded.get("status") or ""),
         started_utc=started,
         duration_s=duration_between(started, finished),
-        verdict=str(findings.get("verdict") or ""),
-        headline=str(findings.get("headline") or ""),
-        metric=recommendation.get("metric"),
-        metric_label=recommendation.get("label"),
-        target=as_float(recommendation.get("target")),
-        target_interval=as_interval(recommendation.get("target_interval")),
-        unit=recommendation.get("unit"),
+        verdict=str(model.verdict),
+        headline=model.headline,
+        metric=recommendation.metric if recommendation else None,
+        metric_label=recommendation.label if recommendation else None,
+        target=as_float(recommendation.target) if recommendation else None,
+        target_interval=as_interval(list(recommendation.target_interval)) if recommendation else None,
+        unit=recommendation.unit if recommendation else None,
         per_task_rps=as_float(capacity.get("per_task_rps")),
         per_task_rps_interval=as_interval(capacity.get("per_task_rps_interval")),
         service_rps=as_float(capacity.get("service_rps")),
         tasks=as_int(capacity.get("tasks")),
-        pattern=pattern.get("name"),
-        pattern_label=pattern.get("label"),
-        warnings=tuple(str(w) for w in (findings.get("warnings") or [])),
+        pattern=model.pattern.get("name"),
+        pattern_label=model.pattern.get("label"),
+        warnings=model.warnings,
     )
 
 

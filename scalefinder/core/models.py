@@ -250,6 +250,127 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+# -- the findings --------------------------------------------------------------------------------
+FINDINGS_SCHEMA_VERSION = 1
+FINDINGS_KIND = "scalefinder-findings"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The metric to scale on and its target, with how it was found and the policies to apply.
+
+    Both ways of finding a target (a fitted line below saturation, or the backlog one task clears
+    within the acceptable latency) produce this, so the findings hold the same fields either way.
+    """
+
+    metric: str
+    label: str
+    target: float
+    target_interval: tuple[float, float]
+    unit: str
+    headroom: float
+    target_rate_per_task_rps: float
+    saturation_value: float | None
+    value_at_capacity: float | None
+    capped: bool  # the fitted value was lowered to stay below the value at capacity and saturation
+    fitted: Mapping[str, Any] | None  # the fitted line's own target and interval, before the caps
+    method: str
+    aws_metric: Mapping[str, Any]
+    aws_target_value: float
+    step_scaling: Mapping[str, Any]
+    policies: Mapping[str, Any]
+    pattern: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["target_interval"] = list(self.target_interval)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Recommendation":
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
+        interval = values["target_interval"] or (values["target"], values["target"])
+        values["target_interval"] = (interval[0], interval[1])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Findings:
+    """``findings.json``: the answer, with everything it rests on.
+
+    The answer itself is typed (the verdict, the headline, the recommendation, why it is
+    inconclusive); the evidence stays in the nested mappings the report shows, each documented
+    in docs/findings.md. ``from_dict`` refuses other files, newer schema versions and unknown
+    verdicts; ``to_dict`` writes the file's keys in their documented order.
+    """
+
+    tool_version: str | None
+    run: Mapping[str, Any]
+    verdict: Verdict
+    headline: str
+    recommendation: Recommendation | None
+    capacity: Mapping[str, Any]
+    pattern: Mapping[str, Any]
+    bottleneck: Mapping[str, Any] | None
+    knee: Mapping[str, Any] | None
+    steps: tuple[Mapping[str, Any], ...]
+    metrics: tuple[Mapping[str, Any], ...]
+    warnings: tuple[str, ...]
+    inconclusive_reasons: tuple[str, ...] = ()
+    next_steps: tuple[str, ...] = ()
+
+    REQUIRED_KEYS = ("schema_version", "verdict", "recommendation", "capacity", "pattern", "metrics")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": FINDINGS_SCHEMA_VERSION,
+            "kind": FINDINGS_KIND,
+            "tool_version": self.tool_version,
+            "run": dict(self.run),
+            "verdict": self.verdict,
+            "headline": self.headline,
+            "recommendation": self.recommendation.to_dict() if self.recommendation else None,
+            "capacity": dict(self.capacity),
+            "pattern": dict(self.pattern),
+            "bottleneck": self.bottleneck,
+            "knee": self.knee,
+            "steps": list(self.steps),
+            "metrics": list(self.metrics),
+            "warnings": list(self.warnings),
+            "inconclusive": {"reasons": list(self.inconclusive_reasons), "next_steps": list(self.next_steps)},
+        }
+
+    @classmethod
+    def check(cls, data: Any, *, source: str) -> None:
+        """Refuse what is not findings this version can read, with one line naming ``source``."""
+        if not isinstance(data, dict) or data.get("kind", FINDINGS_KIND) != FINDINGS_KIND:
+            raise RunDirectoryError(f"{source} is not a scalefinder findings file")
+        check_schema_version(data.get("schema_version"), FINDINGS_SCHEMA_VERSION, source=source, what="findings")
+        missing = [key for key in cls.REQUIRED_KEYS if key not in data]
+        if missing:
+            raise RunDirectoryError(f"{source} lacks {', '.join(missing)}")
+        if data["verdict"] not in Verdict._value2member_map_:
+            raise RunDirectoryError(f"{source} has an unknown verdict {data['verdict']!r}")
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "findings.json") -> "Findings":
+        cls.check(data, source=source)
+        recommendation = data.get("recommendation")
+        inconclusive = data.get("inconclusive") or {}
+        return cls(
+            tool_version=data.get("tool_version"), run=MappingProxyType(dict(data.get("run") or {})),
+            verdict=Verdict(data["verdict"]), headline=str(data.get("headline") or ""),
+            recommendation=Recommendation.from_dict(recommendation) if isinstance(recommendation, dict) else None,
+            capacity=MappingProxyType(dict(data.get("capacity") or {})),
+            pattern=MappingProxyType(dict(data.get("pattern") or {})),
+            bottleneck=data.get("bottleneck"), knee=data.get("knee"),
+            steps=tuple(data.get("steps") or ()), metrics=tuple(data.get("metrics") or ()),
+            warnings=tuple(str(w) for w in data.get("warnings") or ()),
+            inconclusive_reasons=tuple(str(r) for r in inconclusive.get("reasons") or ()),
+            next_steps=tuple(str(n) for n in inconclusive.get("next_steps") or ()),
+        )
+
+
 # -- one step of the run --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StepRow:
