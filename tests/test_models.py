@@ -73,6 +73,9 @@ def test_a_test_result_round_trips_and_its_verdict_is_the_enum():
     stored = json.loads(json.dumps(result.as_dict()))
     assert stored["verdict"] == "pass"
     assert TestResult.from_dict(stored) == result
+    # a bound that was not finite is stored as null and read back as None
+    open_ended = {**stored, "interval": [1.0, None]}
+    assert TestResult.from_dict(open_ended).interval == (1.0, None)
 
 
 # -- the manifest --------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ class TestResult:
         return cls(
             name=str(data.get("name", "")), method=str(data.get("method", "")),
             inputs=dict(data.get("inputs") or {}), statistic=data.get("statistic"), p_value=data.get("p_value"),
-            interval=(float(interval[0]), float(interval[1])) if isinstance(interval, (list, tuple))
+            interval=(_bound(interval[0]), _bound(interval[1])) if isinstance(interval, (list, tuple))
             and len(interval) == 2 else None,
             threshold=str(data.get("threshold", "")),
             verdict=TestVerdict(verdict) if verdict in TestVerdict._value2member_map_ else str(verdict),
@@ -540,6 +540,11 @@ def _upgrade_run_manifest(data: dict[str, Any]) -> dict[str, Any]:
 # -- helpers -------------------------------------------------------------------------------------
 def _not_number(value: Any) -> bool:
     return isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+
+
+def _bound(value: Any) -> float | None:
+    """One end of a stored interval: a bound that was not finite is stored as null."""
+    return None if value is None else float(value)
 
 
 def _whole(value: Any) -> Any:
