@@ -8,6 +8,7 @@ import click
 
 from scalefinder.analysis.analyzer import analyze_run, options_from_manifest
 from scalefinder.analysis.findings import write_findings
+from scalefinder.core.models import HEADROOM_RANGE, AnalysisOptions
 from scalefinder.core.rundir import RunDirectory
 
 
@@ -23,13 +24,18 @@ def analyze(run_path: str | Path, *, headroom: float | None = None, peak_rps: fl
     return findings
 
 
+DEFAULTS = AnalysisOptions()  # the help shows the model's defaults, never a copy of them
+
+
 @click.command("analyze")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--headroom", type=float, default=None,
-              help="Share of capacity to run at, 0.6-0.8 (default: the profile's, else 0.7).")
+              help=f"Share of capacity to run at, {HEADROOM_RANGE[0]:g}-{HEADROOM_RANGE[1]:g} "
+                   f"(default: the profile's, else {DEFAULTS.headroom:g}).")
 @click.option("--peak-rps", type=float, default=None, help="Peak demand to size the service for (req/s).")
 @click.option("--azs", "availability_zones", type=int, default=None,
-              help="Availability zones the service runs in (default: the profile's, else 3).")
+              help=f"Availability zones the service runs in (default: the profile's, else "
+                   f"{DEFAULTS.availability_zones}).")
 def analyze_command(run_dir: Path, headroom: float | None, peak_rps: float | None,
                     availability_zones: int | None) -> None:
     """Analyze RUN_DIR and write RUN_DIR/findings.json."""
