@@ -154,3 +154,19 @@ def _figures(per_task_rps: float, interval: tuple[float, float] | None) -> RunFi
 def test_capacity_rule_needs_size_and_significance(current, interval, outcome):
     baseline = _figures(25.0, (24.5, 25.5))
     assert check_capacity(_figures(current, interval), baseline, 10.0).outcome == outcome
+
+
+@pytest.mark.parametrize("damage", [{"metrics": "cpu_utilization"}, {"capacity": "fast"},
+                                    {"recommendation": ["cpu_utilization", 70]}])
+def test_findings_that_do_not_validate_never_pass_the_gate(runs, tmp_path, damage):
+    """Such a file once passed the gate with exit 0 while the report crashed on it."""
+    run = tmp_path / "damaged"
+    shutil.copytree(runs["baseline"], run)
+    findings = json.loads((run / "findings.json").read_text())
+    (run / "findings.json").write_text(json.dumps({**findings, **damage}))
+    result = gate(run, "--slo-rate-rps", 10)
+    assert result.exit_code == 2, result.output
+    assert "is damaged" in result.output and "Traceback" not in result.output
+    assert junit_cases(run / "junit.xml")["gate"].find("error") is not None
+    report = CliRunner().invoke(cli, ["report", str(run)])
+    assert report.exit_code == 2 and "is damaged" in report.output

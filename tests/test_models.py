@@ -62,6 +62,26 @@ def test_findings_the_model_cannot_read_are_refused_with_one_line(analyzed_run, 
         Findings.from_dict(data, source="f.json")
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"metrics": "cpu_utilization"}, "metrics is not a list"),
+    ({"metrics": [1, 2]}, "an entry of metrics is not an object with a name"),
+    ({"capacity": []}, "capacity is not an object"),
+    ({"recommendation": "cpu"}, "recommendation is neither an object nor null"),
+    ({"steps": [None]}, "an entry of steps is not an object"),
+])
+def test_findings_of_the_wrong_shape_are_refused_once_for_every_reader(analyzed_run, change, message):
+    """A findings file whose metrics was a string once passed the gate while the report crashed."""
+    with pytest.raises(RunDirectoryError, match=f"f.json is damaged: {message}"):
+        Findings.from_dict({**load_findings(analyzed_run), **change}, source="f.json")
+
+
+def test_a_recommendation_of_the_wrong_shape_is_refused(analyzed_run):
+    data = load_findings(analyzed_run)
+    broken = {**data, "recommendation": {**data["recommendation"], "target": "70%"}}
+    with pytest.raises(RunDirectoryError, match="recommendation.target is not a number"):
+        Findings.from_dict(broken)
+
+
 def test_findings_lacking_a_key_name_it():
     with pytest.raises(RunDirectoryError, match="lacks capacity, pattern, metrics"):
         Findings.from_dict({"schema_version": 1, "verdict": "inconclusive", "recommendation": None})

@@ -351,6 +351,11 @@ class Findings:
             raise RunDirectoryError(f"{source} lacks {', '.join(missing)}")
         if data["verdict"] not in Verdict._value2member_map_:
             raise RunDirectoryError(f"{source} has an unknown verdict {data['verdict']!r}")
+        problem = _findings_shape_problem(data)
+        if problem:
+            # every reader (report, gate, runs) relies on these shapes: a damaged file is refused
+            # here, once, rather than crashing one renderer or passing the gate on nonsense
+            raise RunDirectoryError(f"{source} is damaged: {problem}")
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "findings.json") -> "Findings":
@@ -369,6 +374,42 @@ class Findings:
             inconclusive_reasons=tuple(str(r) for r in inconclusive.get("reasons") or ()),
             next_steps=tuple(str(n) for n in inconclusive.get("next_steps") or ()),
         )
+
+
+def _findings_shape_problem(data: Mapping[str, Any]) -> str | None:
+    """What in ``data`` does not have the shape findings.json documents, or None."""
+    tables = ("capacity", "pattern", "run", "inconclusive", "knee", "bottleneck")
+    for key in tables:
+        if key in data and data[key] is not None and not isinstance(data[key], dict):
+            return f"{key} is not an object"
+    for key in ("capacity", "pattern"):
+        if not isinstance(data[key], dict):
+            return f"{key} is not an object"
+    for key in ("metrics", "steps", "warnings"):
+        if key in data and not isinstance(data[key], list):
+            return f"{key} is not a list"
+    if any(not isinstance(m, dict) or not isinstance(m.get("name"), str) for m in data["metrics"]):
+        return "an entry of metrics is not an object with a name"
+    if any(not isinstance(step, dict) for step in data.get("steps") or ()):
+        return "an entry of steps is not an object"
+    if "headline" in data and not isinstance(data["headline"], str):
+        return "headline is not text"
+    recommendation = data["recommendation"]
+    if recommendation is None:
+        return None
+    if not isinstance(recommendation, dict):
+        return "recommendation is neither an object nor null"
+    if not isinstance(recommendation.get("metric"), str) or not isinstance(recommendation.get("label", ""), str):
+        return "recommendation.metric is not text"
+    if _not_number(recommendation.get("target")):
+        return "recommendation.target is not a number"
+    interval = recommendation.get("target_interval")
+    if interval is not None and (not isinstance(interval, list) or len(interval) != 2
+                                 or any(_not_number(v) for v in interval)):
+        return "recommendation.target_interval is not two numbers"
+    if not isinstance(recommendation.get("policies", {}), dict):
+        return "recommendation.policies is not an object"
+    return None
 
 
 # -- one step of the run --------------------------------------------------------------------------
