@@ -42,6 +42,8 @@ def load_findings(path: str | Path) -> dict[str, Any]:
         data = json.loads(target.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirectoryError(f"{target} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RunDirectoryError(f"{target} is nested too deeply to be findings") from None
     check(data, source=str(target))
     return data
 

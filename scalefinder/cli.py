@@ -96,6 +96,13 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except OSError as exc:
+            # A file the command had to read or write: an output path that is a directory, a full
+            # disk, no permission. A path that names the wrong kind of thing is the user's input.
+            path = exc.filename2 or exc.filename  # a rename names its destination second
+            where = f": {path}" if path else ""
+            click.echo(f"Error: {one_line(exc.strerror or str(exc))}{where}", err=True)
+            ctx.exit(2 if isinstance(exc, (IsADirectoryError, NotADirectoryError, FileExistsError)) else 3)
 
 
 # Click 8.2+ signals "no arguments: show the help" as a usage error; that one stays the help page.

@@ -66,7 +66,7 @@ def test_findings_the_model_cannot_read_are_refused_with_one_line(analyzed_run, 
     ({"metrics": "cpu_utilization"}, "metrics is not a list"),
     ({"metrics": [1, 2]}, "an entry of metrics is not an object with a name"),
     ({"capacity": []}, "capacity is not an object"),
-    ({"recommendation": "cpu"}, "recommendation is neither an object nor null"),
+    ({"recommendation": "cpu"}, "recommendation is not an object or null"),
     ({"steps": [None]}, "an entry of steps is not an object"),
 ])
 def test_findings_of_the_wrong_shape_are_refused_once_for_every_reader(analyzed_run, change, message):

@@ -378,37 +378,66 @@ class Findings:
 
 def _findings_shape_problem(data: Mapping[str, Any]) -> str | None:
     """What in ``data`` does not have the shape findings.json documents, or None."""
-    tables = ("capacity", "pattern", "run", "inconclusive", "knee", "bottleneck")
-    for key in tables:
-        if key in data and data[key] is not None and not isinstance(data[key], dict):
-            return f"{key} is not an object"
-    for key in ("capacity", "pattern"):
-        if not isinstance(data[key], dict):
-            return f"{key} is not an object"
-    for key in ("metrics", "steps", "warnings"):
-        if key in data and not isinstance(data[key], list):
-            return f"{key} is not a list"
-    if any(not isinstance(m, dict) or not isinstance(m.get("name"), str) for m in data["metrics"]):
-        return "an entry of metrics is not an object with a name"
+    problem = _shape_problem(data, "", {
+        "capacity": dict, "pattern": dict, "metrics": list, "run": (dict, None), "inconclusive": (dict, None),
+        "knee": (dict, None), "bottleneck": (dict, None), "steps": (list, None), "warnings": (list, None),
+        "headline": (str, None), "recommendation": (dict, None)})
+    if problem:
+        return problem
+    capacity = data["capacity"]
+    problem = _shape_problem(capacity, "capacity.", {
+        "per_task_rps": NUMBER_OR_NONE, "service_rps": NUMBER_OR_NONE, "tasks": (int, None),
+        "per_task_rps_interval": (list, None), "doubling": (dict, None), "tasks_for_peak": (dict, None),
+        "slo": (dict, None)})
+    if problem:
+        return problem
+    for index, metric in enumerate(data["metrics"]):
+        if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
+            return "an entry of metrics is not an object with a name"
+        problem = _shape_problem(metric, f"metrics[{index}].", {
+            "label": (str, None), "unit": (str, None), "verdict": (str, None), "reasons": (list, None),
+            "tests": (list, None), "step_values": (list, None), "fit": (dict, None)})
+        if problem:
+            return problem
+        if any(not isinstance(entry, dict) for entry in (metric.get("tests") or []) + (metric.get("step_values") or [])):
+            return f"metrics[{index}] has a test or step value that is not an object"
     if any(not isinstance(step, dict) for step in data.get("steps") or ()):
         return "an entry of steps is not an object"
-    if "headline" in data and not isinstance(data["headline"], str):
-        return "headline is not text"
     recommendation = data["recommendation"]
     if recommendation is None:
         return None
-    if not isinstance(recommendation, dict):
-        return "recommendation is neither an object nor null"
-    if not isinstance(recommendation.get("metric"), str) or not isinstance(recommendation.get("label", ""), str):
-        return "recommendation.metric is not text"
-    if _not_number(recommendation.get("target")):
-        return "recommendation.target is not a number"
+    problem = _shape_problem(recommendation, "recommendation.", {
+        "metric": str, "target": NUMBER, "label": (str, None), "unit": (str, None), "target_interval": (list, None),
+        "policies": (dict, None), "step_scaling": (dict, None), "aws_metric": (dict, None)})
+    if problem:
+        return problem
     interval = recommendation.get("target_interval")
-    if interval is not None and (not isinstance(interval, list) or len(interval) != 2
-                                 or any(_not_number(v) for v in interval)):
+    if interval is not None and (len(interval) != 2 or any(_not_number(v) for v in interval)):
         return "recommendation.target_interval is not two numbers"
-    if not isinstance(recommendation.get("policies", {}), dict):
-        return "recommendation.policies is not an object"
+    return None
+
+
+NUMBER = "number"
+NUMBER_OR_NONE = "number or null"
+
+
+def _shape_problem(table: Mapping[str, Any], prefix: str, expected: Mapping[str, Any]) -> str | None:
+    """The first key of ``table`` whose value is not of its expected kind: a type, a tuple of
+    types with None standing for "absent or null", or NUMBER / NUMBER_OR_NONE."""
+    names = {dict: "an object", list: "a list", str: "text", int: "a whole number"}
+    for key, kinds in expected.items():
+        value = table.get(key)
+        if kinds == NUMBER or kinds == NUMBER_OR_NONE:
+            if (value is not None or kinds == NUMBER) and _not_number(value):
+                return f"{prefix}{key} is not a number"
+            continue
+        allowed = kinds if isinstance(kinds, tuple) else (kinds,)
+        if value is None and None in allowed:
+            continue
+        types = tuple(k for k in allowed if k is not None)
+        if isinstance(value, bool) or not isinstance(value, types):
+            what = " or ".join(names[k] for k in types) + (" or null" if None in allowed else "")
+            return f"{prefix}{key} is not {what}"
     return None
 
 
@@ -509,6 +538,13 @@ class RunManifest:
             raise RunDirectoryError(f"{source} is not a scalefinder run manifest")
         check_schema_version(data.get("schema_version"), RUN_SCHEMA_VERSION, source=source, what="run")
         data = _upgrade_run_manifest(data)
+        problem = _shape_problem(data, "", {
+            "run_id": (str, None), "status": (str, None), "status_reason": (str, None), "started_utc": (str, None),
+            "finished_utc": (str, None), "profile": (dict, None), "target": (dict, None),
+            "environment": (dict, None), "capacity": (dict, None), "sources": (dict, None),
+            "generator": (dict, None), "slo": (dict, None), "phases": (list, None), "warnings": (list, None)})
+        if problem:
+            raise RunDirectoryError(f"{source} is damaged: {problem}")
 
         def table(name: str) -> Mapping[str, Any]:
             value = data.get(name)
@@ -542,7 +578,10 @@ class RunManifest:
     @property
     def analysis_options(self) -> AnalysisOptions:
         """The profile's ``[analysis]`` table (defaults where the profile was silent)."""
-        return AnalysisOptions.from_mapping(self.profile.get("analysis"))
+        try:
+            return AnalysisOptions.from_mapping(self.profile.get("analysis"))
+        except ModelError as exc:
+            raise RunDirectoryError(f"the manifest's profile has a damaged [analysis] table: {exc}") from None
 
     def gate_criteria(self) -> GateCriteria:
         """The profile's ``[gate]`` table; raises when it is not one (only the gate needs it)."""

@@ -318,6 +318,8 @@ class RunDirectory:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RunDirectoryError(f"{manifest_path} is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise RunDirectoryError(f"{manifest_path} is nested too deeply to be a run manifest") from None
         if not isinstance(manifest, dict) or manifest.get("kind") != RUN_KIND:
             raise RunDirectoryError(f"{manifest_path} is not a scalefinder run manifest")
         return cls(path=path, manifest=RunManifest.from_dict(manifest, source=str(path)))
@@ -369,16 +371,25 @@ class RunDirectory:
             events: list[dict[str, Any]] = []
             path = self.path / EVENTS
             if path.exists():
-                for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                try:
+                    lines = path.read_text(encoding="utf-8").splitlines()
+                except UnicodeDecodeError as exc:
+                    raise RunDirectoryError(f"{path} is not UTF-8 text ({exc})") from None
+                for number, line in enumerate(lines, 1):
                     if not line.strip():
                         continue
                     try:
-                        events.append(json.loads(line))
+                        record = json.loads(line)
                     except json.JSONDecodeError:
                         # A hard kill can cut the last line short; anything else is corruption.
-                        if number == len(path.read_text(encoding="utf-8").splitlines()):
+                        if number == len(lines):
                             continue
                         raise RunDirectoryError(f"{path}:{number} is not valid JSON") from None
+                    except RecursionError:
+                        raise RunDirectoryError(f"{path}:{number} is nested too deeply to be an event") from None
+                    if not isinstance(record, dict):
+                        raise RunDirectoryError(f"{path}:{number} is not a JSON object")
+                    events.append(record)
             self._cache["events"] = events
         return self._cache["events"]
 
@@ -436,6 +447,11 @@ def _read_metric_samples(path: Path):
     if not path.exists() or path.stat().st_size == 0:
         return empty
     names = pa.dictionary(pa.int32(), pa.string())
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        header = handle.readline().strip().split(",")
+    missing = [c for c in METRIC_COLUMNS if c != "source" and c not in header]
+    if missing:  # checked first: Arrow reports a missing column as a KeyError of its own
+        raise RunDirectoryError(f"{path} lacks the columns {', '.join(missing)}")
     try:
         table = pacsv.read_csv(
             path,
@@ -447,7 +463,7 @@ def _read_metric_samples(path: Path):
                 strings_can_be_null=True,
             ),
         )
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise RunDirectoryError(f"{path} cannot be read as CSV ({exc})") from None
     missing = [c for c in METRIC_COLUMNS if c not in ("source",) and c not in table.column_names]
     if missing:
