@@ -79,6 +79,10 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # A shell cannot pass a NUL byte, but a program calling the CLI can; no path or value
+        # may hold one (the operating system refuses it deep inside with a ValueError).
+        if any("\x00" in arg for arg in args):
+            _usage_error(click.UsageError("an argument contains a NUL byte", ctx))
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:

@@ -163,3 +163,11 @@ def test_any_file_cut_short_or_garbled(analyzed, tmp_path_factory, file, cut, ga
     (run / file).write_bytes(content[:at] + garbage)
     code, output, crashed = invoke([command[0], run, *command[1:]])
     assert_one_error_line_or_success(code, output, crashed, f"{command[0]}: {file} cut at {at} + {garbage!r}")
+
+
+@pytest.mark.parametrize("args", [["analyze", "run\x00"], ["report", "run\x00"], ["gate", "run\x00", "--slo-rate-rps", "1"],
+                                  ["runs", "reports\x00"], ["iam-policy", "p\x00.toml"], ["restore", "run\x00"]])
+def test_a_nul_byte_in_a_path_is_one_error_line(args):
+    """No shell passes one, but a program calling the CLI can; it used to end in a ValueError."""
+    code, output, crashed = invoke(args)
+    assert crashed is None and code == 2 and output.strip().startswith("Error: an argument contains a NUL byte")
