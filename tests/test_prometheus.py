@@ -77,11 +77,13 @@ def test_own_queries_override_and_extend_the_built_ins():
     ({"url": "http://h", "basic_auth_user_env": "U"}, "basic_auth_user_env", "needs both"),
     ({"url": "http://h", "queries": {"x": 3}}, "queries.x", "PromQL string"),
     ({"url": "http://h", "stepp_s": 1}, "stepp_s", "unknown key"),
+    ({"url": "http://admin:s3cret@h:9090"}, "url", "credentials do not belong in the URL"),
 ])
 def test_profile_mistakes_name_the_key(table, key, text):
     with pytest.raises(ProfileError) as caught:
         validate_config(table, WHERE)
     assert f"[{WHERE}.{key}]" in str(caught.value) and text in str(caught.value)
+    assert "s3cret" not in str(caught.value)
 
 
 def test_per_task_series_give_task_rows_and_a_derived_service_row():

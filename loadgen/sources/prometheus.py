@@ -48,6 +48,7 @@ from scalefinder.loadgen.kind_config import seconds, split_url, with_defaults
 from scalefinder.loadgen.sources.base import MetricRow, MetricSource
 from scalefinder.core import catalog
 from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
+from scalefinder.core.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,14 @@ def validate_config(table: dict, where: str) -> dict:
     url = config.get("url")
     parts = split_url(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProfileError(f"required: the Prometheus server's http:// or https:// URL, got {url!r}",
+        shown = redact_url(url) if isinstance(url, str) else url
+        raise ProfileError(f"required: the Prometheus server's http:// or https:// URL, got {shown!r}",
+                           key=f"{where}.url")
+    if "@" in parts.netloc:
+        # urllib would not send it, and the URL reaches error messages and the run's status:
+        # credentials go through the environment instead
+        raise ProfileError("credentials do not belong in the URL: name the environment variables that hold them "
+                           "with basic_auth_user_env and basic_auth_password_env (or bearer_token_env)",
                            key=f"{where}.url")
     config["url"] = url.rstrip("/")
     config["step_s"] = seconds(config["step_s"], 0.1, 3600, f"{where}.step_s")
