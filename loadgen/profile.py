@@ -434,6 +434,8 @@ def _parse_target(table: _Table) -> Target:
 
 
 def _parse_local_target(table: _Table) -> Target:
+    from scalefinder.loadgen.cluster import spec  # imported when a local target is read, like the cluster itself
+
     archetype = table.string("archetype")
     command = table.string("command")
     if (archetype is None) == (command is None):
@@ -447,8 +449,9 @@ def _parse_local_target(table: _Table) -> Target:
         params=params,
         health_path=table.string("health_path", "/health"),
         metrics_path=table.string("metrics_path", "/metrics"),
-        cpu_units=table.integer("cpu_units", 256, low=16, high=16384),
-        memory_mib=table.integer("memory_mib", 512, low=16, high=131072),
+        # the local cluster's own ranges, so the error names the profile's key
+        cpu_units=table.integer("cpu_units", 256, low=spec.MIN_CPU_UNITS, high=spec.MAX_CPU_UNITS),
+        memory_mib=table.integer("memory_mib", 512, low=spec.MIN_MEMORY_MIB, high=spec.MAX_MEMORY_MIB),
         balancer=table.string("balancer", "least_outstanding", choices=BALANCERS),
     )
     return replace(target, params=_resolved_cluster_params(target, table))

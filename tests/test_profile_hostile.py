@@ -124,7 +124,7 @@ def test_a_command_parameter_may_not_shadow_port(tmp_path):
 
 
 def test_a_nul_in_the_profile_path_is_a_usage_error(tmp_path):
-    assert "the file name contains a NUL character" in plan(tmp_path, path=tmp_path / "a\0b.toml")
+    assert "an argument contains a NUL byte" in plan(tmp_path, path=tmp_path / "a\0b.toml")
 
 
 @pytest.mark.parametrize("key, line", [
