@@ -171,3 +171,14 @@ def test_a_nul_byte_in_a_path_is_one_error_line(args):
     """No shell passes one, but a program calling the CLI can; it used to end in a ValueError."""
     code, output, crashed = invoke(args)
     assert crashed is None and code == 2 and output.strip().startswith("Error: an argument contains a NUL byte")
+
+
+def test_a_metrics_file_with_quoted_column_names_is_not_damage(analyzed, tmp_path):
+    """Arrow's CSV writer quotes the header; the column check reads it as CSV, not as text."""
+    run = tmp_path / "run"
+    shutil.copytree(analyzed, run)
+    lines = (run / "metrics.csv").read_text().splitlines()
+    quoted = ",".join(f'"{name}"' for name in lines[0].split(","))
+    (run / "metrics.csv").write_text("\n".join([quoted, *lines[1:]]) + "\n")
+    code, output, crashed = invoke(["analyze", run])
+    assert crashed is None and code == 0, output

@@ -448,7 +448,7 @@ def _read_metric_samples(path: Path):
         return empty
     names = pa.dictionary(pa.int32(), pa.string())
     with open(path, encoding="utf-8", errors="replace") as handle:
-        header = handle.readline().strip().split(",")
+        header = next(csv.reader([handle.readline()]), [])  # names may be quoted (Arrow's writer quotes them)
     missing = [c for c in METRIC_COLUMNS if c != "source" and c not in header]
     if missing:  # checked first: Arrow reports a missing column as a KeyError of its own
         raise RunDirectoryError(f"{path} lacks the columns {', '.join(missing)}")
