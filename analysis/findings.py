@@ -7,13 +7,12 @@ are there, so a damaged file is one error line rather than a KeyError deep in a 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from scalefinder.core.errors import RunDirectoryError
 from scalefinder.core.models import Findings
-from scalefinder.core.rundir import write_json_atomic
+from scalefinder.core.rundir import read_json, write_json_atomic
 
 FINDINGS = "findings.json"
 
@@ -38,12 +37,7 @@ def load_findings(path: str | Path) -> dict[str, Any]:
     if not target.is_file():
         hint = " (run `scalefinder analyze` on the run directory first)" if target.name == FINDINGS else ""
         raise RunDirectoryError(f"{target} does not exist{hint}")
-    try:
-        data = json.loads(target.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDirectoryError(f"{target} is not valid JSON ({exc})") from None
-    except RecursionError:
-        raise RunDirectoryError(f"{target} is nested too deeply to be findings") from None
+    data = read_json(target, "findings")
     check(data, source=str(target))
     return data
 

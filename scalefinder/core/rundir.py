@@ -278,6 +278,16 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file of the run directory; a file that cannot be read as JSON is one error line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirectoryError(f"{path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RunDirectoryError(f"{path} is nested too deeply to be {what}") from None
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write JSON so a reader never sees half a file (used for findings and summaries too)."""
     _write_json_atomic(Path(path), data)
@@ -314,12 +324,7 @@ class RunDirectory:
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             raise RunDirectoryError(f"{path} has no {MANIFEST}; it is not a scalefinder run directory")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RunDirectoryError(f"{manifest_path} is not valid JSON ({exc})") from None
-        except RecursionError:
-            raise RunDirectoryError(f"{manifest_path} is nested too deeply to be a run manifest") from None
+        manifest = read_json(manifest_path, "a run manifest")
         if not isinstance(manifest, dict) or manifest.get("kind") != RUN_KIND:
             raise RunDirectoryError(f"{manifest_path} is not a scalefinder run manifest")
         return cls(path=path, manifest=RunManifest.from_dict(manifest, source=str(path)))
