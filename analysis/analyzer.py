@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scalefinder.analysis import classify, knee as knees, properties as props, recommend, units
+from scalefinder.analysis import classify, deployment, knee as knees, properties as props, recommend, units
 from scalefinder.analysis.steady import build_windows, service_samples
 from scalefinder.core import catalog, slo as slos
 from scalefinder.core.errors import RunDirectoryError
@@ -116,10 +116,12 @@ def analyze_run(run: RunDirectory, options: AnalysisOptions) -> dict[str, Any]:
         assert decision.metric is not None  # every recommendation names its metric (classify.decide)
         if decision.pattern["name"] == "job_processor":
             recommendation = recommend.backlog_recommendation(decision.metric, metric_data[decision.metric],
-                                                              knee_for_capacity, initial, options, decision, slo)
+                                                              knee_for_capacity, initial, options, decision, slo,
+                                                              deployment.from_manifest(manifest))
         else:
             recommendation = recommend.recommendation(decision.metric, metric_data[decision.metric],
-                                                      results[decision.metric], knee, initial, options, decision)
+                                                      results[decision.metric], knee, initial, options, decision,
+                                                      deployment.from_manifest(manifest))
         if recommendation is None:
             gaps.append((f"no safe target for {decision.metric}: the fitted relation leaves no room below saturation",
                          "re-run with smaller ramp steps below capacity"))

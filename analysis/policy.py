@@ -4,8 +4,11 @@ Renderings: the Application Auto Scaling ``PutScalingPolicy`` request (JSON), th
 command, a CloudFormation template and Terraform. The API request, and the CloudWatch alarms
 step scaling needs, are validated with botocore's own service models and ``ParamValidator``
 (no network, no credentials): a rendering that the real API would reject is a bug, raised as
-such rather than shipped. Cluster, service, load balancer and queue names are placeholders in
-capitals for the team to fill in.
+such rather than shipped. The cluster, service and queue are the names the run's profile gave
+(``analysis.deployment``); what the run does not know (the load balancer, a custom metric's
+namespace) stays a placeholder in capitals for the team to fill in.
+
+Next to them, the same recommendation as Kubernetes manifests (``analysis.kubernetes``).
 """
 
 from __future__ import annotations
@@ -15,15 +18,14 @@ import json
 import shlex
 from typing import Any
 
+from scalefinder.analysis import kubernetes
+from scalefinder.analysis.deployment import AwsNames, Deployment
 from scalefinder.core import catalog
 from scalefinder.core.errors import InputError
 
-CLUSTER, SERVICE = "CLUSTER_NAME", "SERVICE_NAME"
-RESOURCE_ID = f"service/{CLUSTER}/{SERVICE}"
 DIMENSION = "ecs:service:DesiredCount"
 ALB_RESOURCE_LABEL = "app/LOAD_BALANCER/LB_ID/targetgroup/TARGET_GROUP/TG_ID"
 APP_NAMESPACE = "APP_NAMESPACE"
-QUEUE_NAME = "QUEUE_NAME"
 SCALE_OUT_COOLDOWN_S = 60
 SCALE_IN_COOLDOWN_S = 300
 
@@ -60,8 +62,14 @@ def target_problem(metric: str, target: float) -> str | None:
     return None
 
 
-def aws_metric(metric: str) -> dict[str, Any]:
-    """The CloudWatch / Application Auto Scaling identity of a scaling metric."""
+def resource_id(names: AwsNames) -> str:
+    return f"service/{names.cluster}/{names.service}"
+
+
+def aws_metric(metric: str, names: AwsNames | None = None) -> dict[str, Any]:
+    """The CloudWatch / Application Auto Scaling identity of a scaling metric (placeholders for
+    the names when ``names`` is None)."""
+    names = names or AwsNames()
     if metric in PREDEFINED:
         spec: dict[str, Any] = {"PredefinedMetricType": PREDEFINED[metric]}
         if metric == catalog.REQUESTS_PER_TASK:
@@ -70,7 +78,9 @@ def aws_metric(metric: str) -> dict[str, Any]:
             if metric == catalog.REQUESTS_PER_TASK else "percent of the task reservation"
         return {"predefined": PREDEFINED[metric], "specification": {"PredefinedMetricSpecification": spec},
                 "note": note}
-    return {"customized": _metric_math(metric), "specification": {"CustomizedMetricSpecification": _metric_math(metric)},
+    # two copies, so that a change to one (the alarm's periods) never reaches the other
+    return {"customized": _metric_math(metric, names),
+            "specification": {"CustomizedMetricSpecification": _metric_math(metric, names)},
             "note": _math_note(metric)}
 
 
@@ -90,7 +100,7 @@ def aws_step(metric: str, step: dict[str, Any]) -> dict[str, Any]:
     return {**step, **converted, "thresholds": [aws_target(metric, t) for t in step["thresholds"]]}
 
 
-def _metric_math(metric: str) -> dict[str, Any]:
+def _metric_math(metric: str, names: AwsNames) -> dict[str, Any]:
     if metric == catalog.CONCURRENCY_PER_TASK:
         # The publishing contract (docs/aws.md): every task publishes its own in-flight gauge
         # under the one dimension ServiceName, at the same interval. CloudWatch pools the tasks'
@@ -99,17 +109,18 @@ def _metric_math(metric: str) -> dict[str, Any]:
         # divide by the tasks twice, and a Sum would grow with the publishing rate.
         in_flight = {"Id": "in_flight", "ReturnData": True, "MetricStat": {
             "Metric": {"Namespace": APP_NAMESPACE, "MetricName": "InFlightRequests",
-                       "Dimensions": [{"Name": "ServiceName", "Value": SERVICE}]},
+                       "Dimensions": [{"Name": "ServiceName", "Value": names.service}]},
             "Stat": "Average"}}
         return {"Metrics": [in_flight]}
     running = {"Id": "tasks", "ReturnData": False, "MetricStat": {
         "Metric": {"Namespace": "ECS/ContainerInsights", "MetricName": "RunningTaskCount",
-                   "Dimensions": [{"Name": "ClusterName", "Value": CLUSTER}, {"Name": "ServiceName", "Value": SERVICE}]},
+                   "Dimensions": [{"Name": "ClusterName", "Value": names.cluster},
+                                  {"Name": "ServiceName", "Value": names.service}]},
         "Stat": "Average"}}
     if metric == catalog.QUEUE_BACKLOG_PER_TASK:
         total = {"Id": "backlog", "ReturnData": False, "MetricStat": {
             "Metric": {"Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
-                       "Dimensions": [{"Name": "QueueName", "Value": QUEUE_NAME}]},
+                       "Dimensions": [{"Name": "QueueName", "Value": names.queue}]},
             "Stat": "Average"}}
         expression = "backlog / tasks"
     else:
@@ -118,7 +129,7 @@ def _metric_math(metric: str) -> dict[str, Any]:
         # minute or every few seconds, where a Sum would count each publication.
         total = {"Id": "total", "ReturnData": False, "MetricStat": {
             "Metric": {"Namespace": APP_NAMESPACE, "MetricName": metric,
-                       "Dimensions": [{"Name": "ServiceName", "Value": SERVICE}]},
+                       "Dimensions": [{"Name": "ServiceName", "Value": names.service}]},
             "Stat": "Average"}}
         expression = "total / tasks"
     return {"Metrics": [total, running, {"Id": "per_task", "Expression": expression, "ReturnData": True,
@@ -134,19 +145,23 @@ def _math_note(metric: str) -> str:
     return "the application's service-wide total (Average of its one series) divided by running tasks"
 
 
-def render_all(metric: str, target: float, step: dict[str, Any], aws: dict[str, Any]) -> dict[str, Any]:
-    """Every rendering of the policy for ``target`` (scalefinder's unit); raises
-    ``PolicyTargetError`` when the target cannot mean what the metric means in AWS."""
+def render_all(metric: str, target: float, step: dict[str, Any], aws: dict[str, Any],
+               deployment: Deployment | None = None) -> dict[str, Any]:
+    """Every rendering of the policy for ``target`` (scalefinder's unit), with the names
+    ``deployment`` knows; raises ``PolicyTargetError`` when the target cannot mean what the
+    metric means in AWS. ``aws`` is ``aws_metric(metric, deployment.aws)``."""
     problem = target_problem(metric, target)
     if problem:
         raise PolicyTargetError(f"no scaling policy rendered: {problem}")
+    deployment = deployment or unknown_deployment()
+    names = deployment.aws
     value = aws_target(metric, target)
-    tracking = target_tracking_request(metric, value, aws)
+    tracking = target_tracking_request(metric, value, aws, names)
     validate("application-autoscaling", "PutScalingPolicy", tracking)
-    scale_out, scale_in = step_scaling_requests(metric, step)
+    scale_out, scale_in = step_scaling_requests(metric, step, names)
     validate("application-autoscaling", "PutScalingPolicy", scale_out)
     validate("application-autoscaling", "PutScalingPolicy", scale_in)
-    alarms = [alarm_request(metric, aws, step, out=True), alarm_request(metric, aws, step, out=False)]
+    alarms = [alarm_request(metric, aws, step, names, out=True), alarm_request(metric, aws, step, names, out=False)]
     for alarm in alarms:
         validate("cloudwatch", "PutMetricAlarm", alarm)
     return {
@@ -156,19 +171,29 @@ def render_all(metric: str, target: float, step: dict[str, Any], aws: dict[str, 
                          "aws_cli": "\n".join([_cli(scale_out), _cli(scale_in)] + [_alarm_cli(a) for a in alarms]),
                          "cloudformation": _cloudformation([scale_out, scale_in], alarms),
                          "terraform": _terraform([scale_out, scale_in], alarms)},
+        "kubernetes": kubernetes.render(metric, target, step, deployment).to_dict(),
     }
 
 
-def target_tracking_request(metric: str, value: float, aws: dict[str, Any]) -> dict[str, Any]:
+def unknown_deployment() -> Deployment:
+    """Nothing known about where the service runs: every name a placeholder."""
+    from scalefinder.analysis.deployment import Resources
+    from scalefinder.core.models import KubernetesSettings
+
+    return Deployment(aws=AwsNames(), kubernetes=KubernetesSettings(), resources=Resources(), prometheus=None,
+                      initial_tasks=None)
+
+
+def target_tracking_request(metric: str, value: float, aws: dict[str, Any], names: AwsNames) -> dict[str, Any]:
     config = {"TargetValue": float(value), **aws["specification"],
               "ScaleOutCooldown": SCALE_OUT_COOLDOWN_S, "ScaleInCooldown": SCALE_IN_COOLDOWN_S,
               "DisableScaleIn": False}
-    return {"PolicyName": f"{metric}-target-tracking", "ServiceNamespace": "ecs", "ResourceId": RESOURCE_ID,
+    return {"PolicyName": f"{metric}-target-tracking", "ServiceNamespace": "ecs", "ResourceId": resource_id(names),
             "ScalableDimension": DIMENSION, "PolicyType": "TargetTrackingScaling",
             "TargetTrackingScalingPolicyConfiguration": config}
 
 
-def step_scaling_requests(metric: str, step: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def step_scaling_requests(metric: str, step: dict[str, Any], names: AwsNames) -> tuple[dict[str, Any], dict[str, Any]]:
     """Intervals are relative to the alarm threshold, contiguous and without overlap, and in the
     alarm's unit (``aws_step``)."""
     thresholds = aws_step(metric, step)["thresholds"]
@@ -183,14 +208,14 @@ def step_scaling_requests(metric: str, step: dict[str, Any]) -> tuple[dict[str, 
         adjustments.append(item)
         if "MetricIntervalUpperBound" not in item:
             break
-    scale_out = {"PolicyName": f"{metric}-step-scale-out", "ServiceNamespace": "ecs", "ResourceId": RESOURCE_ID,
+    scale_out = {"PolicyName": f"{metric}-step-scale-out", "ServiceNamespace": "ecs", "ResourceId": resource_id(names),
                  "ScalableDimension": DIMENSION, "PolicyType": "StepScaling",
                  "StepScalingPolicyConfiguration": {"AdjustmentType": step["adjustment_type"],
                                                     "StepAdjustments": adjustments,
                                                     "MinAdjustmentMagnitude": step["min_adjustment_magnitude"],
                                                     "Cooldown": SCALE_OUT_COOLDOWN_S,
                                                     "MetricAggregationType": "Average"}}
-    scale_in = {"PolicyName": f"{metric}-step-scale-in", "ServiceNamespace": "ecs", "ResourceId": RESOURCE_ID,
+    scale_in = {"PolicyName": f"{metric}-step-scale-in", "ServiceNamespace": "ecs", "ResourceId": resource_id(names),
                 "ScalableDimension": DIMENSION, "PolicyType": "StepScaling",
                 "StepScalingPolicyConfiguration": {"AdjustmentType": step["adjustment_type"],
                                                    "StepAdjustments": [{"MetricIntervalUpperBound": 0.0,
@@ -201,12 +226,13 @@ def step_scaling_requests(metric: str, step: dict[str, Any]) -> tuple[dict[str, 
     return scale_out, scale_in
 
 
-def alarm_request(metric: str, aws: dict[str, Any], step: dict[str, Any], *, out: bool) -> dict[str, Any]:
+def alarm_request(metric: str, aws: dict[str, Any], step: dict[str, Any], names: AwsNames, *,
+                  out: bool) -> dict[str, Any]:
     """The CloudWatch alarm a step policy needs; its action is the policy ARN once created."""
     converted = aws_step(metric, step)
     threshold = converted["scale_out_threshold"] if out else converted["scale_in_threshold"]
     alarm: dict[str, Any] = {
-        "AlarmName": f"{SERVICE}-{metric}-{'high' if out else 'low'}",
+        "AlarmName": f"{names.service}-{metric}-{'high' if out else 'low'}",
         "AlarmDescription": f"step scaling {'out' if out else 'in'} on {metric}",
         "AlarmActions": [f"POLICY_ARN_{'SCALE_OUT' if out else 'SCALE_IN'}"],
         "EvaluationPeriods": 1 if out else 5,
@@ -215,15 +241,16 @@ def alarm_request(metric: str, aws: dict[str, Any], step: dict[str, Any], *, out
         "ComparisonOperator": "GreaterThanOrEqualToThreshold" if out else "LessThanThreshold",
         "TreatMissingData": "missing",
     }
-    alarm.update(_alarm_metric(metric, aws))
+    alarm.update(_alarm_metric(metric, aws, names))
     return alarm
 
 
-def _alarm_metric(metric: str, aws: dict[str, Any]) -> dict[str, Any]:
+def _alarm_metric(metric: str, aws: dict[str, Any], names: AwsNames) -> dict[str, Any]:
     if metric in (catalog.CPU_UTILIZATION, catalog.MEMORY_UTILIZATION):
         name = "CPUUtilization" if metric == catalog.CPU_UTILIZATION else "MemoryUtilization"
         return {"Namespace": "AWS/ECS", "MetricName": name, "Statistic": "Average", "Period": 60,
-                "Dimensions": [{"Name": "ClusterName", "Value": CLUSTER}, {"Name": "ServiceName", "Value": SERVICE}]}
+                "Dimensions": [{"Name": "ClusterName", "Value": names.cluster},
+                               {"Name": "ServiceName", "Value": names.service}]}
     if metric == catalog.REQUESTS_PER_TASK:
         return {"Namespace": "AWS/ApplicationELB", "MetricName": "RequestCountPerTarget", "Statistic": "Sum",
                 "Period": 60, "Dimensions": [{"Name": "TargetGroup", "Value": "targetgroup/TARGET_GROUP/TG_ID"}]}

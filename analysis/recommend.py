@@ -16,6 +16,7 @@ import numpy as np
 
 from scalefinder.analysis import policy
 from scalefinder.analysis.classify import label
+from scalefinder.analysis.deployment import Deployment
 from scalefinder.analysis.properties import PASS
 from scalefinder.core.models import Recommendation
 
@@ -66,7 +67,8 @@ def tasks_for_peak(peak_rps: float, per_task_rps: float, headroom: float, zones:
             "formula": formula}
 
 
-def recommendation(metric: str, data, tests, knee, tasks: int, options, decision) -> Recommendation | None:
+def recommendation(metric: str, data, tests, knee, tasks: int, options, decision,
+                   deployment: Deployment | None = None) -> Recommendation | None:
     if knee is None or knee.last_good_rps is None:
         return None
     capacity_per_task = knee.served_rps / tasks
@@ -101,7 +103,7 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
     digits = 1 if (data.info.unit or "") == "percent" else 2
     target, interval = round(point, digits), [round(low, digits), round(high, digits)]
     unit = data.info.unit or ""
-    aws = policy.aws_metric(metric)
+    aws = policy.aws_metric(metric, (deployment or policy.unknown_deployment()).aws)
     step = step_thresholds(target, saturation_value or good_value or target * 1.3, digits)
     if policy.target_problem(metric, target):
         return None  # a utilization target outside (0, 100] is a unit mistake upstream, never a policy
@@ -119,13 +121,13 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
         aws_metric=aws,
         aws_target_value=policy.aws_target(metric, target),
         step_scaling=step,
-        policies=policy.render_all(metric, target, step, aws),
+        policies=policy.render_all(metric, target, step, aws, deployment),
         pattern=decision.pattern["name"],
     )
 
 
 def backlog_recommendation(metric: str, data, knee, tasks: int, options, decision,
-                           slo: dict[str, Any]) -> Recommendation | None:
+                           slo: dict[str, Any], deployment: Deployment | None = None) -> Recommendation | None:
     """Acceptable backlog per task, after AWS's guidance for scaling on an SQS queue: the jobs one
     task can finish within the acceptable latency, capacity per task x (latency_ms / 1000),
     times the headroom. The interval carries the capacity's own interval [last good, first bad]."""
@@ -140,7 +142,7 @@ def backlog_recommendation(metric: str, data, knee, tasks: int, options, decisio
     interval = [target, round(high_rate * latency_s * options.headroom, 2)]
     at_capacity = capacity_per_task * latency_s  # the backlog one task clears in exactly the acceptable latency
     good_row = data.steps[data.steps["step_id"] == knee.last_good_step]
-    aws = policy.aws_metric(metric)
+    aws = policy.aws_metric(metric, (deployment or policy.unknown_deployment()).aws)
     step = step_thresholds(target, at_capacity, 2)
     return Recommendation(
         metric=metric, label=label(metric), target=target, target_interval=(interval[0], interval[1]),
@@ -156,7 +158,7 @@ def backlog_recommendation(metric: str, data, knee, tasks: int, options, decisio
         aws_metric=aws,
         aws_target_value=policy.aws_target(metric, target),
         step_scaling=step,
-        policies=policy.render_all(metric, target, step, aws),
+        policies=policy.render_all(metric, target, step, aws, deployment),
         pattern=decision.pattern["name"],
     )
 

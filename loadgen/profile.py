@@ -29,6 +29,7 @@ from scalefinder.core.models import (
     HEADROOM_RANGE,
     AnalysisOptions,
     GateCriteria,
+    KubernetesSettings,
     ModelError,
     Slo,
 )
@@ -165,6 +166,7 @@ class Profile:
     sources: dict[str, dict[str, Any]]
     analysis: AnalysisOptions
     gate: GateCriteria
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as resolved (defaults filled in), JSON-serialisable, for the manifest:
@@ -173,6 +175,7 @@ class Profile:
         data = asdict(self)
         data["profile_path"] = data.pop("path")
         data["gate"] = self.gate.to_dict()  # the criteria asked for, as the table held them
+        data["kubernetes"] = self.kubernetes.to_dict()
         return redact_profile(data)
 
 
@@ -392,7 +395,7 @@ def _check_scalar(value: Any, key: str, shown: str) -> None:
 def _parse(data: dict[str, Any], path: Path) -> Profile:
     shown = str(path)
     top = _Table(data, "", shown).expect("name", "description", "target", "workload", "slo", "ramp", "capacity",
-                                        "sources", "analysis", "gate")
+                                        "sources", "analysis", "gate", "kubernetes")
     # without a name, the file's: made safe, since any character may stand in a file name
     name = top.string("name", default=re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem)[:100].strip("-") or "profile")
     if not PROFILE_NAME.fullmatch(name):
@@ -412,9 +415,11 @@ def _parse(data: dict[str, Any], path: Path) -> Profile:
     analysis = _parse_analysis(top.table("analysis") or _Table({}, "analysis", shown))
     gate_table = top.table("gate")
     gate = _parse_gate(gate_table) if gate_table else GateCriteria()
+    kubernetes_table = top.table("kubernetes")
+    kubernetes = _parse_kubernetes(kubernetes_table) if kubernetes_table else KubernetesSettings()
     profile = Profile(name=name, description=description, path=str(path.resolve()), target=target,
                       workload=workload, slo=slo, ramp=ramp, capacity=capacity, sources=sources,
-                      analysis=analysis, gate=gate)
+                      analysis=analysis, gate=gate, kubernetes=kubernetes)
     _check_holds_cover_datapoints(profile)
     _check_rate_window_within_warmup(profile)
     _check_planned_requests(profile)
@@ -789,6 +794,23 @@ def _parse_gate(table: _Table) -> GateCriteria:
                      capacity_tolerance_pct=table.number("capacity_tolerance_pct"),
                      target_tolerance_pct=table.number("target_tolerance_pct"),
                      metric_unchanged=table.boolean("metric_unchanged", None) if table.has("metric_unchanged") else None)
+
+
+def _parse_kubernetes(table: _Table) -> KubernetesSettings:
+    """What the HPA and KEDA renderings need and a run cannot measure; the ranges are the model's."""
+    table.expect(*KubernetesSettings.keys())
+    requests = {}
+    for key in ("cpu_request", "memory_request"):
+        value = table.raw(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+            raise table.error(f'expected a quantity such as "250m" or "512Mi", got {_describe(value)}', key)
+        requests[key] = str(value) if isinstance(value, (int, float)) else value
+    metadata = table.table("trigger_metadata")
+    return _as_model(table, KubernetesSettings,
+                     namespace=table.string("namespace"), workload=table.string("workload"), **requests,
+                     min_replicas=table.integer("min_replicas"), max_replicas=table.integer("max_replicas"),
+                     keda_trigger=table.string("keda_trigger"),
+                     trigger_metadata=metadata.data if metadata is not None else {})
 
 
 def _as_model(table: _Table, model: Any, **values: Any) -> Any:

@@ -17,3 +17,30 @@ def test_demo_prints_the_headline_and_writes_the_report(demo_run):
     assert "<html" in page and "Plotly" in page
     for written in ("summary.md", "summary.json"):
         assert (demo_run.path / written).is_file()
+
+
+def test_policy_prints_the_demo_as_an_hpa_on_a_share_of_the_requests(demo_run):
+    """The demo's task has 128 CPU units (a 125m limit) and its profile says the pod requests
+    100m: the HPA's averageUtilization is the measured share of the limit times 125/100."""
+    import math
+
+    import kubernetes_validate
+    import yaml
+    from click.testing import CliRunner
+
+    from scalefinder.analysis.kubernetes import kubernetes_versions
+    from scalefinder.cli import cli
+
+    assert demo_run.returncode == 0, demo_run.stderr
+    findings = json.loads((demo_run.path / "findings.json").read_text())
+    result = CliRunner().invoke(cli, ["policy", str(demo_run.path), "--format", "hpa"])
+    assert result.exit_code == 0, result.output
+    document = yaml.safe_load(result.output)
+    for version in kubernetes_versions():
+        kubernetes_validate.validate(document, version, strict=True)
+    target = findings["recommendation"]["target"]
+    [metric] = document["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["averageUtilization"] == math.floor(target * 125 / 100)
+    assert "of the 125m limit" in result.output and "of the 100m request" in result.output
+    assert document["metadata"] == {"name": "demo", "namespace": "demo"}

@@ -41,6 +41,7 @@ from scalefinder.analysis.reporting.summary import VERDICT_WORDS
 POLICY_KINDS = (("target_tracking", "Target tracking policy"), ("step_scaling", "Step scaling policy"))
 RENDERINGS = (("api_request", "API JSON"), ("aws_cli", "AWS CLI"), ("cloudformation", "CloudFormation"),
               ("terraform", "Terraform"))
+KUBERNETES_RENDERINGS = (("hpa", "HPA"), ("keda", "KEDA ScaledObject"), ("prometheus_adapter", "prometheus-adapter rule"))
 GENERATOR_BUSY_PCT = 90.0
 # Metrics are listed from the one to use to the ones ruled out.
 VERDICT_ORDER = {"recommended": 0, "candidate": 1, "inconclusive": 2, "rejected": 3}
@@ -275,6 +276,11 @@ def _policies(findings: Mapping[str, Any]) -> list[PolicyBlock]:
                  for key, label in RENDERINGS if renderings.get(key)]
         if panes:
             blocks.append(PolicyBlock(kind, title, panes))
+    manifests = policies.get("kubernetes") or {}
+    panes = [PolicyPane(key, label, manifests[key]) for key, label in KUBERNETES_RENDERINGS
+             if isinstance(manifests.get(key), str)]
+    if panes:
+        blocks.append(PolicyBlock("kubernetes", "Kubernetes", panes))
     return blocks
 
 

@@ -41,6 +41,7 @@ def summary_document(figures: RunFigures, findings: Mapping[str, Any]) -> dict[s
     document.update(asdict(figures))
     document["warnings"] = list(figures.warnings)
     document["target_tracking_policy"] = (policies.get("target_tracking") or {}).get("api_request")
+    document["kubernetes_hpa"] = (policies.get("kubernetes") or {}).get("hpa")
     document["inconclusive_reasons"] = list(inconclusive.get("reasons") or [])
     document["next_steps"] = list(inconclusive.get("next_steps") or [])
     return document
@@ -116,12 +117,16 @@ def _inconclusive_lines(findings: Mapping[str, Any]) -> list[str]:
 
 
 def _policy_lines(findings: Mapping[str, Any]) -> list[str]:
-    recommendation = findings.get("recommendation") or {}
-    cli = ((recommendation.get("policies") or {}).get("target_tracking") or {}).get("aws_cli")
-    if not cli:
-        return []
-    fence = "~~~~" if "```" in cli else "```"
-    return ["", "<details><summary>Target tracking policy (AWS CLI)</summary>", "", f"{fence}sh", str(cli), fence, "", "</details>"]
+    policies = (findings.get("recommendation") or {}).get("policies") or {}
+    blocks = (("Target tracking policy (AWS CLI)", "sh", (policies.get("target_tracking") or {}).get("aws_cli")),
+              ("HorizontalPodAutoscaler (Kubernetes)", "yaml", (policies.get("kubernetes") or {}).get("hpa")))
+    lines: list[str] = []
+    for title, language, text in blocks:
+        if text:
+            fence = "~~~~" if "```" in text else "```"
+            lines += ["", f"<details><summary>{title}</summary>", "", f"{fence}{language}", str(text).rstrip("\n"),
+                      fence, "", "</details>"]
+    return lines
 
 
 def md(text: Any) -> str:

@@ -15,11 +15,13 @@ or file when a command reads a run.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from scalefinder.core import quantity
 from scalefinder.core import slo as slos
 from scalefinder.core.errors import InputError, RunDirectoryError
 
@@ -181,6 +183,95 @@ class GateCriteria:
     def to_dict(self) -> dict[str, Any]:
         """Only the criteria that were asked for, as a profile's table holds them."""
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# -- Kubernetes renderings -----------------------------------------------------------------------
+#: workload kinds an HPA or a ScaledObject can scale (the ``scale`` subresource), as a team writes them
+WORKLOAD_KINDS = {"deployment": "Deployment", "statefulset": "StatefulSet"}
+#: KEDA triggers rendered for a queue's backlog, besides ``prometheus`` for any query
+KEDA_QUEUE_TRIGGERS = ("aws-sqs-queue", "rabbitmq", "kafka", "redis", "prometheus")
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """The profile's ``[kubernetes]`` table: what the HPA and KEDA renderings cannot learn from a
+    run. Every field is optional; a name left out stays a placeholder in the manifests."""
+
+    namespace: str | None = None
+    #: ``deployment/web`` or ``statefulset/db``
+    workload: str | None = None
+    #: the container's requests as its pod spec gives them (``"250m"``, ``"512Mi"``); the HPA's
+    #: utilization is a share of these, not of the limit the run measured against
+    cpu_request: str | None = None
+    memory_request: str | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    #: the KEDA trigger for a queue's backlog, and its connection metadata (host, queue URL...)
+    keda_trigger: str | None = None
+    trigger_metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.namespace is not None and (not isinstance(self.namespace, str)
+                                           or not re.match(_K8S_NAME, self.namespace)):
+            raise ModelError("namespace", "a Kubernetes namespace name (lower-case letters, digits, '-')",
+                             self.namespace)
+        if self.workload is not None:
+            kind, _, name = self.workload.partition("/") if isinstance(self.workload, str) else ("", "", "")
+            if kind.lower() not in WORKLOAD_KINDS or not re.match(_K8S_NAME, name):
+                raise ModelError("workload", "deployment/NAME or statefulset/NAME", self.workload)
+        for key in ("cpu_request", "memory_request"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    quantity.parse(value)
+                except quantity.QuantityError:
+                    raise ModelError(key, 'a Kubernetes quantity such as "250m" (CPU) or "512Mi" (memory)',
+                                     value) from None
+        for key in ("min_replicas", "max_replicas"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000):
+                raise ModelError(key, "a whole number from 1 to 10000", value)
+        if self.min_replicas is not None and self.max_replicas is not None and self.max_replicas < self.min_replicas:
+            raise ModelError("max_replicas", f"at least min_replicas ({self.min_replicas})", self.max_replicas)
+        if self.keda_trigger is not None and self.keda_trigger not in KEDA_QUEUE_TRIGGERS:
+            raise ModelError("keda_trigger", f"one of {', '.join(KEDA_QUEUE_TRIGGERS)}", self.keda_trigger)
+        metadata = self.trigger_metadata
+        if not isinstance(metadata, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) and k for k, v in metadata.items()):
+            raise ModelError("trigger_metadata", "a table of text values (KEDA reads every value as a string)",
+                             metadata)
+        for key, value in metadata.items():
+            if re.search(r"://[^/]*@", value) or key.lower() in ("password", "username", "sasl", "token"):
+                # the table is written into the run directory and the manifests get pasted around
+                raise ModelError(f"trigger_metadata.{key}", "free of credentials: KEDA reads them from a "
+                                 "TriggerAuthentication, which the rendering references",
+                                 "(a value holding credentials, not shown)")
+        object.__setattr__(self, "trigger_metadata", dict(metadata))  # a copy: the caller's table stays its own
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @property
+    def workload_kind(self) -> str | None:
+        return WORKLOAD_KINDS[self.workload.partition("/")[0].lower()] if self.workload else None
+
+    @property
+    def workload_name(self) -> str | None:
+        return self.workload.partition("/")[2] if self.workload else None
+
+    @classmethod
+    def from_mapping(cls, table: Any) -> "KubernetesSettings":
+        """The table as a manifest recorded it; an old manifest without one gives the defaults."""
+        if not isinstance(table, Mapping):
+            return cls()
+        return cls(**{k: v for k, v in table.items() if k in cls.keys() and v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.keys()}
+        data["trigger_metadata"] = dict(self.trigger_metadata)
+        return data
 
 
 # -- one test of one metric ----------------------------------------------------------------------
@@ -582,6 +673,14 @@ class RunManifest:
             return AnalysisOptions.from_mapping(self.profile.get("analysis"))
         except ModelError as exc:
             raise RunDirectoryError(f"the manifest's profile has a damaged [analysis] table: {exc}") from None
+
+    @property
+    def kubernetes_settings(self) -> KubernetesSettings:
+        """The profile's ``[kubernetes]`` table (empty for a run recorded before there was one)."""
+        try:
+            return KubernetesSettings.from_mapping(self.profile.get("kubernetes"))
+        except ModelError as exc:
+            raise RunDirectoryError(f"the manifest's profile has a damaged [kubernetes] table: {exc}") from None
 
     def gate_criteria(self) -> GateCriteria:
         """The profile's ``[gate]`` table; raises when it is not one (only the gate needs it)."""
