@@ -221,6 +221,8 @@ class Experiment:
         self._controller = controller
         snapshot = controller.snapshot()
         self._create_writer(cluster, snapshot, sources)
+        # Registered before prepare(), so that a prepare failing part-way (an autoscaler already
+        # held, then an error) is undone too.
         stack.callback(self._restore, controller, snapshot)
         controller.prepare()
         if controller.current() != self.profile.capacity.tasks:

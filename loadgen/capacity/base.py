@@ -24,7 +24,12 @@ class CapacityController(ABC):
         """The original state, JSON-serialisable, enough for ``restore``."""
 
     def prepare(self) -> None:
-        """Make the service safe to resize by hand (e.g. suspend its autoscaler). Default: nothing."""
+        """Make the service safe to resize by hand (e.g. suspend its autoscaler). Default: nothing.
+
+        Called after the snapshot is recorded and before the first change of the task count. The
+        experiment has registered ``restore`` by then, so ``restore`` also runs when ``prepare``
+        fails part-way and must undo whatever part of it took effect.
+        """
 
     @abstractmethod
     def scale_to(self, count: int, timeout_s: float) -> None:

@@ -1,14 +1,28 @@
 """A capacity controller that runs the team's own commands: ``kubectl scale``, a deploy script...
 
-The profile gives three command templates and a timeout:
+The profile gives up to five command templates and a few timeouts:
 
 * ``scale`` sets the count, e.g. ``kubectl scale deployment/web --replicas={count}``;
 * ``current`` prints the count of replicas running and taking traffic (its last output line);
-* ``ready`` (optional) exits 0 once the service is healthy; it is polled after every change.
+* ``ready`` (optional) exits 0 once the service is healthy; it is polled after every change;
+* ``prepare`` (optional) runs once before the run first changes the count: it holds still
+  whatever else scales the service (pins a HorizontalPodAutoscaler, pauses Argo CD self-heal);
+* ``restore`` (optional) undoes ``prepare``. It runs after the original count is back, so the
+  autoscaler is released only once the service is as it was found, and it runs even when putting
+  the count back failed: an autoscaler left held would keep the service from scaling long after
+  the run. It may run more than once (a run that restored itself, then
+  ``scalefinder restore --force``), so it must be idempotent, as a merge patch that sets values is.
 
 Commands run without a shell: a template is split with ``shlex`` first and the values are put
-into the words afterwards, so a value can never add a word or run something else. Only
-``{count}`` and ``{control_url}`` are filled in; any other braces (a kubectl JSONPath) stay.
+into the words afterwards, so a value can never add a word or run something else. Only named
+fields are filled in: ``{count}`` (in ``scale``), ``{original_count}`` (in ``prepare`` and
+``restore``: the count the snapshot recorded before the run changed anything) and
+``{control_url}``; any other braces (a kubectl JSONPath, a JSON patch, a go-template's
+``{{...}}``) stay as written.
+
+The snapshot records the ``restore`` template next to the original count, so that
+``scalefinder restore RUN_DIR`` replays it after a run was killed hard; a snapshot without one
+(a run recorded before these templates existed) falls back to the profile's.
 
 For the embedded local cluster, which has no orchestrator of its own, the controller serves a
 small control endpoint on 127.0.0.1 and passes its URL as ``{control_url}`` (and in the
@@ -30,14 +44,19 @@ from typing import Any
 
 from scalefinder.loadgen.capacity.base import CapacityController
 from scalefinder.loadgen.kind_config import seconds, whole_number, with_defaults
-from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
+from scalefinder.core.errors import InfrastructureError, InputError, ProfileError, ScalefinderError
 from scalefinder.core.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-DEFAULTS: dict[str, Any] = {"ready": None, "timeout_s": 300.0, "poll_s": 2.0, "command_timeout_s": 60.0,
-                            "max_tasks": 100}
+DEFAULTS: dict[str, Any] = {"ready": None, "prepare": None, "restore": None, "timeout_s": 300.0, "poll_s": 2.0,
+                            "command_timeout_s": 60.0, "max_tasks": 100}
+OPTIONAL_TEMPLATES = ("ready", "prepare", "restore")
+# A field named in a template that does not fill it would reach the command as literal braces.
+# (Only the new templates and field are checked, so older profiles load as they did.)
+NOT_FILLED = {"prepare": "{count}", "restore": "{count}", "scale": "{original_count}",
+              "current": "{original_count}", "ready": "{original_count}"}
 STDERR_SHOWN_CHARS = 600
 _COUNT = re.compile(r"^\s*(\d+)\s*$")
 
@@ -48,10 +67,14 @@ _COUNT = re.compile(r"^\s*(\d+)\s*$")
 def validate_config(table: dict, where: str) -> dict:
     """Check ``[capacity.command]`` and fill in defaults."""
     config = with_defaults(table, where, DEFAULTS, required=("scale", "current"))
-    for key in ("scale", "current", "ready"):
-        if key == "ready" and config[key] is None:
+    for key in ("scale", "current", *OPTIONAL_TEMPLATES):
+        if key in OPTIONAL_TEMPLATES and config[key] is None:
             continue
-        _check_template(config.get(key), f"{where}.{key}")
+        _check_template(config.get(key), f"{where}.{key}", optional=key in OPTIONAL_TEMPLATES)
+        if NOT_FILLED[key] in config[key]:
+            filled_in = "scale" if NOT_FILLED[key] == "{count}" else "prepare and restore"
+            raise ProfileError(f"{NOT_FILLED[key]} is filled in only in {filled_in}; here it would reach the "
+                               f"command as written", key=f"{where}.{key}")
     if "{count}" not in config["scale"]:
         raise ProfileError("must contain {count} where the task count goes", key=f"{where}.scale")
     for key, low, high in (("timeout_s", 1, 7200), ("poll_s", 0.1, 300), ("command_timeout_s", 1, 3600)):
@@ -60,15 +83,16 @@ def validate_config(table: dict, where: str) -> dict:
     return config
 
 
-def _check_template(template: Any, key: str) -> None:
+def _check_template(template: Any, key: str, optional: bool = False) -> None:
+    missing = "expected a command line, or leave the key out" if optional else "required: a command line"
     if not isinstance(template, str) or not template.strip():
-        raise ProfileError("required: a command line", key=key)
+        raise ProfileError(missing, key=key)
     try:
         words = shlex.split(template)
     except ValueError as exc:
         raise ProfileError(f"cannot be split into words ({exc}): {template!r}", key=key) from None
     if not words:
-        raise ProfileError("required: a command line", key=key)
+        raise ProfileError(missing, key=key)
 
 
 def build(config: dict, context: Any) -> "CommandCapacityController":
@@ -97,6 +121,7 @@ class CommandCapacityController(CapacityController):
         self.config = config
         self.endpoint = endpoint
         self.commands_run = 0
+        self._original_count: int | None = None  # the count snapshot() found, for {original_count}
 
     @property
     def control_url(self) -> str:
@@ -105,15 +130,37 @@ class CommandCapacityController(CapacityController):
     def current(self) -> int:
         output = self._run("current", self.config["current"])
         lines = [line for line in output.splitlines() if line.strip()]
-        match = _COUNT.match(lines[-1]) if lines else None
+        if not lines:
+            # Not read as 0: a snapshot of 0 would make the restore scale the service to zero.
+            raise InfrastructureError(
+                f"the current-count command printed nothing, where the count of ready replicas was expected: "
+                f"{shlex.join(self._argv(self.config['current']))}. Make it print 0 when no replica is ready: "
+                f"kubectl's -o jsonpath={{.status.readyReplicas}} prints nothing then (the field is absent), "
+                f"while -o 'go-template={{{{or .status.readyReplicas 0}}}}' prints 0")
+        match = _COUNT.match(lines[-1])
         if match is None:
-            shown = lines[-1][:100] if lines else "nothing"
-            raise InfrastructureError(f"the current-count command printed {shown!r}, not a whole number: "
+            raise InfrastructureError(f"the current-count command printed {lines[-1][:100]!r}, not a whole number: "
                                       f"{shlex.join(self._argv(self.config['current']))}")
         return int(match.group(1))
 
     def snapshot(self) -> dict[str, Any]:
-        return {"kind": self.kind, "tasks": self.current()}
+        self._original_count = self.current()
+        snapshot: dict[str, Any] = {"kind": self.kind, "tasks": self._original_count}
+        if self.config.get("restore") is not None:
+            # Recorded with the count, so that `scalefinder restore` replays what this run would have.
+            snapshot["restore_command"] = self.config.get("restore")
+        return snapshot
+
+    def prepare(self) -> None:
+        """Run the ``prepare`` template, if any: before the run first changes the count."""
+        template = self.config.get("prepare")
+        if template is None:
+            return
+        if self._original_count is None and "{original_count}" in template:
+            self._original_count = self.current()  # prepare() without a snapshot() first
+        argv = self._argv(template, original_count=self._original_count)
+        self._run_argv("prepare", argv)
+        log.info("ran the prepare command: %s", shlex.join(argv))
 
     def scale_to(self, count: int, timeout_s: float | None = None) -> None:
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= self.config["max_tasks"]:
@@ -136,14 +183,62 @@ class CommandCapacityController(CapacityController):
         log.info("scaled to %d tasks", count)
 
     def restore(self, snapshot: dict[str, Any]) -> None:
+        """Put the original count back, then run the ``restore`` template: the count first, while
+        whatever ``prepare`` held is still held, and the template whatever became of the count."""
         tasks = snapshot.get("tasks")
         if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 0:
             raise InputError(f"the command controller's snapshot has no valid task count: {snapshot!r}")
+        try:
+            self._put_count_back(tasks)
+        except BaseException as exc:
+            failed = self._run_restore_template(snapshot, tasks, after_failure=True)
+            if failed is not None and isinstance(exc, ScalefinderError):
+                raise InfrastructureError(f"{exc}; then the restore command failed too, so what prepare "
+                                          f"changed may still be in place: {failed}") from exc
+            raise
+        self._run_restore_template(snapshot, tasks)
+
+    def _put_count_back(self, tasks: int) -> None:
         if self._needs_endpoint() and self.endpoint is None:
             log.info("nothing to restore: the local cluster the commands controlled went with its run")
             return
         if self.current() != tasks:
             self.scale_to(tasks)
+
+    def _run_restore_template(self, snapshot: dict[str, Any], tasks: int, after_failure: bool = False) -> str | None:
+        """Run the restore template, if any. After a failure to put the count back, its own
+        failure is logged and returned rather than raised, so that the first error is not lost."""
+        try:
+            template = self._restore_template(snapshot)
+            if template is None:
+                return None
+            if "{control_url}" in template and self.endpoint is None:
+                log.info("the restore command was not run: the local cluster it addressed went with its run")
+                return None
+            argv = fill(template, control_url=self.control_url, original_count=tasks)
+            self._run_argv("restore", argv)
+        except ScalefinderError as exc:
+            if not after_failure:
+                raise
+            log.error("%s", exc)
+            return str(exc)
+        log.info("ran the restore command: %s", shlex.join(argv))
+        return None
+
+    def _restore_template(self, snapshot: dict[str, Any]) -> str | None:
+        """The snapshot's ``restore_command`` when it records one, else the profile's ``restore``
+        (a manifest written before the snapshot carried the template has neither)."""
+        if "restore_command" not in snapshot:
+            return self.config.get("restore")
+        template = snapshot["restore_command"]
+        if template is None:
+            return None
+        try:
+            _check_template(template, "restore_command")
+        except ProfileError:
+            raise InputError(f"the command controller's snapshot has an unusable restore_command: "
+                             f"{template!r}") from None
+        return template
 
     # -- running commands -------------------------------------------------------------------
     def _ready(self) -> str:
@@ -157,7 +252,9 @@ class CommandCapacityController(CapacityController):
         return f"readiness command exited {result.returncode}: {_tail(result.stderr or result.stdout)}"
 
     def _run(self, role: str, template: str, **values: Any) -> str:
-        argv = self._argv(template, **values)
+        return self._run_argv(role, self._argv(template, **values))
+
+    def _run_argv(self, role: str, argv: list[str]) -> str:
         result = self._execute(argv)
         if result.returncode != 0:
             raise InfrastructureError(f"the {role} command failed with exit code {result.returncode}: "
@@ -201,7 +298,7 @@ class CommandCapacityController(CapacityController):
         return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
     def _needs_endpoint(self) -> bool:
-        templates = (self.config["scale"], self.config["current"], self.config["ready"] or "")
+        templates = (self.config.get(key) or "" for key in ("scale", "current", *OPTIONAL_TEMPLATES))
         return any("{control_url}" in template for template in templates)
 
 
