@@ -85,7 +85,7 @@ def policy_text(run_path: str | Path, output_format: str, kind: str = "target-tr
     metric, target = recommendation["metric"], float(recommendation["target"])
     facts = deployment.from_manifest(run.manifest)
     renderings = policy.render_all(metric, target, recommendation["step_scaling"],
-                                   policy.aws_metric(metric, facts.aws), facts)
+                                   policy.aws_metric(metric, facts), facts)
     key = POLICY_FORMATS[output_format]
     if output_format in KUBERNETES_FORMATS:
         text = renderings["kubernetes"][key]

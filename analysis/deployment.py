@@ -13,15 +13,17 @@ conversion between the two needs both, and says where each came from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from scalefinder.core import quantity
+from scalefinder.core import catalog, quantity
 from scalefinder.core.models import KubernetesSettings, RunManifest
 
 CLUSTER_PLACEHOLDER = "CLUSTER_NAME"
 SERVICE_PLACEHOLDER = "SERVICE_NAME"
 QUEUE_PLACEHOLDER = "QUEUE_NAME"
+LOAD_BALANCER_PLACEHOLDER = "app/LOAD_BALANCER/LB_ID"
+TARGET_GROUP_PLACEHOLDER = "targetgroup/TARGET_GROUP/TG_ID"
 CPU_UNITS_PER_CORE = 1024.0
 
 
@@ -33,6 +35,9 @@ class AwsNames:
     service: str = SERVICE_PLACEHOLDER
     queue: str = QUEUE_PLACEHOLDER
     region: str | None = None
+    #: CloudWatch's TargetGroup and LoadBalancer dimension values
+    target_group: str = TARGET_GROUP_PLACEHOLDER
+    load_balancer: str = LOAD_BALANCER_PLACEHOLDER
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,12 @@ class Deployment:
     resources: Resources
     prometheus: PrometheusFacts | None
     initial_tasks: int | None
+    #: the profile's [[sources.cloudwatch.custom_metrics]] entries by name: a policy on one of
+    #: them tracks the metric the run read, in its namespace, with its dimensions and statistic
+    custom_metrics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the run read concurrency per task from the load balancer's ActiveConnectionCount (the
+    #: CloudWatch source's own recipe), not from an application gauge
+    concurrency_from_load_balancer: bool = False
 
 
 def from_manifest(manifest: RunManifest) -> Deployment:
@@ -70,16 +81,22 @@ def from_manifest(manifest: RunManifest) -> Deployment:
     settings = manifest.kubernetes_settings
     tasks = manifest.initial_tasks
     described = manifest.sources if isinstance(manifest.sources, Mapping) else {}
-    return Deployment(aws=_aws_names(profile), kubernetes=settings,
+    cloudwatch = (profile.get("sources") or {}).get("cloudwatch") or {}
+    custom = {str(entry["name"]): entry for entry in cloudwatch.get("custom_metrics") or ()
+              if isinstance(entry, Mapping) and isinstance(entry.get("name"), str)}
+    return Deployment(aws=_aws_names(profile, described.get("cloudwatch")), kubernetes=settings,
                       resources=_resources(manifest, settings, described),
                       prometheus=_prometheus(described.get("prometheus")),
                       initial_tasks=tasks if isinstance(tasks, int) and not isinstance(tasks, bool) and tasks > 0
-                      else None)
+                      else None,
+                      custom_metrics=custom,
+                      concurrency_from_load_balancer=bool(cloudwatch) and catalog.CONCURRENCY_PER_TASK not in custom)
 
 
-def _aws_names(profile: Mapping[str, Any]) -> AwsNames:
+def _aws_names(profile: Mapping[str, Any], described: Any) -> AwsNames:
     """``[capacity.ecs]`` and ``[sources.cloudwatch]`` both name the cluster and service; the
-    profile loader has already checked they are text."""
+    profile loader has already checked they are text. The target group is the one the
+    CloudWatch source found from the service."""
     capacity = profile.get("capacity") or {}
     ecs = (capacity.get("config") or {}) if capacity.get("controller") == "ecs" else {}
     cloudwatch = (profile.get("sources") or {}).get("cloudwatch") or {}
@@ -93,6 +110,9 @@ def _aws_names(profile: Mapping[str, Any]) -> AwsNames:
     region = ecs.get("region") or cloudwatch.get("region")
     if isinstance(region, str) and region:
         names["region"] = region
+    groups = described.get("target_groups") if isinstance(described, Mapping) else None
+    if isinstance(groups, list) and groups and isinstance(groups[0], str) and groups[0]:
+        names["target_group"] = groups[0]
     return AwsNames(**names)
 
 

@@ -24,7 +24,6 @@ from scalefinder.core import catalog
 from scalefinder.core.errors import InputError
 
 DIMENSION = "ecs:service:DesiredCount"
-ALB_RESOURCE_LABEL = "app/LOAD_BALANCER/LB_ID/targetgroup/TARGET_GROUP/TG_ID"
 APP_NAMESPACE = "APP_NAMESPACE"
 SCALE_OUT_COOLDOWN_S = 60
 SCALE_IN_COOLDOWN_S = 300
@@ -66,22 +65,22 @@ def resource_id(names: AwsNames) -> str:
     return f"service/{names.cluster}/{names.service}"
 
 
-def aws_metric(metric: str, names: AwsNames | None = None) -> dict[str, Any]:
-    """The CloudWatch / Application Auto Scaling identity of a scaling metric (placeholders for
-    the names when ``names`` is None)."""
-    names = names or AwsNames()
-    if metric in PREDEFINED:
+def aws_metric(metric: str, deployment: Deployment | None = None) -> dict[str, Any]:
+    """The CloudWatch / Application Auto Scaling identity of a scaling metric, as the run read it
+    (placeholders for the names when ``deployment`` is None)."""
+    deployment = deployment or unknown_deployment()
+    if metric in PREDEFINED and metric not in deployment.custom_metrics:
         spec: dict[str, Any] = {"PredefinedMetricType": PREDEFINED[metric]}
         if metric == catalog.REQUESTS_PER_TASK:
-            spec["ResourceLabel"] = ALB_RESOURCE_LABEL
+            spec["ResourceLabel"] = f"{deployment.aws.load_balancer}/{deployment.aws.target_group}"
         note = "target is requests per target per minute (RequestCountPerTarget)" \
             if metric == catalog.REQUESTS_PER_TASK else "percent of the task reservation"
         return {"predefined": PREDEFINED[metric], "specification": {"PredefinedMetricSpecification": spec},
                 "note": note}
     # two copies, so that a change to one (the alarm's periods) never reaches the other
-    return {"customized": _metric_math(metric, names),
-            "specification": {"CustomizedMetricSpecification": _metric_math(metric, names)},
-            "note": _math_note(metric)}
+    return {"customized": _metric_math(metric, deployment),
+            "specification": {"CustomizedMetricSpecification": _metric_math(metric, deployment)},
+            "note": _math_note(metric, deployment)}
 
 
 def aws_target(metric: str, target: float) -> float:
@@ -100,7 +99,39 @@ def aws_step(metric: str, step: dict[str, Any]) -> dict[str, Any]:
     return {**step, **converted, "thresholds": [aws_target(metric, t) for t in step["thresholds"]]}
 
 
-def _metric_math(metric: str, names: AwsNames) -> dict[str, Any]:
+def _metric_math(metric: str, deployment: Deployment) -> dict[str, Any]:
+    names = deployment.aws
+    running = {"Id": "tasks", "ReturnData": False, "MetricStat": {
+        "Metric": {"Namespace": "ECS/ContainerInsights", "MetricName": "RunningTaskCount",
+                   "Dimensions": [{"Name": "ClusterName", "Value": names.cluster},
+                                  {"Name": "ServiceName", "Value": names.service}]},
+        "Stat": "Average"}}
+    custom = deployment.custom_metrics.get(metric)
+    if custom is not None:
+        # The profile's own metric, as the run read it: its namespace, dimensions and statistic,
+        # times its scale, divided by the running tasks when the profile says it is a total.
+        read = {"Id": "value", "ReturnData": False, "MetricStat": {
+            "Metric": {"Namespace": custom["namespace"], "MetricName": custom["metric_name"],
+                       "Dimensions": [{"Name": k, "Value": v} for k, v in sorted((custom.get("dimensions") or {}).items())]},
+            "Stat": custom.get("statistic") or "Average"}}
+        scale = float(custom.get("scale") or 1.0)
+        expression = "value" + (f" * {scale:g}" if scale != 1.0 else "")
+        queries = [read]
+        if custom.get("per_task"):
+            expression, queries = f"{expression} / tasks", [read, running]
+        if expression == "value":
+            read["ReturnData"] = True
+            return {"Metrics": [read]}
+        return {"Metrics": [*queries, {"Id": "per_task", "Expression": expression, "ReturnData": True,
+                                       "Label": f"{metric} (per task)"}]}
+    if metric == catalog.CONCURRENCY_PER_TASK and deployment.concurrency_from_load_balancer:
+        # What the run measured: the balancer's connections shared among the running tasks.
+        connections = {"Id": "connections", "ReturnData": False, "MetricStat": {
+            "Metric": {"Namespace": "AWS/ApplicationELB", "MetricName": "ActiveConnectionCount",
+                       "Dimensions": [{"Name": "LoadBalancer", "Value": names.load_balancer}]},
+            "Stat": "Sum"}}
+        return {"Metrics": [connections, running, {"Id": "per_task", "Expression": "connections / tasks",
+                                                   "ReturnData": True, "Label": f"{metric} (per task)"}]}
     if metric == catalog.CONCURRENCY_PER_TASK:
         # The publishing contract (docs/aws.md): every task publishes its own in-flight gauge
         # under the one dimension ServiceName, at the same interval. CloudWatch pools the tasks'
@@ -112,11 +143,6 @@ def _metric_math(metric: str, names: AwsNames) -> dict[str, Any]:
                        "Dimensions": [{"Name": "ServiceName", "Value": names.service}]},
             "Stat": "Average"}}
         return {"Metrics": [in_flight]}
-    running = {"Id": "tasks", "ReturnData": False, "MetricStat": {
-        "Metric": {"Namespace": "ECS/ContainerInsights", "MetricName": "RunningTaskCount",
-                   "Dimensions": [{"Name": "ClusterName", "Value": names.cluster},
-                                  {"Name": "ServiceName", "Value": names.service}]},
-        "Stat": "Average"}}
     if metric == catalog.QUEUE_BACKLOG_PER_TASK:
         total = {"Id": "backlog", "ReturnData": False, "MetricStat": {
             "Metric": {"Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
@@ -136,9 +162,18 @@ def _metric_math(metric: str, names: AwsNames) -> dict[str, Any]:
                                          "Label": f"{metric} (per task)"}]}
 
 
-def _math_note(metric: str) -> str:
+def _math_note(metric: str, deployment: Deployment) -> str:
+    custom = deployment.custom_metrics.get(metric)
+    if custom is not None:
+        divided = ", divided by running tasks" if custom.get("per_task") else ""
+        return (f"the profile's custom metric {custom['namespace']}/{custom['metric_name']} "
+                f"({custom.get('statistic') or 'Average'}), as the run read it{divided}")
     if metric == catalog.QUEUE_BACKLOG_PER_TASK:
         return "visible messages divided by running tasks (SQS backlog per task)"
+    if metric == catalog.CONCURRENCY_PER_TASK and deployment.concurrency_from_load_balancer:
+        return ("the load balancer's ActiveConnectionCount divided by running tasks, as the run measured it: "
+                "connections on both sides of the whole balancer, a fair per-task figure only when the balancer "
+                "serves this one service; an in-flight gauge published by the tasks (docs/aws.md) is closer")
     if metric == catalog.CONCURRENCY_PER_TASK:
         return ("each task publishes its own in-flight request count as InFlightRequests (dimension ServiceName, "
                 "the same interval for every task); the Average over the tasks' datapoints is the average per task")
@@ -149,7 +184,7 @@ def render_all(metric: str, target: float, step: dict[str, Any], aws: dict[str, 
                deployment: Deployment | None = None) -> dict[str, Any]:
     """Every rendering of the policy for ``target`` (scalefinder's unit), with the names
     ``deployment`` knows; raises ``PolicyTargetError`` when the target cannot mean what the
-    metric means in AWS. ``aws`` is ``aws_metric(metric, deployment.aws)``."""
+    metric means in AWS. ``aws`` is ``aws_metric(metric, deployment)``."""
     problem = target_problem(metric, target)
     if problem:
         raise PolicyTargetError(f"no scaling policy rendered: {problem}")
@@ -253,7 +288,7 @@ def _alarm_metric(metric: str, aws: dict[str, Any], names: AwsNames) -> dict[str
                                {"Name": "ServiceName", "Value": names.service}]}
     if metric == catalog.REQUESTS_PER_TASK:
         return {"Namespace": "AWS/ApplicationELB", "MetricName": "RequestCountPerTarget", "Statistic": "Sum",
-                "Period": 60, "Dimensions": [{"Name": "TargetGroup", "Value": "targetgroup/TARGET_GROUP/TG_ID"}]}
+                "Period": 60, "Dimensions": [{"Name": "TargetGroup", "Value": names.target_group}]}
     queries = []
     for query in aws["customized"]["Metrics"]:
         item = dict(query)

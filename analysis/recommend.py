@@ -103,7 +103,7 @@ def recommendation(metric: str, data, tests, knee, tasks: int, options, decision
     digits = 1 if (data.info.unit or "") == "percent" else 2
     target, interval = round(point, digits), [round(low, digits), round(high, digits)]
     unit = data.info.unit or ""
-    aws = policy.aws_metric(metric, (deployment or policy.unknown_deployment()).aws)
+    aws = policy.aws_metric(metric, deployment)
     step = step_thresholds(target, saturation_value or good_value or target * 1.3, digits)
     if policy.target_problem(metric, target):
         return None  # a utilization target outside (0, 100] is a unit mistake upstream, never a policy
@@ -142,7 +142,7 @@ def backlog_recommendation(metric: str, data, knee, tasks: int, options, decisio
     interval = [target, round(high_rate * latency_s * options.headroom, 2)]
     at_capacity = capacity_per_task * latency_s  # the backlog one task clears in exactly the acceptable latency
     good_row = data.steps[data.steps["step_id"] == knee.last_good_step]
-    aws = policy.aws_metric(metric, (deployment or policy.unknown_deployment()).aws)
+    aws = policy.aws_metric(metric, deployment)
     step = step_thresholds(target, at_capacity, 2)
     return Recommendation(
         metric=metric, label=label(metric), target=target, target_interval=(interval[0], interval[1]),

@@ -131,3 +131,53 @@ def test_queue_backlog_per_task_is_unchanged():
     spec = policy.aws_metric(catalog.QUEUE_BACKLOG_PER_TASK)["customized"]["Metrics"]
     assert next(q for q in spec if q["ReturnData"])["Expression"] == "backlog / tasks"
     _render(catalog.QUEUE_BACKLOG_PER_TASK, 3.15, 4.5)
+
+
+def _deployment(**fields):
+    from scalefinder.analysis.deployment import AwsNames, Deployment, Resources
+    from scalefinder.core.models import KubernetesSettings
+
+    aws = AwsNames(cluster="staging", service="web", target_group="targetgroup/web-tg/0123456789abcdef")
+    return Deployment(aws, KubernetesSettings(), Resources(), None, 2, **fields)
+
+
+def test_a_custom_metric_is_rendered_from_its_own_profile_entry():
+    custom = {"app_sessions": {"name": "app_sessions", "namespace": "Web/App", "metric_name": "OpenSessions",
+                               "dimensions": {"ServiceName": "web", "Stage": "staging"}, "statistic": "Maximum",
+                               "scale": 0.5, "per_task": True}}
+    deployment = _deployment(custom_metrics=custom)
+    spec = policy.aws_metric("app_sessions", deployment)["customized"]["Metrics"]
+    value = next(q for q in spec if q["Id"] == "value")["MetricStat"]
+    assert value["Metric"] == {"Namespace": "Web/App", "MetricName": "OpenSessions",
+                               "Dimensions": [{"Name": "ServiceName", "Value": "web"},
+                                              {"Name": "Stage", "Value": "staging"}]}
+    assert value["Stat"] == "Maximum"
+    assert [q["Expression"] for q in spec if "Expression" in q] == ["value * 0.5 / tasks"]
+    step = recommend.step_thresholds(40.0, 60.0, 2)
+    renderings = policy.render_all("app_sessions", 40.0, step, policy.aws_metric("app_sessions", deployment),
+                                   deployment)  # validated against botocore's model
+    assert "OpenSessions" in renderings["target_tracking"]["terraform"]
+    # a per-task gauge needs no division and no metric math
+    custom["app_sessions"] = {**custom["app_sessions"], "per_task": False, "scale": 1.0}
+    [only] = policy.aws_metric("app_sessions", _deployment(custom_metrics=custom))["customized"]["Metrics"]
+    assert only["ReturnData"] is True and only["MetricStat"]["Stat"] == "Maximum"
+
+
+def test_concurrency_measured_at_the_balancer_is_tracked_there():
+    deployment = _deployment(concurrency_from_load_balancer=True)
+    aws = policy.aws_metric(catalog.CONCURRENCY_PER_TASK, deployment)
+    names = [q["MetricStat"]["Metric"]["MetricName"] for q in aws["customized"]["Metrics"] if "MetricStat" in q]
+    assert names == ["ActiveConnectionCount", "RunningTaskCount"]
+    assert "both sides of the whole balancer" in aws["note"]
+
+
+def test_names_the_run_knows_fill_the_aws_renderings():
+    deployment = _deployment()
+    aws = policy.aws_metric(catalog.REQUESTS_PER_TASK, deployment)
+    label = aws["specification"]["PredefinedMetricSpecification"]["ResourceLabel"]
+    assert label == "app/LOAD_BALANCER/LB_ID/targetgroup/web-tg/0123456789abcdef"
+    step = recommend.step_thresholds(10.0, 14.0, 2)
+    renderings = policy.render_all(catalog.REQUESTS_PER_TASK, 10.0, step, aws, deployment)
+    assert renderings["target_tracking"]["api_request"]["ResourceId"] == "service/staging/web"
+    alarm = renderings["step_scaling"]["alarms"][0]
+    assert alarm["Dimensions"] == [{"Name": "TargetGroup", "Value": "targetgroup/web-tg/0123456789abcdef"}]
