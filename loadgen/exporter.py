@@ -8,10 +8,11 @@ It serves on 127.0.0.1:
   ``container_network_receive_bytes_total``, ``container_network_transmit_bytes_total``,
   ``container_oom_events_total``), labelled ``pod`` and ``task`` with the task id, so the
   Prometheus source's built-in queries work on the local cluster exactly as on a Kubernetes
-  cluster; each task's restarts as kube-state-metrics counts them
-  (``kube_pod_container_status_restarts_total``); and, as a load balancer would report them,
-  each task's requests and requests in flight (integrated over time: its rate is the average
-  concurrency);
+  cluster; each task's restarts and limits as kube-state-metrics reports them
+  (``kube_pod_container_status_restarts_total``; ``kube_pod_container_resource_limits``, one
+  series per ``resource`` with its ``unit``: cpu in cores, memory in bytes); and, as a load
+  balancer would report them, each task's requests and requests in flight (integrated over
+  time: its rate is the average concurrency);
 * ``/targets`` - the running tasks in Prometheus's HTTP service discovery format
   (``http_sd_configs``), so a server can also scrape each task's own gauges, labelled the same way.
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 MIB = 1024 * 1024
 LABELS = ("pod", "task", "container")
+#: Families with labels besides ``LABELS``, as kube-state-metrics labels them.
+EXTRA_LABELS: dict[str, tuple[str, ...]] = {"kube_pod_container_resource_limits": ("resource", "unit")}
 
 # name -> (type, help). The names are the series names Prometheus stores: a counter's keeps its
 # "_total" (prometheus_client takes it off the family's name and puts it back on the samples).
@@ -58,6 +61,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "container_oom_events_total": ("counter", "Processes of the task the kernel's OOM killer killed."),
     # kube-state-metrics' name, not cAdvisor's: the orchestrator, not the container, counts restarts.
     "kube_pod_container_status_restarts_total": ("counter", "Times the task was started again after it ended."),
+    # kube-state-metrics' too: the task's limits as the orchestrator declares them, one series per
+    # resource (labels resource and unit as well). No requests: the local cluster reserves what it limits.
+    "kube_pod_container_resource_limits": ("gauge", "The task's CPU (cores) and memory (bytes) limits."),
     # Not cAdvisor's: what a load balancer or ingress reports per target, for request-based metrics.
     "scalefinder_balancer_requests_total": ("counter", "Requests the load balancer sent to the task."),
     "scalefinder_balancer_in_flight_seconds_total": (
@@ -76,9 +82,11 @@ class ClusterCollector(Collector):
         quota_us = spec.cpu_units / 1024.0 * PERIOD_US
         limit_bytes = spec.memory_mib * MIB
         targets = self.cluster.balancer_report().get("targets", {})
-        families = {name: (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_text,
-                                                                                            labels=LABELS)
+        families = {name: (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                        name, help_text, labels=LABELS + EXTRA_LABELS.get(name, ()))
                     for name, (kind, help_text) in FAMILIES.items()}
+        # (resource, unit) -> limit, as kube-state-metrics reports it: cpu in cores, memory in bytes
+        limits = {("cpu", "core"): spec.cpu_units / 1024.0, ("memory", "byte"): float(limit_bytes)}
         for view in self.cluster.task_views():
             try:
                 usage = self.cluster.usage(view)
@@ -102,6 +110,8 @@ class ClusterCollector(Collector):
             labels = [view.task_id, view.task_id, "task"]  # pod and task are both the task id
             for name, value in values.items():
                 families[name].add_metric(labels, float(value))
+            for resource_unit, limit in limits.items():
+                families["kube_pod_container_resource_limits"].add_metric([*labels, *resource_unit], limit)
         yield from families.values()
 
 

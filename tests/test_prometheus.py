@@ -33,7 +33,7 @@ S3CRET_BCRYPT = "$2b$04$jGRJugt2KOfG.vOYj.sPhOgpOUybjL1oylizxI11mysdXX9np86z2"
 
 
 def config(url: str, **extra) -> dict:
-    return validate_config({"url": url, "step_s": 1, "settle_s": 2, "rate_window": "3s",
+    return validate_config({"url": url, "step_s": 1, "settle_s": 2, "rate_window": "4s",
                             "selector": 'job="scalefinder-exporter"', **extra}, WHERE)
 
 
@@ -166,7 +166,12 @@ def test_prometheus_agrees_with_the_local_source(scraped):
             assert abs(measured - expected) <= 0.05 * expected, (metric, task, measured, expected)
     assert 20 < mean(collector.rows, catalog.CPU_UTILIZATION) < 95  # the load was really measured
     assert mean(rows, catalog.RUNNING_TASK_COUNT) == 2 and mean(rows, "memory_used_mib") > 0
-    assert source.describe()["api_calls"] == 2 * (len(prometheus.TEMPLATES) + 2)  # the check, then one range each
+    described = source.describe()
+    # the preflight: one range each, one raw read per rate's series (5), four resource queries;
+    # then the fetch: one range each
+    assert described["api_calls"] == 2 * (len(prometheus.TEMPLATES) + 2) + 5 + 4
+    assert set(described["scrape_interval_s"].values()) == {1.0}
+    assert described["resources"]["cpu_limit_cores"] == 0.25
 
 
 @pytest.mark.prometheus
@@ -239,7 +244,7 @@ def test_basic_auth_from_the_environment(tmp_path, monkeypatch):
     with PrometheusServer(tmp_path, free_port(), users={"scalefinder": ("s3cret", S3CRET_BCRYPT)}) as server:
         monkeypatch.setenv("PROM_USER", "scalefinder")
         monkeypatch.setenv("PROM_PASSWORD", "s3cret")
-        table = config(server.url, metrics=[], queries={"up": "up"},
+        table = config(server.url, metrics=[], queries={"one": "vector(1)"},
                        basic_auth_user_env="PROM_USER", basic_auth_password_env="PROM_PASSWORD")
         source = build(table, SimpleNamespace(cluster=None))
         assert "s3cret" not in json.dumps(source.describe())

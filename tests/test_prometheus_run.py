@@ -38,9 +38,9 @@ latency_ms = 250
 [ramp]
 start_rps = 3
 step_factor = 1.6
-hold_s = 5
-min_hold_s = 5
-warmup_s = 2
+hold_s = 7
+min_hold_s = 7
+warmup_s = 4
 max_rps = 60
 max_duration_s = 200
 refine = false
@@ -56,10 +56,10 @@ url = "{url}"
 exporter_port = {exporter_port}
 selector = 'job="scalefinder-exporter"'
 step_s = 1
-rate_window = "2s"               # no longer than the warm-up, so no sample reaches back a step
+rate_window = "4s"               # four scrapes, and no longer than the warm-up
 settle_s = 2
 [sources.prometheus.queries]
-ghost = "no_such_metric_at_all"  # a query without data costs its own metric only, with a warning
+ghost = "no_such_metric_at_all"  # a query of the profile's own without data costs its own metric only, with a warning
 """
 
 
@@ -97,6 +97,9 @@ def test_run_and_analysis_through_prometheus_match_the_local_source(tmp_path):
     assert described["rows"] > 0 and described["exporter"] == f"http://127.0.0.1:{exporter_port}"
     about_prometheus = [w for w in manifest["warnings"] if "prometheus" in w]
     assert len(about_prometheus) == 1 and "Prometheus has no data for ghost" in about_prometheus[0], about_prometheus
+    assert described["resources"] == {"cpu_request_cores": None, "memory_request_bytes": None,
+                                      "cpu_limit_cores": 0.25, "memory_limit_bytes": 256 * 2**20,
+                                      "source": "kube-state-metrics via Prometheus"}
 
     halves = {source: keep_source(run, source, tmp_path / source) for source in ("local", "prometheus")}
     analyses = {source: subprocess.Popen([sys.executable, "-m", "scalefinder.cli", "analyze", str(half)],

@@ -23,6 +23,12 @@ server whose worker the kernel kills keeps running, so the OOM counter is the on
 Either series may be missing (no kube-state-metrics, an older cAdvisor): then it gives nothing.
 Events go to ``on_event``, the run's event log; without one they are not read.
 
+Before any load is sent, ``check`` (the preflight) refuses what would make the whole run
+useless and would otherwise show only after it: a server that does not answer or rejects a
+query (``InfrastructureError``), a query without recent data, a replica count of zero, a rate
+window shorter than four scrape intervals as measured in Prometheus (``InputError``). It also
+reads the containers' requests and limits (kube-state-metrics, cAdvisor) for ``describe()``.
+
 Credentials come from environment variables the profile names; neither they nor the header built
 from them are ever written to the run directory or the log.
 """
@@ -35,6 +41,7 @@ import logging
 import math
 import os
 import re
+import statistics
 import string
 import time
 import urllib.error
@@ -49,6 +56,7 @@ from scalefinder.loadgen.sources.base import MetricRow, MetricSource
 from scalefinder.core import catalog
 from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
 from scalefinder.core.redact import redact_url
+from scalefinder.core.waiting import WaitTimedOut, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,41 @@ EVENT_QUERIES: dict[str, str] = {
 # counts repeat those of the containers inside, so they are read only for a task without any
 # container series.
 POD_LEVEL_CONTAINERS = ("", "POD")
+
+# -- the preflight (``PrometheusSource.check``), before any load is sent ---------------------------
+
+#: How far back the preflight looks for data. A query_range over a short recent window, at the
+#: run's own step, rather than one instant query: it is the kind of query ``fetch`` sends, and an
+#: instant query sees a rate only when two scrapes fall inside the window before that one instant
+#: (a scrape that is late or missed right then would read as "no data"). Two minutes, not the
+#: instant query's five-minute lookback or more: a target that stopped being scraped long ago
+#: must not pass for one that will answer during the run.
+RECENT_S = 120.0
+#: A rate needs this many scrape intervals in its window, so that one missed or late scrape
+#: neither empties it nor makes it jump (the usual rule for ``rate()``).
+MIN_SCRAPES_PER_WINDOW = 4
+#: The range of the raw samples whose spacing gives the scrape interval.
+RAW_RANGE = "5m"
+#: With the local exporter, which starts just before the preflight, Prometheus has not scraped it
+#: yet: wait at least this long (or longer for a long settle_s or rate window) for its data.
+FIRST_DATA_WAIT_S = 15.0
+FIRST_DATA_POLL_S = 0.5
+
+#: ``describe()["resources"]``: the containers' requests and limits. Key -> the
+#: kube-state-metrics query, and for limits cAdvisor's, read when kube-state-metrics has none.
+#: ``$matchers`` is the profile's selector after a comma (nothing when it is empty).
+RESOURCE_QUERIES: dict[str, tuple[str, str | None]] = {
+    "cpu_request_cores": ('kube_pod_container_resource_requests{resource="cpu"$matchers}', None),
+    "memory_request_bytes": ('kube_pod_container_resource_requests{resource="memory"$matchers}', None),
+    "cpu_limit_cores": ('kube_pod_container_resource_limits{resource="cpu"$matchers}',
+                        "(container_spec_cpu_quota{$selector} / container_spec_cpu_period{$selector}) > 0"),
+    "memory_limit_bytes": ('kube_pod_container_resource_limits{resource="memory"$matchers}',
+                           "container_spec_memory_limit_bytes{$selector} > 0"),
+}
+RESOURCE_UNITS = {"cpu_request_cores": "cores", "memory_request_bytes": "bytes", "cpu_limit_cores": "cores",
+                  "memory_limit_bytes": "bytes"}
+KUBE_STATE_METRICS = "kube-state-metrics via Prometheus"
+CADVISOR = "cAdvisor via Prometheus"
 
 DEFAULTS: dict[str, Any] = {
     "step_s": 15.0,
@@ -169,6 +212,38 @@ def rate_window_s(config: dict) -> float | None:
     return int(number) * _DURATION_SECONDS[unit]
 
 
+def duration_s(text: str) -> float:
+    """Seconds of a Prometheus duration as the profile accepts it ("1m", "3s", "500ms")."""
+    number, unit = re.match(r"^(\d+)(ms|s|m|h|d)$", text).groups()
+    return int(number) * _DURATION_SECONDS[unit]
+
+
+def prometheus_duration(seconds_: float) -> str:
+    """The shortest duration of at least ``seconds_`` written the way the profile takes it."""
+    if seconds_ < 1:
+        return f"{math.ceil(seconds_ * 1000)}ms"
+    whole = math.ceil(seconds_ - 1e-9)
+    return f"{whole // 60}m" if whole % 60 == 0 else f"{whole}s"
+
+
+def range_selectors(promql: str, window: str) -> list[str]:
+    """The series selectors ``name{...}`` that ``promql`` reads over ``[window]``, in order, once each.
+
+    ``rate(container_cpu_usage_seconds_total{pod=~"web-.*"}[1m])`` gives
+    ``container_cpu_usage_seconds_total{pod=~"web-.*"}``; a selector without a name
+    (``{__name__="x"}``) or without matchers (``x[1m]``) is found too. Quoted label values may
+    hold braces. Subqueries (``[1m:10s]``) are not range selectors and are left out.
+    """
+    pattern = (r'(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)?(?P<labels>\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\})?'
+               r"\s*\[\s*" + re.escape(window) + r"\s*\]")
+    found: list[str] = []
+    for match in re.finditer(pattern, promql):
+        selector = (match.group("name") or "") + (match.group("labels") or "")
+        if selector and selector not in found:
+            found.append(selector)
+    return found
+
+
 def _validate_queries(queries: Any, where: str) -> dict[str, dict[str, str]]:
     """``name = "PromQL"`` or ``name = { query = "PromQL", unit = "requests" }``."""
     if not isinstance(queries, dict):
@@ -199,7 +274,7 @@ def _validate_metrics(metrics: Any, queries: dict[str, Any], where: str) -> list
 
 
 def build(config: dict, context: Any) -> "PrometheusSource":
-    """Check the server answers and every query parses, and start the local exporter if asked."""
+    """Start the local exporter if asked, then run the preflight (``PrometheusSource.check``)."""
     exporter = None
     if config.get("exporter_port") is not None:
         if context.cluster is None:
@@ -371,11 +446,231 @@ class PrometheusSource(MetricSource):
         self.api_calls = 0
         self.points = 0
         self.warnings: list[str] = []
+        # the preflight's findings, for describe()
+        self.resources: dict[str, Any] = {**{key: None for key in RESOURCE_QUERIES}, "source": KUBE_STATE_METRICS}
+        self.scrape_intervals_s: dict[str, float] = {}
+        # With the local exporter, how long the preflight waits for Prometheus's first scrapes.
+        self.first_data_wait_s = max(FIRST_DATA_WAIT_S, 2 * self.settle_s, duration_s(config["rate_window"]))
 
+    # -- the preflight --------------------------------------------------------------------------
     def check(self) -> None:
-        """Fail before any load is sent: the server must answer and accept every query."""
+        """Fail before any load is sent; the run calls this before its run directory and its load.
+
+        1. The server answers and accepts every query (``InfrastructureError``, exit 3).
+        2. Every built-in query, and the replica count, has data in the last ``RECENT_S``; with
+           the local exporter, which has just started, once Prometheus has had time to scrape it
+           (``InputError``, exit 2). A profile's own query without data is a warning (it may
+           have data only under load), unless no query has any.
+        3. ``running_task_count``, when the profile reads it, counts at least one task now.
+        4. Each rate's window spans at least ``MIN_SCRAPES_PER_WINDOW`` scrape intervals, measured
+           from the raw samples of the series it reads (skipped, with a log line, when there are
+           no raw samples to measure).
+
+        Then the containers' requests and limits are read for ``describe()``: optional, so
+        absence is None and a failing query a warning.
+        """
+        recent = self._wait_for_recent_data()
+        empty = [query for query in self.queries if not _has_values(recent[query.metric][1])]
+        required = [query for query in empty if self._required(query)]
+        if required or (empty and len(empty) == len(self.queries)):
+            raise self._no_data_error(required or empty)
+        for query in empty:
+            # A profile's own query may only have data under load (a count of errors, a queue
+            # that is empty when idle); the run goes on and warns again if it stays empty.
+            log.warning("prometheus: no data before the load for %s (query: %s); it is read again after the "
+                        "run, which warns if it is still empty", query.metric, query.promql)
+        self._check_running_tasks(recent)
+        self._check_rate_windows()
+        self.resources = self.read_resources()
+        log.info("prometheus: preflight passed: %d queries have data; scrape intervals %s; resources %s",
+                 len(self.queries), self.scrape_intervals_s or "not measured", self.resources)
+
+    def _wait_for_recent_data(self) -> dict[str, tuple[float, list[dict[str, Any]]]]:
+        """Each query's recent answer, as ``(end of the range, series)``, by metric.
+
+        Without the exporter, one pass. With it, the queries still short of data are asked
+        again every ``FIRST_DATA_POLL_S`` until each has data (and the replica count is at
+        least one) or ``first_data_wait_s`` has passed; a rejected query ends the wait at once.
+        """
+        answers: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+
+        def all_ready() -> bool:
+            for query in self.queries:
+                if query.metric not in answers or not self._ready(query, answers[query.metric]):
+                    answers[query.metric] = self._recent(query)
+            return all(self._ready(query, answers[query.metric]) for query in self.queries if self._required(query))
+
+        wait_s = self.first_data_wait_s if self.exporter is not None else 0.0
+        if self.exporter is not None:
+            log.info("prometheus: waiting up to %g s for the first scrapes of the exporter at %s",
+                     wait_s, self.exporter_url)
+        try:
+            wait_until(all_ready, timeout_s=wait_s, interval_s=FIRST_DATA_POLL_S,
+                       what="data for every Prometheus query")
+        except WaitTimedOut:
+            pass  # the callers say what is missing
+        return answers
+
+    def _required(self, query: MetricQuery) -> bool:
+        """The built-in queries read series every scraped container has, and the replica count
+        must answer: without data now, the selector or the scrape targets are wrong."""
+        return query.metric not in self.config["queries"] or query.metric == catalog.RUNNING_TASK_COUNT
+
+    def _recent(self, query: MetricQuery) -> tuple[float, list[dict[str, Any]]]:
+        """``query`` over the last ``RECENT_S`` (at least four steps) at ``step_s``, ending now."""
+        points = max(math.ceil(RECENT_S / self.step_s), 4)
+        end = round(time.time(), 3)
+        data = self._api("query_range", {"query": query.promql, "start": f"{end - points * self.step_s:.3f}",
+                                         "end": f"{end:.3f}", "step": f"{self.step_s:g}"}, query)
+        return end, [item for item in data.get("result", []) if isinstance(item, dict)]
+
+    def _ready(self, query: MetricQuery, answer: tuple[float, list[dict[str, Any]]]) -> bool:
+        if not _has_values(answer[1]):
+            return False
+        return query.metric != catalog.RUNNING_TASK_COUNT or self._count_now(answer) >= 1
+
+    def _count_now(self, answer: tuple[float, list[dict[str, Any]]]) -> float:
+        """The value at the range's last evaluation (now): service series summed, else the tasks'."""
+        end, series = answer
+        task_label = self.config["task_label"]
+        service, tasks = [], []
+        for item in series:
+            values = item.get("values") or []
+            if not values or float(values[-1][0]) < end - self.step_s / 2:
+                continue  # no point now: the series has ended
+            value = float(values[-1][1])
+            if math.isfinite(value):
+                (tasks if item.get("metric", {}).get(task_label) else service).append(value)
+        return sum(service) if service else sum(tasks)
+
+    def _no_data_error(self, empty: list[MetricQuery]) -> InputError:
+        named = "; ".join(f"{query.metric} (query: {query.promql})" for query in empty)
+        waited = ""
+        if self.exporter is not None:
+            waited = (f" (after waiting {self.first_data_wait_s:g} s for Prometheus to scrape the exporter "
+                      f"at {self.exporter_url})")
+        return InputError(
+            f"Prometheus at {self.url} has no data in the last {RECENT_S:g} s{waited} for {named}. Check that "
+            f"sources.prometheus.selector ({self.config['selector']!r}) matches the labels of those series, "
+            f"that task_label ({self.config['task_label']!r}) is one of them, and that Prometheus scrapes the "
+            "targets (its Status > Targets page); no load was sent")
+
+    def _check_running_tasks(self, recent: dict[str, tuple[float, list[dict[str, Any]]]]) -> None:
+        query = next((q for q in self.queries if q.metric == catalog.RUNNING_TASK_COUNT), None)
+        if query is None:
+            return
+        count = self._count_now(recent[query.metric])
+        if count < 1:
+            raise InputError(
+                f"the replica count query for {query.metric} answers {count:g} now, so it sees no running "
+                f"task: check sources.prometheus.selector and task_label, or give your own "
+                f"{query.metric} query; no load was sent. Query: {query.promql}")
+
+    def _check_rate_windows(self) -> None:
+        """Refuse a ``rate_window`` shorter than ``MIN_SCRAPES_PER_WINDOW`` measured scrape intervals."""
+        window = self.config["rate_window"]
+        window_s = duration_s(window)
+        measured: dict[str, float | None] = {}
+        problems: list[tuple[float, str]] = []
         for query in self.queries:
-            self._api("query", {"query": query.promql, "time": f"{time.time():.3f}"}, query)
+            if "$window" not in self._template(query.metric):
+                continue
+            intervals = []
+            for selector in range_selectors(query.promql, window):
+                if selector not in measured:
+                    measured[selector] = self._scrape_interval(selector, query)
+                if measured[selector] is not None:
+                    intervals.append((measured[selector], selector))
+            if not intervals:
+                log.info("prometheus: no raw samples to measure the scrape interval of %s from; its rate window "
+                         "%s is not checked against it", query.metric, window)
+                continue
+            interval, selector = max(intervals)  # the series scraped least often decide
+            self.scrape_intervals_s[query.metric] = interval
+            # 2% of slack: a measured 15.001 s is a 15 s scrape interval
+            if window_s * 1.02 < MIN_SCRAPES_PER_WINDOW * interval:
+                problems.append((interval, f"{query.metric} reads {selector}, scraped every {interval:g} s "
+                                           f"(query: {query.promql})"))
+        if problems:
+            needed = prometheus_duration(MIN_SCRAPES_PER_WINDOW * max(interval for interval, _ in problems))
+            raise InputError(
+                f"the rate window {window} ({window_s:g} s) is shorter than {MIN_SCRAPES_PER_WINDOW} scrape "
+                f"intervals, as measured in Prometheus, for {'; '.join(text for _, text in problems)}. With fewer "
+                "scrapes in the window, one missed scrape empties or skews the rate: set "
+                f"sources.prometheus.rate_window to at least \"{needed}\" (and ramp.warmup_s to at least as "
+                "long); no load was sent")
+
+    def _template(self, metric: str) -> str:
+        own = self.config["queries"].get(metric)
+        return own["query"] if own else TEMPLATES.get(metric, "")
+
+    def _scrape_interval(self, selector: str, query: MetricQuery) -> float | None:
+        """The median spacing of the raw samples of ``selector`` over the last ``RAW_RANGE``."""
+        raw = MetricQuery(query.metric, f"{selector}[{RAW_RANGE}]", "samples")
+        try:
+            data = self._api("query", {"query": raw.promql, "time": f"{time.time():.3f}"}, raw)
+        except InfrastructureError as exc:
+            log.info("prometheus: the raw samples of %s could not be read (%s)", selector, exc)
+            return None
+        if data.get("resultType") != "matrix":
+            return None
+        spacings = []
+        for item in data.get("result", []):
+            stamps = sorted(float(stamp) for stamp, _ in item.get("values", []))
+            spacings += [later - earlier for earlier, later in zip(stamps, stamps[1:]) if later > earlier]
+        return round(statistics.median(spacings), 3) if spacings else None
+
+    def read_resources(self) -> dict[str, Any]:
+        """The containers' CPU and memory requests and limits: one value each, or None.
+
+        From kube-state-metrics with the profile's selector; a limit kube-state-metrics does not
+        have is read from cAdvisor's container spec. All pods of a Deployment share their spec,
+        so the median over the series is the value (a pod of an older spec still running during
+        a rollout does not move it). cAdvisor's pod-level series are left out when container
+        series exist: their limit is the pod's sum.
+        """
+        selector = self.config["selector"].strip()
+        values = {"selector": selector, "matchers": f", {selector}" if selector else ""}
+        resources: dict[str, Any] = {key: None for key in RESOURCE_QUERIES}
+        origins = []
+        for key, templates in RESOURCE_QUERIES.items():
+            for template, origin in zip(templates, ("kube-state-metrics", "cAdvisor")):
+                if template is None:
+                    continue
+                value = self._resource(key, string.Template(template).safe_substitute(values))
+                if value is not None:
+                    resources[key] = value
+                    origins.append(origin)
+                    break
+        if "cAdvisor" in origins:
+            resources["source"] = (CADVISOR if "kube-state-metrics" not in origins
+                                   else "kube-state-metrics and cAdvisor via Prometheus")
+        else:
+            resources["source"] = KUBE_STATE_METRICS
+        return resources
+
+    def _resource(self, key: str, promql: str) -> float | None:
+        query = MetricQuery(f"resources.{key}", promql, RESOURCE_UNITS[key])
+        try:
+            data = self._api("query", {"query": promql, "time": f"{time.time():.3f}"}, query)
+        except InfrastructureError as exc:
+            warning = f"the containers' {key} could not be read: {exc}"
+            log.warning("prometheus: %s", warning)
+            self.warnings.append(warning)
+            return None
+        if data.get("resultType", "vector") != "vector":
+            return None
+        series = [item for item in data.get("result", []) if isinstance(item, dict)]
+        named = [item for item in series if item.get("metric", {}).get("container", "") not in POD_LEVEL_CONTAINERS]
+        found = []
+        for item in named or series:
+            try:
+                value = float(item["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                found.append(value)
+        return statistics.median(found) if found else None
 
     def fetch(self, start_unix_s: float, end_unix_s: float) -> list[MetricRow]:
         wait_s = end_unix_s + self.settle_s - time.time()
@@ -450,6 +745,7 @@ class PrometheusSource(MetricSource):
             "exporter": self.exporter_url,
             "event_queries": {q.metric: q.promql for q in self.event_queries},
             "api_calls": self.api_calls, "rows": self.points, "events": self.events_recorded,
+            "scrape_interval_s": dict(self.scrape_intervals_s), "resources": dict(self.resources),
         }
 
     # -- the HTTP API -------------------------------------------------------------------------
@@ -488,6 +784,10 @@ class PrometheusSource(MetricSource):
                                        f"Query: {query.promql}")
         return InfrastructureError(f"the Prometheus server at {self.url} answered HTTP {exc.code} "
                                    f"to the query for {query.metric}")
+
+
+def _has_values(series: list[dict[str, Any]]) -> bool:
+    return any(item.get("values") for item in series)
 
 
 def _iso_utc(stamp: float) -> str:
