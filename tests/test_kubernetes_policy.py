@@ -272,3 +272,30 @@ def test_prometheus_facts_name_the_series(tmp_path):
     rule = yaml.safe_load(rendering.prometheus_adapter)["rules"][0]
     assert rule["seriesQuery"].startswith("http_server_requests_total{")
     assert "rate(<<.Series>>" in rule["metricsQuery"] and rule["name"]["as"] == "requests_per_second"
+
+
+def test_requests_read_through_prometheus_are_used_and_named():
+    from scalefinder.analysis import deployment
+    from scalefinder.core.models import RunManifest
+
+    manifest = RunManifest.from_dict({
+        "kind": "scalefinder-run", "schema_version": 1, "run_id": "r", "status": "complete",
+        "profile": {"name": "web", "kubernetes": {"namespace": "shop", "workload": "deployment/web"},
+                    "sources": {"prometheus": {"url": "http://prometheus:9090"}}},
+        "target": {"kind": "url"}, "capacity": {"initial_tasks": 2},
+        "sources": {"prometheus": {"url": "http://prometheus:9090", "task_label": "pod", "queries": {},
+                                   "resources": {"cpu_request_cores": 0.25, "memory_request_bytes": None,
+                                                 "cpu_limit_cores": 1.0, "memory_limit_bytes": 2 ** 30,
+                                                 "source": "kube-state-metrics via Prometheus"}}}})
+    facts = deployment.from_manifest(manifest)
+    assert facts.resources.request_source == "kube-state-metrics via Prometheus"
+    rendering = kubernetes.render(catalog.CPU_UTILIZATION, 30.0, step_thresholds(30.0, 50.0, 1), facts)
+    hpa = yaml.safe_load(rendering.hpa)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 120  # 30% of 1 core = 120% of 250m
+    assert "250m request (request from kube-state-metrics via Prometheus" in rendering.hpa
+    assert facts.prometheus is not None and facts.prometheus.url == "http://prometheus:9090"
+    # the profile's own request wins over what kube-state-metrics said
+    profile = dict(manifest.data["profile"], kubernetes={"cpu_request": "500m"})
+    overridden = deployment.from_manifest(RunManifest.from_dict(dict(manifest.data, profile=profile)))
+    assert overridden.resources.cpu_request_cores == 0.5
+    assert overridden.resources.request_source == "the profile's [kubernetes] table"
