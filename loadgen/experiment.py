@@ -171,6 +171,7 @@ class Experiment:
         self.planner = PhasePlanner(profile.ramp, profile.capacity.tasks)
         self._stalled_steps: set[int] = set()  # cut short by a generator stall and to be repeated
         self._signals = RunSignals()
+        self._fetched: set[str] = set()  # retrospective sources fetched (or failed) after the run
 
     # -- the run as a whole ---------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -189,16 +190,15 @@ class Experiment:
                 except Exception as exc:  # restoring failed: the most important thing to say
                     status, reason = STATUS_FAILED, f"restoring the task count failed: {exc}"
                     error = exc if isinstance(exc, ScalefinderError) else InfrastructureError(reason)
+            # a failed or interrupted run asked to stop again during its clean-up fetches nothing
+            stopped_twice = self._signals.during_cleanup if status in (STATUS_FAILED, STATUS_INTERRUPTED) else None
             if self._signals.during_cleanup and status in (STATUS_COMPLETE, STATUS_ABORTED):
                 # the restore was let finish, but the run was still asked to stop
                 status, reason, error = self._outcome(Stopped(self._signals.during_cleanup))
-            if status in (STATUS_COMPLETE, STATUS_ABORTED):  # an abort leaves valid steps to measure
-                self._signals.resume()
-                try:
-                    self._fetch_retrospective(sources)
-                except Stopped as exc:
-                    status, reason, error = self._outcome(exc)
-                self._signals.defer()  # the run directory is finished whole
+            if self.writer is not None:
+                # Every run fetches what its recorded steps measured: an abort leaves valid steps,
+                # and so does a failed scale-up or an interruption (the ramp before it).
+                status, reason, error = self._fetch_after_the_run(sources, status, reason, error, stopped_twice)
             if self.writer is not None:
                 self.writer.update_manifest(capacity_result={"capacity_rps": self.capacity_rps})
                 self.writer.finish(status, reason)
@@ -297,19 +297,78 @@ class Experiment:
             # they are fetched from their servers after the run, so stopping them here is safe.
             stack.callback(source.stop)
 
-    def _fetch_retrospective(self, sources: dict[str, Any]) -> None:
+    def _fetch_after_the_run(self, sources: dict[str, Any], status: str, reason: str | None,
+                             error: ScalefinderError | None,
+                             stopped_twice: str | None) -> tuple[str, str | None, ScalefinderError | None]:
+        """Fetch the retrospective sources for the recorded steps, whatever ended the run; return
+        the run's status, reason and error.
+
+        A signal stops the fetch (CloudWatch waits ``settle_s``, 180 s by default, before it reads):
+        the sources not fetched are named in a warning with the command that fetches them later,
+        and the run directory is finished whole. A complete or aborted run stopped here ends as
+        interrupted, as before; a failed or interrupted run keeps its status and error.
+        ``stopped_twice`` names the signal that already asked a failed or interrupted run to stop
+        during its clean-up: then nothing is fetched.
+        """
+        self._signals.during_cleanup = None  # accounted for in the status already
+        try:
+            if stopped_twice:
+                raise Stopped(stopped_twice)
+            self._signals.resume()
+            self._fetch_retrospective(sources, stopped_once=status == STATUS_INTERRUPTED)
+        except Stopped as exc:
+            self._signals.defer()  # the run directory is finished whole
+            not_fetched = self._note_not_fetched(sources, exc.signal_name)
+            if status in (STATUS_COMPLETE, STATUS_ABORTED):
+                status, reason, error = self._outcome(exc)
+            else:
+                self._event("interrupt", signal=exc.signal_name, during="metrics fetch")
+            if isinstance(error, Interrupted) and not_fetched:
+                error = Interrupted(f"{error}; {not_fetched}")
+        finally:
+            self._signals.defer()
+        return status, reason, error
+
+    def _fetch_retrospective(self, sources: dict[str, Any], stopped_once: bool = False) -> None:
+        """Append each retrospective source's rows for the windows of the recorded steps.
+
+        A source's rows are appended only once it has them all, and with signals deferred, so a
+        fetch stopped part-way leaves nothing of that source behind.
+        """
         windows = [(step.start_unix_s, step.end_unix_s) for step in self.steps]
         for kind, source in sources.items():
-            if source.live or not windows:
+            if source.live or not windows or kind in self._fetched:
                 continue
-            self._progress_note(f"fetching {kind} metrics (waiting {source.settle_s:g} s for them to settle)")
+            hint = f"; Ctrl-C{' again' if stopped_once else ''} skips it" if source.settle_s else ""
+            self._progress_note(f"fetching {kind} metrics (waiting {source.settle_s:g} s for them to settle{hint})")
             try:
-                self.writer.append_metrics(source.fetch_windows(windows))
+                rows = source.fetch_windows(windows)
+            except ScalefinderError as exc:
+                self._fetched.add(kind)
+                self.writer.add_warning(f"{kind} metrics could not be fetched: {exc}; run "
+                                        f"`scalefinder fetch-metrics {self.writer.path}` to fetch them again")
+                continue
+            self._signals.defer()  # the rows, warnings and description are written whole
+            try:
+                self.writer.append_metrics(rows)
+                self._fetched.add(kind)
                 for warning in source.warnings:
                     self.writer.add_warning(f"{kind} metrics incomplete: {warning}")
                 self.writer.update_manifest(sources=source_descriptions(sources))
-            except ScalefinderError as exc:
-                self.writer.add_warning(f"{kind} metrics could not be fetched: {exc}")
+            finally:
+                self._signals.resume()
+            if self._signals.during_cleanup:  # a signal came while writing: stop now
+                name, self._signals.during_cleanup = self._signals.during_cleanup, None
+                raise Stopped(name)
+
+    def _note_not_fetched(self, sources: dict[str, Any], signal_name: str) -> str | None:
+        """Warn that the retrospective sources not fetched yet were skipped; return what to do."""
+        pending = [kind for kind, source in sources.items() if not source.live and kind not in self._fetched]
+        if not pending or not self.steps:
+            return None
+        todo = f"run `scalefinder fetch-metrics {self.writer.path}` to fetch them"
+        self.writer.add_warning(f"{', '.join(pending)} metrics were not fetched: stopped by {signal_name}; {todo}")
+        return f"its {', '.join(pending)} metrics were not fetched: {todo}"
 
     def _stop_load(self) -> None:
         """Stop all load (within two seconds) before anything else is undone."""
@@ -344,10 +403,25 @@ class Experiment:
         if self.writer is not None:
             self.writer.start_phase("restore", snapshot.get("tasks", self.profile.capacity.tasks))
         self._progress_note("restoring the original task count")
-        controller.restore(snapshot)
-        tasks = controller.current()
+        try:
+            controller.restore(snapshot)
+            tasks = controller.current()
+        except BaseException as exc:
+            # recorded, so that `scalefinder restore RUN_DIR` may try again without --force
+            self._record_restore(False, f"{type(exc).__name__}: {exc}" if not isinstance(exc, ScalefinderError)
+                                 else str(exc))
+            raise
+        self._record_restore(True)
         self._tasks = tasks
         self._event("restore", tasks=tasks, snapshot=snapshot)
+
+    def _record_restore(self, restored: bool, error: str | None = None) -> None:
+        """The manifest's capacity entry says whether the run put its capacity back itself."""
+        if self.writer is None:
+            return
+        capacity = dict(self.writer.manifest.get("capacity") or {})
+        capacity.update(restored=restored, restore_error=error)
+        self.writer.update_manifest(capacity=capacity)
 
     # -- phases: the planner decides, the experiment performs ----------------------------------------
     def _run_phases(self, controller: Any) -> None:

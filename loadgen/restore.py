@@ -8,6 +8,7 @@ profile and asks it to put that snapshot back, whatever the controller kind.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,20 +19,22 @@ from scalefinder.loadgen.cluster.cgroups import MODE_V1, MODE_V2, remove_groups_
 from scalefinder.loadgen.context import RunContext
 from scalefinder.core.models import RunManifest
 from scalefinder.core.errors import InputError, RunDirectoryError
-from scalefinder.core.rundir import STATUS_RUNNING, RunDirectory, append_event
+from scalefinder.core.rundir import MANIFEST, STATUS_RUNNING, RunDirectory, append_event, read_json, write_json_atomic
 
 
 def restore_run(run_dir: str, options: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:
     """Restore the capacity recorded in ``run_dir``; return what was restored.
 
     A run that finished restored itself, and the service may have been changed on purpose
-    since; putting the old state back then takes ``force``.
+    since; putting the old state back then takes ``force``, unless the run recorded that its own
+    restore failed (the manifest's ``capacity.restored`` is false).
     """
     run = RunDirectory.open(run_dir)
-    if run.status != STATUS_RUNNING and not force:
+    capacity = run.manifest.capacity
+    failed_restore = capacity.get("restored") is False  # the run's own restore raised
+    if run.status != STATUS_RUNNING and not failed_restore and not force:
         raise InputError(f"{run.path} finished (status {run.status}) and restored its capacity itself; "
                          f"pass --force to put the recorded original state back anyway")
-    capacity = run.manifest.capacity
     kind, original = capacity.get("controller"), capacity.get("original")
     if not kind or original is None:
         raise RunDirectoryError(f"{run.path} records no capacity snapshot; there is nothing to restore")
@@ -50,7 +53,19 @@ def restore_run(run_dir: str, options: dict[str, Any] | None = None, force: bool
         removed, left = _remove_leftover_cgroups(run.manifest)
         restored.update(cgroups_removed=removed, cgroups_left=left)
     append_event(run.path, "restore", **restored, by="scalefinder restore")
+    if failed_restore:
+        _record_restored(run.path)
     return restored
+
+
+def _record_restored(path: Path) -> None:
+    """The run's own restore failed and this one succeeded: say so in the manifest, so that
+    restoring it again takes --force like any other finished run."""
+    manifest = read_json(path / MANIFEST, "a run manifest")
+    capacity = manifest.get("capacity")
+    if isinstance(capacity, dict):
+        capacity.update(restored=True, restored_by="scalefinder restore")
+        write_json_atomic(path / MANIFEST, manifest)
 
 
 def _remove_leftover_cgroups(manifest: RunManifest) -> tuple[list[str], list[str]]:
@@ -78,7 +93,8 @@ def _controller_config(manifest: RunManifest, kind: str) -> dict[str, Any]:
 def restore_command(run_dir: str, aws_region: str | None, aws_profile: str | None, force: bool) -> None:
     """Restore the task count and scaling settings recorded in RUN_DIR.
 
-    Use it when a run was killed before it could clean up (its manifest still says "running").
+    Use it when a run was killed before it could clean up (its manifest still says "running"),
+    or when its own restore failed (the manifest's capacity entry says "restored": false).
     An ECS run is restored in the region it recorded unless --region is given. For a run on the
     local cluster, the cgroups it left behind are removed too.
     """

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "runs": "scalefinder.analysis.reporting.commands:runs_command",
     "demo": "scalefinder.demo:demo_command",
     "restore": "scalefinder.loadgen.restore:restore_command",
+    "fetch-metrics": "scalefinder.loadgen.refetch:fetch_metrics_command",
     "iam-policy": "scalefinder.loadgen.aws.commands:iam_policy_command",
 }
 
@@ -48,6 +49,7 @@ SHORT_HELP: dict[str, str] = {
     "runs": "List the runs under a reports folder and write its index.",
     "demo": "Start the local cluster, run the demo profile, analyze and report.",
     "restore": "Restore the task count and scaling settings recorded in a run directory.",
+    "fetch-metrics": "Fetch a finished run's CloudWatch or Prometheus metrics again.",
     "iam-policy": "Print the least-privilege IAM policy a profile needs.",
 }
 

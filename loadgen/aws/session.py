@@ -32,9 +32,10 @@ THROTTLING_CODES = frozenset({
 })
 DENIED_CODES = frozenset({
     "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
-    "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "AuthFailure",
-    "SignatureDoesNotMatch",
+    "AuthFailure", "SignatureDoesNotMatch",
 })
+#: the credentials themselves are expired or not valid: no policy would help, new credentials will
+EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidClientTokenId"})
 NOT_FOUND_CODES = frozenset({"ServiceNotFoundException", "ClusterNotFoundException", "ServiceNotActiveException",
                              "TargetGroupNotFound", "ObjectNotFoundException", "QueueDoesNotExist"})
 
@@ -189,6 +190,12 @@ def _clear_errors(client: Any, operation: str, params: dict[str, Any]) -> Iterat
     except botocore.exceptions.ClientError as exc:
         error = exc.response.get("Error", {})
         code, message = error.get("Code", "Error"), error.get("Message", "")
+        if code in EXPIRED_CODES:
+            raise InfrastructureError(
+                f"AWS refused the credentials for {action} ({code}: {message}): they have expired or are "
+                f"not valid; refresh them (e.g. `aws sso login`, or new session credentials) and run the "
+                f"command again"
+            ) from None
         if code in DENIED_CODES:
             raise InfrastructureError(
                 f"AWS denied {action} ({code}: {message}); grant the policy printed by "
