@@ -11,7 +11,7 @@ import click
 
 from scalefinder.loadgen.aws.options import aws_options
 from scalefinder.loadgen.engine.protocol import DEFAULT_MASTER_PORT
-from scalefinder.loadgen.plan import abort_rules, plan_profile
+from scalefinder.loadgen.plan import abort_rules, cost_lines, plan_profile
 from scalefinder.loadgen.profile import is_loopback, load_profile, with_secrets
 from scalefinder.core.errors import InputError, InfrastructureError
 from scalefinder.core.redact import redact_url
@@ -58,8 +58,10 @@ def plan_command(profile: Path) -> None:
         click.echo(line)
     recoveries = (f", including {len(planned.recoveries)} recover{'ies' if len(planned.recoveries) != 1 else 'y'} "
                   f"of up to {ramp.recovery_timeout_s:g} s" if planned.recoveries else "")
-    click.echo(f"Expected duration: at most {_minutes(planned.duration_s)} "
+    click.echo(f"Load and scaling: at most {_minutes(planned.duration_s)} "
                f"(max_duration_s {ramp.max_duration_s:g} s{recoveries})")
+    for line in cost_lines(loaded, planned):
+        click.echo(line)
     click.echo(f"Peak rate: {planned.peak_rps:g} req/s")
     probes = f", plus at most {planned.recovery_requests} in recovery probes" if planned.recoveries else ""
     click.echo(f"Requests: at most {planned.request_count}{probes}")
@@ -98,7 +100,7 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
     with_secrets(loaded)  # a variable the profile refers to and is not set: say so before anything starts
     if out is not None and out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already exists and is not empty; choose another --out")
-    if not loaded.target.is_local and not _confirm_remote(loaded, yes):
+    if not loaded.target.is_local and not _confirm_remote(loaded, yes, aws_region, aws_profile):
         click.echo("Nothing was run: sending load was not confirmed.")
         return
     options = RunOptions(out=out, workers=workers, expect_workers=expect_workers,
@@ -128,19 +130,61 @@ def run_command(profile: Path, out: Path | None, yes: bool, workers: int, expect
                                   f"the data up to the abort is in {result.path}")
 
 
-def _confirm_remote(profile, yes: bool) -> bool:
+def _confirm_remote(profile, yes: bool, aws_region: str | None = None, aws_profile: str | None = None) -> bool:
     """Whether the user agrees to send load to a remote target. Declining is a choice, not an
-    error, so it is not reported as one."""
+    error, so it is not reported as one. For a run that resizes an ECS service, the question
+    comes after what will change where: the AWS account, region, cluster and service."""
     target = profile.target
     if yes:
         return True
     if not sys.stdin.isatty():
         raise InputError(f"refusing to send load to {redact_url(target.url)} without confirmation; pass --yes")
+    for line in _ecs_confirmation_lines(profile, aws_region, aws_profile):
+        click.echo(line)
     try:
         return click.confirm(f"Send up to {profile.ramp.max_rps:g} req/s to {redact_url(target.url)} "
                              f"({target.environment})?")
     except click.Abort:  # Ctrl-C or the end of input at the prompt: an interruption, like anywhere else
         raise KeyboardInterrupt from None
+
+
+def _ecs_confirmation_lines(profile, aws_region: str | None, aws_profile: str | None) -> list[str]:
+    """What an ECS-controlled run will change, for the confirmation; nothing for other controllers
+    (and no AWS call)."""
+    if profile.capacity.controller != "ecs":
+        return []
+    config = profile.capacity.config
+    account, region = aws_identity(aws_region or config.get("region"), aws_profile)
+    tasks = profile.capacity.tasks
+    return [
+        f"AWS account {account}, region {region}: ECS service '{config['service']}' in cluster "
+        f"'{config['cluster']}' will be resized between {tasks} and {2 * tasks} tasks.",
+        "Its Application Auto Scaling (if it has any) is suspended during the run and its settings and "
+        "task count are restored afterwards.",
+    ]
+
+
+def aws_identity(region: str | None, aws_profile: str | None) -> tuple[str, str]:
+    """(account id, region) of the credentials a run would use, from STS GetCallerIdentity.
+
+    Information for the confirmation only: any failure (no credentials, no region, no network)
+    gives "unknown" with the reason and never stops the run, and the call gives up quickly.
+    """
+    shown_region = region or "unknown"
+    try:
+        from botocore.config import Config
+
+        from scalefinder.loadgen.aws.session import AwsClients
+
+        clients = AwsClients(region=region, profile=aws_profile)
+        shown_region = clients.region
+        sts = clients.session.client("sts", region_name=clients.region, config=Config(
+            retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=5))
+        return str(sts.get_caller_identity()["Account"]), shown_region
+    except Exception as exc:  # noqa: BLE001 - information only: whatever went wrong, the run goes on
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        logger.info("could not read the AWS account (STS GetCallerIdentity): %s", reason)
+        return f"unknown ({type(exc).__name__})", shown_region
 
 
 @click.command("worker")

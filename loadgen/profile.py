@@ -409,8 +409,8 @@ def _parse(data: dict[str, Any], path: Path) -> Profile:
         raise ProfileError("missing the [slo] table: a profile must declare its SLO "
                            "(percentile and latency_ms)", path=shown, key="slo")
     slo = _parse_slo(slo_table)
-    ramp = _parse_ramp(top.table("ramp", required=True), target)
     capacity = _parse_capacity(top.table("capacity", required=True))
+    ramp = _parse_ramp(top.table("ramp", required=True), target, capacity.controller)
     sources = _parse_sources(top.table("sources", required=True))
     analysis = _parse_analysis(top.table("analysis") or _Table({}, "analysis", shown))
     gate_table = top.table("gate")
@@ -421,6 +421,7 @@ def _parse(data: dict[str, Any], path: Path) -> Profile:
                       workload=workload, slo=slo, ramp=ramp, capacity=capacity, sources=sources,
                       analysis=analysis, gate=gate, kubernetes=kubernetes)
     _check_holds_cover_datapoints(profile)
+    _check_ecs_names(profile)
     _check_rate_window_within_warmup(profile)
     _check_planned_requests(profile)
     return profile
@@ -631,7 +632,14 @@ def _parse_slo(table: _Table) -> Slo:
     return slo
 
 
-def _parse_ramp(table: _Table, target: Target) -> Ramp:
+# How long one change of the task count may take by default. An ECS service's new Fargate task
+# must be placed, pull its image, start and pass the load balancer's first health checks, which
+# often takes two to four minutes; the local cluster and most commands take seconds.
+SCALE_TIMEOUT_S = {"ecs": 300.0}
+DEFAULT_SCALE_TIMEOUT_S = 120.0
+
+
+def _parse_ramp(table: _Table, target: Target, controller: str | None = None) -> Ramp:
     table.expect(*RAMP_KEYS)
     start = table.number("start_rps", required=True, low=MIN_RATE_RPS, high=MAX_RATE_RPS)
     step_rps = table.number("step_rps", low=MIN_RATE_RPS, high=MAX_RATE_RPS)
@@ -665,7 +673,8 @@ def _parse_ramp(table: _Table, target: Target) -> Ramp:
         beyond_factor=table.number("beyond_factor", 2.5, low=1, low_open=True, high=10),
         abort_error_pct=table.number("abort_error_pct", 50.0, low=0, low_open=True, high=100),
         abort_latency_ms=table.number("abort_latency_ms", 10000.0, low=0, low_open=True, high=MAX_LATENCY_MS),
-        scale_timeout_s=table.number("scale_timeout_s", 120.0, low=1, high=MAX_TIMEOUT_S),
+        scale_timeout_s=table.number("scale_timeout_s", SCALE_TIMEOUT_S.get(controller or "", DEFAULT_SCALE_TIMEOUT_S),
+                                     low=1, high=MAX_TIMEOUT_S),
         confirm_breach=table.boolean("confirm_breach", True),
         **_parse_abort_rules(table, target),
     )
@@ -832,6 +841,21 @@ def _check_holds_cover_datapoints(profile: Profile) -> None:
                     f"must be at least {needed:g} s: warm-up plus {MIN_DATAPOINTS_PER_HOLD} datapoints "
                     f"of [sources.{kind}] (one every {period_s:g} s), got {profile.ramp.min_hold_s:g}",
                     path=profile.path, key="ramp.min_hold_s")
+
+
+def _check_ecs_names(profile: Profile) -> None:
+    """No ECS cluster or service that looks like production, and the controller resizes the
+    service the CloudWatch source measures (see docs/security.md)."""
+    controller = profile.capacity.config if profile.capacity.controller == "ecs" else None
+    source = profile.sources.get("cloudwatch")
+    if controller is None and source is None:
+        return
+    from scalefinder.loadgen.capacity.ecs import check_service_names  # imported when a profile uses ECS
+
+    try:
+        check_service_names(controller, source, PRODUCTION_NAMES)
+    except ProfileError as exc:
+        raise ProfileError(str(exc).removeprefix(f"[{exc.key}] "), path=profile.path, key=exc.key) from None
 
 
 def _check_planned_requests(profile: Profile) -> None:

@@ -41,6 +41,8 @@ def test_example_profile_loads_and_needs_reads_and_capacity_changes():
         "ecs:DescribeTaskDefinition", "elasticloadbalancing:DescribeTargetGroups",
         "elasticloadbalancing:DescribeTargetHealth", "application-autoscaling:DescribeScalableTargets",
         "application-autoscaling:DescribeScalingPolicies", *CHANGES,
+        # the service's own tasks and their addresses, to count only its targets in a shared group
+        "ecs:ListTasks", "ecs:DescribeTasks", "ecs:DescribeContainerInstances",
     }
     assert actions["ecs:UpdateService"] == {"arn:aws:ecs:eu-west-1:*:service/staging/web"}
     assert actions["ecs:DescribeClusters"] == {"arn:aws:ecs:eu-west-1:*:cluster/staging"}

@@ -1,8 +1,10 @@
 """What an ECS service looks like from the outside: the facts the source and controller need.
 
-Given a cluster and a service name, find the service's load balancer target groups, its task
-definition's CPU and memory, its Application Auto Scaling target and policies, and whether
-Container Insights is on for the cluster.
+Given a cluster and a service name, find the service's load balancer target groups (in the
+service's own order), its task definition's CPU and memory, its Application Auto Scaling target
+and policies, and whether Container Insights is on for the cluster; and, for the controller,
+which load balancer entry to watch and which of a target group's targets are the service's own
+tasks (a target group may be shared with other services).
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ def require_container_insights(facts: ServiceFacts) -> None:
         f"Container Insights is off for ECS cluster '{facts.cluster}'; turn it on with "
         f"`aws ecs update-cluster-settings --cluster {facts.cluster} --settings "
         f"name=containerInsights,value=enhanced --region {facts.region}` (or value=enabled without "
-        f"per-task metrics), or set container_insights = false in [sources.cloudwatch]"
+        f"per-task metrics) and wait a few minutes for its first data; [sources.cloudwatch] reads the service's "
+        f"CPU, memory and task count from it, so without it measure the service another way "
+        f"([sources.prometheus])"
     )
 
 
@@ -159,18 +163,150 @@ def _as_int(value: Any) -> int | None:
 
 
 def _target_groups(clients: AwsClients, described: dict[str, Any]) -> tuple[TargetGroup, ...]:
-    arns = sorted({lb["targetGroupArn"] for lb in described.get("loadBalancers", []) if lb.get("targetGroupArn")})
+    """The service's target groups in the order of its own ``loadBalancers`` (never sorted): the
+    first is the one the source reads, as ``choose_load_balancer`` would pick without a preference."""
+    arns = target_group_arns(described)
     if not arns:
         return ()
-    answer = call(clients.client("elbv2"), "describe_target_groups", TargetGroupArns=arns)
+    answer = call(clients.client("elbv2"), "describe_target_groups", TargetGroupArns=list(arns))
+    found = {group["TargetGroupArn"]: group for group in answer.get("TargetGroups", [])}
     return tuple(
         TargetGroup(
-            arn=group["TargetGroupArn"],
-            dimension=arn_dimension(group["TargetGroupArn"]),
-            load_balancer_dimensions=tuple(arn_dimension(lb) for lb in group.get("LoadBalancerArns", [])),
+            arn=arn,
+            dimension=arn_dimension(arn),
+            load_balancer_dimensions=tuple(arn_dimension(lb) for lb in found[arn].get("LoadBalancerArns", [])),
         )
-        for group in answer.get("TargetGroups", [])
+        for arn in arns if arn in found
     )
+
+
+def target_group_arns(described: dict[str, Any]) -> tuple[str, ...]:
+    """The target group ARNs of a described service, once each, in its ``loadBalancers`` order."""
+    arns = (lb.get("targetGroupArn") for lb in described.get("loadBalancers") or [])
+    return tuple(dict.fromkeys(arn for arn in arns if arn))
+
+
+@dataclass(frozen=True)
+class LoadBalancerChoice:
+    """Which of a service's ``loadBalancers`` entries the controller watches, and why."""
+
+    target_group_arn: str
+    container_name: str | None
+    container_port: int | None
+    #: why this one, for the run's record
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def choose_load_balancer(load_balancers: list[dict[str, Any]], container_name: str | None = None,
+                         container_port: int | None = None) -> LoadBalancerChoice | None:
+    """The service's ``loadBalancers`` entry whose target group counts its healthy tasks.
+
+    Entries naming the profile's container (name and/or port) are preferred; of those left, the
+    first in the service's own order wins. Never sorted: an ARN's alphabetical order says nothing
+    about which balancer carries the load. None when the service has no target group; an
+    ``InfrastructureError`` when the profile names a container no entry has.
+    """
+    entries = [lb for lb in load_balancers or [] if lb.get("targetGroupArn")]
+    if not entries:
+        return None
+    named = container_name is not None or container_port is not None
+    matching = [lb for lb in entries
+                if (container_name is None or lb.get("containerName") == container_name)
+                and (container_port is None or lb.get("containerPort") == container_port)]
+    if not matching:
+        wanted = f"{container_name or '*'}:{container_port or '*'}"
+        listed = ", ".join(_entry_text(lb) for lb in entries)
+        raise InfrastructureError(f"the ECS service has no load balancer entry for container {wanted} named in "
+                                  f"[capacity.ecs]; its entries are {listed}")
+    chosen = matching[0]
+    if len(entries) == 1:
+        reason = "the service's only load balancer entry"
+    else:
+        reason = "named by container_name/container_port in [capacity.ecs]" if named else ""
+        if len(matching) > 1:
+            others = ", ".join(_entry_text(lb) for lb in matching[1:])
+            first = f"the first of {len(matching)} entries in the service's loadBalancers order (not watched: {others})"
+            reason = f"{reason}; {first}" if reason else first
+    return LoadBalancerChoice(chosen["targetGroupArn"], chosen.get("containerName"), chosen.get("containerPort"),
+                              reason)
+
+
+def _entry_text(lb: dict[str, Any]) -> str:
+    return f"{lb.get('containerName')}:{lb.get('containerPort')} ({arn_dimension(lb['targetGroupArn'])})"
+
+
+def service_tasks(clients: AwsClients, cluster: str, service: str) -> list[dict[str, Any]]:
+    """The service's tasks that are meant to run (describe_tasks' shape), its own only.
+
+    ``list_tasks`` filters by service name; the ``group`` check (``service:<name>``, what ECS gives
+    a service's tasks) keeps the answer right should a list ever hold another service's task.
+    """
+    ecs = clients.client("ecs")
+    arns = [arn for page in pages(ecs, "list_tasks", cluster=cluster, serviceName=service, desiredStatus="RUNNING")
+            for arn in page.get("taskArns", [])]
+    tasks: list[dict[str, Any]] = []
+    for start in range(0, len(arns), 100):  # describe_tasks takes at most 100 tasks a call
+        answer = call(ecs, "describe_tasks", cluster=cluster, tasks=arns[start:start + 100])
+        tasks += answer.get("tasks", [])
+    return [task for task in tasks if task.get("group") in (None, f"service:{service}")]
+
+
+def container_instance_ids(clients: AwsClients, cluster: str, tasks: list[dict[str, Any]]) -> dict[str, str]:
+    """EC2 instance id of each container instance the tasks run on (bridge and host network modes,
+    whose targets are instances); empty for Fargate and awsvpc tasks."""
+    arns = sorted({task["containerInstanceArn"] for task in tasks if task.get("containerInstanceArn")})
+    found: dict[str, str] = {}
+    for start in range(0, len(arns), 100):
+        answer = call(clients.client("ecs"), "describe_container_instances", cluster=cluster,
+                      containerInstances=arns[start:start + 100])
+        found.update({ci["containerInstanceArn"]: ci["ec2InstanceId"] for ci in answer.get("containerInstances", [])
+                      if ci.get("ec2InstanceId")})
+    return found
+
+
+def task_target_addresses(tasks: list[dict[str, Any]], choice: LoadBalancerChoice | None = None,
+                          instances: dict[str, str] | None = None) -> set[tuple[str, int | None]]:
+    """The load balancer targets the tasks stand for: ``(ip, None)`` for an awsvpc task (its ENI's
+    private IP, which no other task has) and ``(instance id, host port)`` for a bridge or host mode
+    task on EC2 (the port its container is published on)."""
+    instances = instances or {}
+    addresses: set[tuple[str, int | None]] = set()
+    for task in tasks:
+        for attachment in task.get("attachments") or []:
+            if attachment.get("type") == "ElasticNetworkInterface":
+                for detail in attachment.get("details") or []:
+                    if detail.get("name") == "privateIPv4Address" and detail.get("value"):
+                        addresses.add((detail["value"], None))
+        for container in task.get("containers") or []:
+            for interface in container.get("networkInterfaces") or []:
+                if interface.get("privateIpv4Address"):
+                    addresses.add((interface["privateIpv4Address"], None))
+            if choice is not None and choice.container_name and container.get("name") != choice.container_name:
+                continue
+            instance = instances.get(task.get("containerInstanceArn") or "")
+            for binding in container.get("networkBindings") or []:
+                same_port = choice is None or choice.container_port is None or \
+                    binding.get("containerPort") == choice.container_port
+                if instance and same_port and binding.get("hostPort"):
+                    addresses.add((instance, int(binding["hostPort"])))
+    return addresses
+
+
+def healthy_own_targets(descriptions: list[dict[str, Any]], addresses: set[tuple[str, int | None]]) -> int:
+    """How many of describe_target_health's targets are healthy and belong to ``addresses``: in a
+    target group shared with other services, their targets are not this service's capacity."""
+    count = 0
+    for description in descriptions:
+        if (description.get("TargetHealth") or {}).get("State") != "healthy":
+            continue
+        target = description.get("Target") or {}
+        ident, port = target.get("Id"), target.get("Port")
+        if (ident, None) in addresses or (ident, port) in addresses:
+            count += 1
+    return count
 
 
 def arn_dimension(arn: str) -> str:
