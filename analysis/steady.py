@@ -26,10 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from scalefinder.core.models import MIN_STEADY_SAMPLES
+
 
 MSER_BATCH = 5
 MSER_MIN_SAMPLES_FOR_BATCHES = 30
-MIN_SAMPLES = 6  # fewer samples than this after the warm-up: the hold is too short to judge
+MIN_SAMPLES = MIN_STEADY_SAMPLES  # fewer samples than this after the warm-up: the hold is too short to judge
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,133 @@ def beyond_rates(capacity_rps: float, ramp: Ramp) -> list[float]:
     return rates
 
 
+# -- what a run costs: samples, waits, wall time ---------------------------------------------------
+# Time a remote controller is assumed to take for one change when estimating the expected wall
+# time: half its timeout. A Fargate task that starts, passes its first health checks and joins
+# the target group takes one to three minutes; the worst case counts the whole timeout.
+EXPECTED_SHARE_OF_SCALE_TIMEOUT = 0.5
+
+
+@dataclass(frozen=True)
+class SourceSamples:
+    """What one metric source gives a step after the warm-up, at the worst alignment of the hold
+    to the source's clock: its period, and its samples in a full hold and in one ended at
+    ``min_hold_s``."""
+
+    kind: str
+    period_s: float
+    full_hold: int
+    shortest_hold: int
+    settle_s: float
+
+
+# Sources whose samples aggregate a period and are kept only when the whole period lies inside a
+# step (CloudWatch); the others sample at instants (the local source, Prometheus' evaluations).
+WHOLE_PERIOD_SOURCES = ("cloudwatch",)
+
+
+def samples_in(window_s: float, period_s: float, *, whole_periods: bool) -> int:
+    """The fewest samples a window of ``window_s`` holds, however it is aligned. Instants every
+    ``period_s``: as many as fit. Whole periods: one fewer, since a window that does not start
+    on a period boundary loses its first, partial period."""
+    if period_s <= 0 or window_s < period_s:
+        return 0
+    fit = int(window_s // period_s + 1e-9)
+    return max(0, fit - 1) if whole_periods else fit
+
+
+def source_samples(profile: Profile) -> list[SourceSamples]:
+    ramp = profile.ramp
+    result = []
+    for kind, config in profile.sources.items():
+        period = config.get("period_s") or config.get("interval_s") or config.get("step_s")
+        if not isinstance(period, (int, float)) or isinstance(period, bool) or period <= 0:
+            continue
+        whole = kind in WHOLE_PERIOD_SOURCES
+        settle = config.get("settle_s") or 0.0
+        result.append(SourceSamples(kind, float(period),
+                                    samples_in(ramp.hold_s - ramp.warmup_s, period, whole_periods=whole),
+                                    samples_in(ramp.min_hold_s - ramp.warmup_s, period, whole_periods=whole),
+                                    float(settle) if isinstance(settle, (int, float)) else 0.0))
+    return result
+
+
+@dataclass(frozen=True)
+class WallTime:
+    expected_s: float
+    worst_s: float
+    scale_wait_s: float
+    settle_s: float
+    expected_steps: int
+
+
+def wall_time(profile: Profile, plan: Plan) -> WallTime:
+    """The expected wall time (the SLO breaks halfway up the ramp, capacity doubles with twice
+    the tasks, steps end at ``min_hold_s`` once steady, a scaling takes half its timeout) and the
+    worst (``plan``: every step held in full up to ``max_rps``, every scaling and recovery using
+    its whole timeout), both with the settle wait of the slowest retrospective source."""
+    from scalefinder.loadgen.planner import PhasePlanner, RunStep, StepResult
+
+    ramp = profile.ramp
+    local = profile.capacity.controller == "local"
+    scale_wait = ramp.scale_timeout_s
+    expected_scale = SCALE_ESTIMATE_S if local else EXPECTED_SHARE_OF_SCALE_TIMEOUT * scale_wait
+    settle = max((s.settle_s for s in source_samples(profile)), default=0.0)
+    breaking_point = ramp.max_rps / 2.0  # per n tasks; twice the tasks carry twice as much
+    planner = PhasePlanner(ramp, profile.capacity.tasks)
+    count = 0
+
+    def halfway(step: RunStep) -> StepResult:
+        nonlocal count
+        count += 1
+        capacity = breaking_point * step.tasks / profile.capacity.tasks
+        return StepResult(step_id=count - 1, phase=step.phase, tasks=step.tasks, offered_rps=step.offered_rps,
+                          slo_met=step.offered_rps <= capacity)
+
+    holds = sum(ramp.min_hold_s for action in planner.actions(halfway) if isinstance(action, RunStep))
+    expected = min(holds + 2 * expected_scale, ramp.max_duration_s) + settle
+    loaded = sum(step.hold_s for step in plan.steps + plan.repeats + plan.recoveries)
+    worst = min(loaded + 2 * scale_wait, ramp.max_duration_s) + settle
+    return WallTime(expected, worst, scale_wait, settle, count)
+
+
+def cost_lines(profile: Profile, plan: Plan) -> list[str]:
+    """What ``scalefinder plan`` prints about samples, waits and wall time."""
+    from scalefinder.core.models import MIN_STEADY_SAMPLES
+
+    ramp = profile.ramp
+    lines = []
+    for source in source_samples(profile):
+        whole = source.kind in WHOLE_PERIOD_SOURCES
+        lines.append(f"Samples per step from {source.kind} (one every {source.period_s:g} s after the "
+                     f"{ramp.warmup_s:g} s warm-up, {'whole periods only, ' if whole else ''}at the worst alignment): "
+                     f"{source.full_hold} in a full hold ({ramp.hold_s:g} s), {source.shortest_hold} in one ended "
+                     f"at min_hold_s ({ramp.min_hold_s:g} s).")
+        if source.shortest_hold < MIN_STEADY_SAMPLES:
+            needed = ramp.warmup_s + (MIN_STEADY_SAMPLES + (1 if whole else 0)) * source.period_s
+            lines.append(f"Warning: the analysis judges a step steady from {MIN_STEADY_SAMPLES} samples; steps "
+                         f"ended at min_hold_s get {source.shortest_hold} from {source.kind}, so their values "
+                         f"count as not steady. A min_hold_s of {needed:g} s gives {MIN_STEADY_SAMPLES} at any "
+                         "alignment.")
+    times = wall_time(profile, plan)
+    controller = profile.capacity.controller
+    waits = [f"scaling to {2 * profile.capacity.tasks} tasks and back, up to {times.scale_wait_s:g} s each "
+             f"(scale_timeout_s{'; the local cluster usually takes seconds' if controller == 'local' else ''})"]
+    if times.settle_s:
+        waits.append(f"{times.settle_s:g} s after the last step for the metrics to settle before they are read")
+    lines.append("Waits: " + "; ".join(waits) + ".")
+    lines.append(f"Wall time: about {_minutes_text(times.expected_s)} expected ({times.expected_steps} steps, if the "
+                 f"SLO breaks halfway up the ramp, capacity doubles at {2 * profile.capacity.tasks} tasks and steps "
+                 f"end at min_hold_s); at most {_minutes_text(times.worst_s)}.")
+    return lines
+
+
+def _minutes_text(seconds: float) -> str:
+    minutes = int(round(seconds / 60.0))
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h {rest} min" if hours else f"{max(minutes, 1)} min"
+
+
 def plan_profile(profile: Profile) -> Plan:
     """The worst case: the phase planner fed a result that meets the SLO at every step, so the
     ramp climbs to ``max_rps`` and the replay and beyond phases follow at 2n tasks; every step

@@ -53,7 +53,7 @@ def test_demo_plan_has_enough_steps_below_capacity():
 def test_plan_command_prints_steps_duration_peak_and_requests():
     result = CliRunner().invoke(cli, ["plan", str(DEMO)])
     assert result.exit_code == 0, result.output
-    for text in ("ramp", "replay", "Expected duration: at most", "Peak rate:", "Requests: at most",
+    for text in ("ramp", "replay", "Load and scaling: at most", "Wall time: about", "Peak rate:", "Requests: at most",
                  "local cluster (archetype cpu)"):
         assert text in result.output
 
@@ -85,3 +85,39 @@ def test_the_plan_of_every_example_profile_is_the_longest_run_the_phases_allow()
         assert all(s.hold_s == ramp.hold_s for s in planned.steps + planned.repeats)
         assert [s.offered_rps for s in planned.repeats] == (rates if ramp.confirm_breach else [])
         assert len(planned.recoveries) == (ramp.max_aborts if ramp.abort == "step" else 0)
+
+
+def test_samples_per_step_count_the_worst_alignment():
+    from scalefinder.loadgen.plan import samples_in
+
+    # every offset of a 180 s window against minute boundaries: whole minutes inside it
+    counts = {sum(1 for start in range(0, 600, 60) if offset <= start and start + 60 <= offset + 180)
+              for offset in range(0, 60)}
+    assert min(counts) == samples_in(180, 60, whole_periods=True) == 2
+    assert max(counts) == 3
+    # instants every second in a 4 s window: at least 4 of them
+    assert samples_in(4, 1, whole_periods=False) == 4
+    assert samples_in(30, 60, whole_periods=True) == 0
+
+
+def test_plan_shows_samples_waits_and_wall_time_of_an_ecs_run():
+    from scalefinder.loadgen.plan import cost_lines, wall_time
+
+    path = DEMO.parent / "ecs-staging.example.toml"
+    example = load_profile(path)
+    assert "Warning" not in "\n".join(cost_lines(example, plan_profile(example)))  # its holds give 6 samples
+    profile = replace(example, ramp=replace(example.ramp, hold_s=300, min_hold_s=240))  # the holds it had before
+    plan = plan_profile(profile)
+    lines = cost_lines(profile, plan)
+    text = "\n".join(lines)
+    ramp = profile.ramp
+    assert f"Samples per step from cloudwatch (one every 60 s after the {ramp.warmup_s:g} s warm-up" in text
+    assert "whole periods only" in text
+    assert "2 in one ended at min_hold_s" in text and "the analysis judges a step steady from 6 samples" in text
+    assert f"A min_hold_s of {ramp.warmup_s + 7 * 60:g} s gives 6 at any alignment" in text
+    assert f"up to {ramp.scale_timeout_s:g} s each" in text and "180 s after the last step" in text
+    times = wall_time(profile, plan)
+    assert times.expected_s < times.worst_s
+    assert times.settle_s == 180
+    result = CliRunner().invoke(cli, ["plan", str(path)])
+    assert result.exit_code == 0 and "Wall time: about" in result.output, result.output

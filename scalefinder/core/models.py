@@ -185,6 +185,13 @@ class GateCriteria:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+# -- samples a hold needs ------------------------------------------------------------------------
+#: A hold with fewer samples than this after its warm-up is too short to judge steady. The
+#: analysis applies it (``analysis/steady.py``); ``scalefinder plan`` warns a profile whose holds
+#: give a source fewer.
+MIN_STEADY_SAMPLES = 6
+
+
 # -- Kubernetes renderings -----------------------------------------------------------------------
 #: workload kinds an HPA or a ScaledObject can scale (the ``scale`` subresource), as a team writes them
 WORKLOAD_KINDS = {"deployment": "Deployment", "statefulset": "StatefulSet"}
