@@ -267,7 +267,10 @@ def _queue_trigger(metric: str, target: float, deployment: Deployment, notes: li
 
 
 def _external_name(metric: str) -> str:
-    return re.sub(r"[^a-z0-9_]", "_", metric.lower())
+    """The service-wide series the external metrics adapter serves: for the backlog per task it is
+    the queue's whole backlog, which the HPA divides among the pods (AverageValue)."""
+    total = catalog.QUEUE_BACKLOG if metric == catalog.QUEUE_BACKLOG_PER_TASK else metric
+    return re.sub(r"[^a-z0-9_]", "_", total.lower())
 
 
 def _number(value: float) -> str:

@@ -109,6 +109,7 @@ def test_keda_on_a_queue_run_targets_the_backlog_per_task(tmp_path):
     hpa = yaml.safe_load(_policy(path, "hpa"))
     _validate_hpa(hpa)
     assert hpa["spec"]["metrics"][0]["type"] == "External"
+    assert hpa["spec"]["metrics"][0]["external"]["metric"]["name"] == "queue_backlog"  # the whole queue, per pod
     assert quantity.parse(hpa["spec"]["metrics"][0]["external"]["target"]["averageValue"]) == pytest.approx(target)
 
 
