@@ -9,7 +9,7 @@ from botocore.awsrequest import AWSResponse
 
 from scalefinder.loadgen.context import RunContext
 from scalefinder.loadgen.sources import cloudwatch
-from scalefinder.core.errors import InfrastructureError, ProfileError
+from scalefinder.core.errors import InfrastructureError, InputError, ProfileError
 from tests.moto_server import CLUSTER, SERVICE, client, seed_world
 
 SERVICE_DIMS = [{"Name": "ClusterName", "Value": CLUSTER}, {"Name": "ServiceName", "Value": SERVICE}]
@@ -29,7 +29,15 @@ def _point(name: str, dims: list[dict], stamp: float, value: float) -> dict:
     return {"MetricName": name, "Dimensions": dims, "Timestamp": stamp, "Value": value}
 
 
+def _seed_recent() -> None:
+    """Container Insights data of the last minutes: the preflight (``check``) refuses a service without."""
+    stamp = _minute_ago(2) + 5
+    _put("ECS/ContainerInsights", [_point(name, SERVICE_DIMS, stamp, 1.0) for name in (
+        "RunningTaskCount", "CpuUtilized", "CpuReserved", "MemoryUtilized", "MemoryReserved")])
+
+
 def _source(**config):
+    _seed_recent()
     table = {"cluster": CLUSTER, "service": SERVICE, "settle_s": 0, **config}
     return cloudwatch.build(cloudwatch.validate_config(table, "sources.cloudwatch"), RunContext(profile=None))
 
@@ -82,6 +90,9 @@ def test_seeded_insights_alb_and_sqs_metrics_come_back_with_values_units_and_tim
     }
     assert set(by_metric) == set(expected_units)
     for name, series in by_metric.items():
+        if name.startswith("storage_"):  # a rate of a cumulative counter: from the second minute on, at its start
+            assert [r["time_unix_s"] for r in series] == [t0 + 60 * i for i in range(1, 4)], name
+            continue
         assert [r["time_unix_s"] for r in series] == [t0 + 60 * i + 30 for i in range(4)], name
         assert {r["unit"] for r in series} == {expected_units[name]}
         assert {r["source"] for r in series} == {"cloudwatch"} and {r["task"] for r in series} == {""}
@@ -93,7 +104,7 @@ def test_seeded_insights_alb_and_sqs_metrics_come_back_with_values_units_and_tim
     assert values("memory_utilization") == [100 * 300 / 1024] * 4
     assert values("memory_used_mib") == [150.0] * 4
     assert values("network_rx_bytes_per_s") == [2000.0] * 4
-    assert values("storage_read_bytes_per_s") == [1200 / 60 / 2] * 4
+    assert values("storage_read_bytes_per_s") == [0.0] * 3  # the cumulative counter stood still
     assert values("running_task_count") == [2.0] * 4
     assert values("requests_per_task") == [(600 + 60 * i) / 60 for i in range(4)]
     assert values("concurrency_per_task") == [15.0] * 4
@@ -104,9 +115,14 @@ def test_seeded_insights_alb_and_sqs_metrics_come_back_with_values_units_and_tim
     assert [r["time_unix_s"] for r in rows] == sorted(r["time_unix_s"] for r in rows)
 
     described = source.describe()
-    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 1
-    assert described["metrics_requested"] == 15  # 9 Container Insights + 4 ALB + SQS + custom
-    assert described["estimated_cost_usd"] == pytest.approx(15 * 0.01 / 1000)
+    preflight = described["preflight"]
+    assert preflight["get_metric_data_calls"] == 1 and preflight["metrics_requested"] == 9 + 4 + 1
+    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 1 + 1
+    # 8 Container Insights metrics as Sum and SampleCount + RunningTaskCount, 4 ALB, SQS, custom
+    fetched = 17 + 4 + 1 + 1
+    assert described["metrics_requested"] == fetched + preflight["metrics_requested"]
+    assert described["estimated_cost_usd"] == pytest.approx(described["metrics_requested"] * 0.01 / 1000)
+    assert described["service_datapoint"] == "total"  # one datapoint a minute for two tasks
 
 
 def test_one_hour_with_twenty_metrics_costs_the_fewest_calls(aws):
@@ -119,11 +135,13 @@ def test_one_hour_with_twenty_metrics_costs_the_fewest_calls(aws):
     steps = [(t0 + 300 * k, t0 + 300 * (k + 1)) for k in range(12)]  # twelve five-minute steps
     rows = source.fetch_windows(steps)
     described = source.describe()
-    queries = 9 + 4 + 1 + 6
-    assert described["metrics_requested"] == queries == 20
+    preflight = described["preflight"]
+    queries = 17 + 4 + 1 + 6
+    assert described["metrics_requested"] - preflight["metrics_requested"] == queries == 28
     bound = cloudwatch.lower_bound_calls(queries, 60)
     assert bound == 1
-    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] <= bound + 1
+    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] - preflight["get_metric_data_calls"] \
+        <= bound + 1
     gauge = [r for r in rows if r["metric"] == "app_gauge_3"]
     assert [r["value"] for r in gauge] == [float(m) for m in range(60)]
 
@@ -166,7 +184,7 @@ def test_throttling_is_retried_and_counted(aws):
     described = source.describe()
     assert described["throttled"] == 2
     assert described["retries"] == 2
-    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 1
+    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 1 + 1  # and the preflight's
 
 
 def test_partial_data_is_requested_again(aws):
@@ -187,7 +205,7 @@ def test_partial_data_is_requested_again(aws):
     assert [r["value"] for r in rows if r["metric"] == "running_task_count"] == [3.0]
     described = source.describe()
     assert described["partial_data_requeries"] == 1
-    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 2
+    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 2 + 1  # and the preflight's
     assert described["incomplete_queries"] == []
 
 
@@ -225,10 +243,11 @@ def test_pages_are_followed_and_each_page_is_counted_as_a_call_and_its_metrics(a
     assert {(r["metric"], r["task"]): r["value"] for r in rows if r["task"]} == {
         ("cpu_utilization", "a1"): 40.0, ("memory_utilization", "a1"): 20.0}
     described = source.describe()
-    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 2
+    preflight = described["preflight"]
+    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 2 + preflight["get_metric_data_calls"]
     assert described["api_calls_by_operation"]["cloudwatch:ListMetrics"] == 2
-    queries = 9 + 2  # Container Insights and the task's two; each page asks for every one of them
-    assert described["metrics_requested"] == 2 * queries
+    queries = 17 + 2  # Container Insights and the task's two; each page asks for every one of them
+    assert described["metrics_requested"] == 2 * queries + preflight["metrics_requested"]
     assert described["get_metric_data_calls_planned"] == 1
 
 
@@ -248,7 +267,7 @@ def test_task_level_metrics_with_enhanced_observability(aws):
 
 def test_container_insights_off_names_the_fix(aws):
     seed_world(insights="disabled")
-    with pytest.raises(InfrastructureError) as error:
+    with pytest.raises(InputError) as error:
         _source()
     assert "aws ecs update-cluster-settings --cluster staging" in str(error.value)
     assert "containerInsights" in str(error.value)

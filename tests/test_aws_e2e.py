@@ -3,7 +3,9 @@
 Two helper threads stand in for AWS: an "ECS agent" makes the local cluster follow the desired
 count the ECS controller sets in moto (and registers that many healthy targets), and an
 "Container Insights agent" publishes the cluster's own measurements into moto as
-``ECS/ContainerInsights`` and ``AWS/ApplicationELB`` metrics at one-second resolution. The run
+``ECS/ContainerInsights`` and ``AWS/ApplicationELB`` metrics, one service datapoint a second: the
+profile compresses CloudWatch's minute to one second (``minute_s = 1``, which the source accepts
+only against a loopback endpoint), so the run reads them as it reads AWS's once-a-minute data. The run
 itself goes through `scalefinder run` with the ECS controller and the CloudWatch source against a
 127.0.0.1 URL target, and `scalefinder analyze` must reach the recommendation that the same run
 gives when its metrics come straight from the local source.
@@ -69,7 +71,9 @@ class InsightsAgent:
         self.world = world
         self.rows: list[dict] = []
         self.errors: list[BaseException] = []
+        self.published = threading.Event()
         self._cloudwatch = client("cloudwatch")
+        self._storage_bytes = {"StorageReadBytes": 0.0, "StorageWriteBytes": 0.0}  # cumulative, as ECS writes them
 
     def __enter__(self):
         self.source.start(self._publish)
@@ -92,11 +96,15 @@ class InsightsAgent:
         if "memory_utilization" in service:
             insights.update(MemoryUtilized=service["memory_utilization"] / 100 * MEMORY_MIB * running,
                             MemoryReserved=MEMORY_MIB * running)
-        for ours, theirs in (("network_rx_bytes_per_s", "NetworkRxBytes"), ("network_tx_bytes_per_s", "NetworkTxBytes"),
-                             ("storage_read_bytes_per_s", "StorageReadBytes"),
-                             ("storage_write_bytes_per_s", "StorageWriteBytes")):
+        for ours, theirs in (("network_rx_bytes_per_s", "NetworkRxBytes"), ("network_tx_bytes_per_s", "NetworkTxBytes")):
             if ours in service:
                 insights[theirs] = service[ours] * running  # one-second periods: per second == per period
+        for ours, theirs in (("storage_read_bytes_per_s", "StorageReadBytes"),
+                             ("storage_write_bytes_per_s", "StorageWriteBytes")):
+            if ours in service:
+                # a counter since the task started: the service total of the tasks' counters
+                self._storage_bytes[theirs] += service[ours] * running
+                insights[theirs] = self._storage_bytes[theirs]
         dims = [{"Name": "ClusterName", "Value": CLUSTER}, {"Name": "ServiceName", "Value": SERVICE}]
         data = [{"MetricName": k, "Dimensions": dims, "Timestamp": stamp, "Value": float(v), "StorageResolution": 1}
                 for k, v in insights.items()]
@@ -105,6 +113,7 @@ class InsightsAgent:
             self._cloudwatch.put_metric_data(Namespace="ECS/ContainerInsights", MetricData=data[:len(insights)])
             if data[len(insights):]:
                 self._cloudwatch.put_metric_data(Namespace="AWS/ApplicationELB", MetricData=data[len(insights):])
+            self.published.set()
         except Exception as exc:  # surfaced by the test
             self.errors.append(exc)
 
@@ -170,6 +179,7 @@ poll_s = 0.25
 cluster = "{cluster}"
 service = "{service}"
 period_s = 1
+minute_s = 1
 settle_s = 3
 
 [analysis]
@@ -204,6 +214,7 @@ def test_run_and_analyze_through_moto_match_the_local_path(aws, tmp_path, monkey
         profile = tmp_path / "ecs-e2e.toml"
         profile.write_text(PROFILE.format(url=cluster.url, cluster=CLUSTER, service=SERVICE))
         with EcsAgent(cluster, world.target_group_arn) as agent, InsightsAgent(cluster, world) as insights:
+            assert insights.published.wait(timeout=20), insights.errors  # the run's preflight looks for data
             started = time.monotonic()
             result = CliRunner().invoke(cli, ["run", str(profile), "--yes", "--no-progress", "--out", str(run_dir)])
             elapsed = time.monotonic() - started
@@ -222,7 +233,9 @@ def test_run_and_analyze_through_moto_match_the_local_path(aws, tmp_path, monkey
     run = RunDirectory.open(run_dir)
     assert run.status == "complete"
     described = run.manifest.sources["cloudwatch"]
-    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 1
+    # one call for the whole run, after the preflight's own
+    assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 1 + described["preflight"]["get_metric_data_calls"]
+    assert described["service_datapoint"] == "total"  # the agent writes one service total a (compressed) minute
     metrics = run.metrics()
     assert set(metrics["source"]) == {"cloudwatch"}
     assert {"cpu_utilization", "running_task_count", "requests_per_task"} <= set(metrics["metric"])

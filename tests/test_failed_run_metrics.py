@@ -119,6 +119,7 @@ interval_s = 1
 cluster = "{cluster}"
 service = "{service}"
 period_s = 1
+minute_s = 1                 # CloudWatch's minute compressed to a second: moto on 127.0.0.1 only
 settle_s = {settle_s}
 load_balancer = false
 [[sources.cloudwatch.custom_metrics]]
