@@ -109,6 +109,9 @@ RAW_RANGE = "5m"
 #: yet: wait at least this long (or longer for a long settle_s or rate window) for its data.
 FIRST_DATA_WAIT_S = 15.0
 FIRST_DATA_POLL_S = 0.5
+#: Scrapes of the local exporter after which data still missing will not come: enough for a rate
+#: over the shortest window the preflight accepts (four scrape intervals), with one to spare.
+EXPORTER_SCRAPES_ENOUGH = 6
 
 #: ``describe()["resources"]``: the containers' requests and limits. Key -> the
 #: kube-state-metrics query, and for limits cAdvisor's, read when kube-state-metrics has none.
@@ -493,12 +496,18 @@ class PrometheusSource(MetricSource):
         least one) or ``first_data_wait_s`` has passed; a rejected query ends the wait at once.
         """
         answers: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        started = time.time()
 
         def all_ready() -> bool:
             for query in self.queries:
                 if query.metric not in answers or not self._ready(query, answers[query.metric]):
                     answers[query.metric] = self._recent(query)
-            return all(self._ready(query, answers[query.metric]) for query in self.queries if self._required(query))
+            if all(self._ready(query, answers[query.metric]) for query in self.queries if self._required(query)):
+                return True
+            # Once Prometheus has scraped the exporter often enough for every rate to have its
+            # samples, what is still missing will not come (a selector that matches nothing):
+            # say so now rather than at the end of the wait.
+            return self.exporter is not None and self._exporter_scrapes_since(started) >= EXPORTER_SCRAPES_ENOUGH
 
         wait_s = self.first_data_wait_s if self.exporter is not None else 0.0
         if self.exporter is not None:
@@ -510,6 +519,17 @@ class PrometheusSource(MetricSource):
         except WaitTimedOut:
             pass  # the callers say what is missing
         return answers
+
+    def _exporter_scrapes_since(self, started: float) -> int:
+        """Successful scrapes of the local exporter since ``started``, as Prometheus counts them
+        (its target's ``up``); 0 when Prometheus names the target otherwise than host:port."""
+        instance = urllib.parse.urlsplit(self.exporter_url or "").netloc
+        seconds = max(1, math.ceil(time.time() - started))
+        query = MetricQuery("exporter_scrapes", f'sum_over_time(up{{instance="{instance}"}}[{seconds}s])', "count")
+        data = self._api("query", {"query": query.promql, "time": f"{time.time():.3f}"}, query)
+        values = [float(item["value"][1]) for item in data.get("result", [])
+                  if isinstance(item, dict) and isinstance(item.get("value"), list)]
+        return int(max(values, default=0.0))
 
     def _required(self, query: MetricQuery) -> bool:
         """The built-in queries read series every scraped container has, and the replica count
