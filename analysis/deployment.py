@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from scalefinder.analysis import units
 from scalefinder.core import catalog, quantity
 from scalefinder.core.models import KubernetesSettings, RunManifest
 
@@ -130,14 +131,12 @@ def _resources(manifest: RunManifest, settings: KubernetesSettings, described: M
         cpu_limit = float(read["cpu_limit_cores"]) if _positive(read.get("cpu_limit_cores")) else None
         memory_limit = float(read["memory_limit_bytes"]) if _positive(read.get("memory_limit_bytes")) else None
         limit_source = str(read.get("source") or "the Prometheus source")
-    else:
-        ecs = next((d for d in described.values() if isinstance(d, Mapping) and _positive(d.get("task_cpu_units"))),
-                   None)
-        if ecs is not None:
-            cpu_limit = float(ecs["task_cpu_units"]) / CPU_UNITS_PER_CORE
-            memory_limit = float(ecs["task_memory_mib"]) * quantity.MIB if _positive(ecs.get("task_memory_mib")) \
-                else None
-            limit_source = "the ECS task definition's reservation"
+    elif (cpu_units := units.cpu_units_from_manifest(manifest)) is not None:
+        # the task definition a metric source described (ECS)
+        cpu_limit = cpu_units / CPU_UNITS_PER_CORE
+        memories = [d.get("task_memory_mib") for d in described.values() if isinstance(d, Mapping)]
+        memory_limit = next((float(m) * quantity.MIB for m in memories if _positive(m)), None)
+        limit_source = "the ECS task definition's reservation"
     # the profile's own values first; what kube-state-metrics reported fills the gaps
     cpu_request = quantity.parse(settings.cpu_request) if settings.cpu_request else None
     memory_request = quantity.parse(settings.memory_request) if settings.memory_request else None

@@ -14,10 +14,8 @@ is stopped or fails part-way leaves the run directory as it was.
 
 from __future__ import annotations
 
-import csv
 import importlib
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,8 @@ from typing import Any
 import click
 
 from scalefinder.core.errors import InfrastructureError, InputError, Interrupted, RunDirectoryError, ScalefinderError
-from scalefinder.core.rundir import (MANIFEST, METRIC_COLUMNS, METRICS, STATUS_RUNNING, RunDirectory, _CsvAppender,
-                                     append_event, iso_utc, read_json, utc_now, write_json_atomic)
+from scalefinder.core.rundir import (MANIFEST, STATUS_RUNNING, RunDirectory, append_event, iso_utc, read_json,
+                                     replace_metrics, utc_now, write_json_atomic)
 from scalefinder.loadgen.aws.options import aws_options
 from scalefinder.loadgen.context import RunContext
 from scalefinder.loadgen.manifest import source_descriptions
@@ -83,7 +81,8 @@ def refetch_run(run_dir: str | Path, options: dict[str, Any] | None = None,
                     failed[kind] = exc
             signals.defer()  # the metrics and the manifest are written whole
             if fetched:
-                _replace_rows(run.path, {sources[kind].name for kind in fetched}, fetched)
+                replace_metrics(run.path, {sources[kind].name for kind in fetched},
+                                [row for rows in fetched.values() for row in rows])
                 _update_manifest(run.path, {kind: sources[kind] for kind in fetched})
                 append_event(run.path, "metrics_refetch", by="scalefinder fetch-metrics",
                              rows={kind: len(rows) for kind, rows in fetched.items()},
@@ -157,36 +156,6 @@ def _prometheus(module: Any, config: dict[str, Any], recorded: dict[str, Any]) -
     if isinstance(recorded.get("scrape_interval_s"), dict):
         source.scrape_intervals_s = dict(recorded["scrape_interval_s"])
     return source
-
-
-def _replace_rows(path: Path, replaced: set[str], fetched: dict[str, list[dict[str, Any]]]) -> None:
-    """metrics.csv without the rows of the ``replaced`` sources, plus the rows fetched: written to
-    a temporary file, then renamed over the old one."""
-    target = path / METRICS
-    temporary = path / (METRICS + ".refetch.tmp")
-    try:
-        writer = _CsvAppender(temporary, METRIC_COLUMNS)
-        try:
-            if target.exists():
-                with open(target, newline="", encoding="utf-8", errors="replace") as handle:
-                    reader = csv.DictReader(handle)
-                    missing = [c for c in METRIC_COLUMNS if c not in (reader.fieldnames or [])]
-                    if reader.fieldnames and missing:
-                        raise RunDirectoryError(f"{target} lacks the columns {', '.join(missing)}")
-                    writer.append(row for row in reader
-                                  if row.get("source") not in replaced and _whole(row))
-            for rows in fetched.values():
-                writer.append(rows)
-        finally:
-            writer.close()  # flushed and synced before the rename
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _whole(row: dict[str, Any]) -> bool:
-    """A row every column of which is there (a hard kill can cut the last line short)."""
-    return None not in row and all(row.get(column) is not None for column in METRIC_COLUMNS) and bool(row.get("unit"))
 
 
 def _update_manifest(path: Path, sources: dict[str, MetricSource]) -> None:

@@ -300,3 +300,16 @@ def test_requests_read_through_prometheus_are_used_and_named():
     overridden = deployment.from_manifest(RunManifest.from_dict(dict(manifest.data, profile=profile)))
     assert overridden.resources.cpu_request_cores == 0.5
     assert overridden.resources.request_source == "the profile's [kubernetes] table"
+
+
+def test_an_ecs_run_converts_against_its_task_definition():
+    from scalefinder.analysis import deployment
+    from scalefinder.core.models import RunManifest
+
+    manifest = RunManifest.from_dict({
+        "kind": "scalefinder-run", "schema_version": 1, "run_id": "r", "status": "complete",
+        "profile": {"name": "web", "kubernetes": {"cpu_request": "250m"}}, "target": {"kind": "url"},
+        "sources": {"cloudwatch": {"kind": "cloudwatch", "task_cpu_units": 512, "task_memory_mib": 1024}}})
+    resources = deployment.from_manifest(manifest).resources
+    assert (resources.cpu_limit_cores, resources.memory_limit_bytes) == (0.5, 1024 * quantity.MIB)
+    assert resources.limit_source == "the ECS task definition's reservation"

@@ -211,8 +211,7 @@ def rate_window_s(config: dict) -> float | None:
     """
     if not any("$window" in TEMPLATES.get(name, "") for name in config["metrics"]):
         return None
-    number, unit = re.match(r"^(\d+)(ms|s|m|h|d)$", config["rate_window"]).groups()
-    return int(number) * _DURATION_SECONDS[unit]
+    return duration_s(config["rate_window"])
 
 
 def duration_s(text: str) -> float:

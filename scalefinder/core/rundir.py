@@ -146,6 +146,35 @@ class _CsvAppender:
                 self._file.close()
 
 
+def replace_metrics(path: str | Path, sources: set[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Rewrite ``metrics.csv`` of the run directory ``path`` without the rows of ``sources``, plus
+    ``rows``: written to a temporary file, then renamed over the old one, so a rewrite stopped or
+    failing part-way leaves the file as it was. A row cut short (a hard kill) is dropped."""
+    path = Path(path)
+    target = path / METRICS
+    temporary = path / (METRICS + ".rewrite.tmp")
+    try:
+        writer = _CsvAppender(temporary, METRIC_COLUMNS)
+        try:
+            if target.exists():
+                with open(target, newline="", encoding="utf-8", errors="replace") as handle:
+                    reader = csv.DictReader(handle)
+                    missing = [c for c in METRIC_COLUMNS if c not in (reader.fieldnames or [])]
+                    if reader.fieldnames and missing:
+                        raise RunDirectoryError(f"{target} lacks the columns {', '.join(missing)}")
+                    writer.append(row for row in reader if row.get("source") not in sources and _whole_row(row))
+            writer.append(rows)
+        finally:
+            writer.close()  # flushed and synced before the rename
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _whole_row(row: Mapping[str, Any]) -> bool:
+    return None not in row and all(row.get(column) is not None for column in METRIC_COLUMNS) and bool(row.get("unit"))
+
+
 def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
