@@ -134,8 +134,9 @@ def _resources(manifest: RunManifest, settings: KubernetesSettings, described: M
     elif (cpu_units := units.cpu_units_from_manifest(manifest)) is not None:
         # the task definition a metric source described (ECS)
         cpu_limit = cpu_units / CPU_UNITS_PER_CORE
-        memories = [d.get("task_memory_mib") for d in described.values() if isinstance(d, Mapping)]
-        memory_limit = next((float(m) * quantity.MIB for m in memories if _positive(m)), None)
+        memories = [float(d["task_memory_mib"]) for d in described.values()
+                    if isinstance(d, Mapping) and _positive(d.get("task_memory_mib"))]
+        memory_limit = memories[0] * quantity.MIB if memories else None
         limit_source = "the ECS task definition's reservation"
     # the profile's own values first; what kube-state-metrics reported fills the gaps
     cpu_request = quantity.parse(settings.cpu_request) if settings.cpu_request else None
