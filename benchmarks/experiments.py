@@ -87,22 +87,27 @@ def _toml_value(value: Any) -> str:
 
 
 def run_and_analyze(profile_path: Path, run_dir: Path, *, workers: int = 0,
-                    timeout_s: float = 1200) -> RunOutcome:
-    """`scalefinder run PROFILE --out RUN_DIR` then `scalefinder analyze RUN_DIR`, each timed."""
-    run_argv = ["run", str(profile_path), "--out", str(run_dir), "--no-progress"]
+                    timeout_s: float = 1200, env: dict[str, str] | None = None) -> RunOutcome:
+    """`scalefinder run PROFILE --out RUN_DIR` then `scalefinder analyze RUN_DIR`, each timed.
+
+    A profile with a URL target is confirmed (``--yes``): the benchmarks' targets are local."""
+    run_argv = ["run", str(profile_path), "--out", str(run_dir), "--no-progress", "--yes"]
     if workers:
         run_argv += ["--workers", str(workers)]
-    run_code, run_wall_s, run_error = scalefinder_command(run_argv, timeout_s)
+    run_code, run_wall_s, run_error = scalefinder_command(run_argv, timeout_s, env)
     if not (run_dir / "manifest.json").is_file():
         return RunOutcome(run_dir, run_code, None, run_wall_s, None, run_error)
     analyze_code, analyze_wall_s, analyze_error = scalefinder_command(["analyze", str(run_dir)], timeout_s)
     return RunOutcome(run_dir, run_code, analyze_code, run_wall_s, analyze_wall_s, run_error or analyze_error)
 
 
-def scalefinder_command(argv: list[str], timeout_s: float) -> tuple[int, float, str | None]:
+def scalefinder_command(argv: list[str], timeout_s: float,
+                        env: dict[str, str] | None = None) -> tuple[int, float, str | None]:
+    """``env`` is added to this process's environment (e.g. the ECS emulator's AWS endpoint)."""
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "scalefinder.cli", *argv], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          text=True, timeout=timeout_s,
+                          env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
     wall_s = time.perf_counter() - started
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     if done.returncode != 0 and not errors:

@@ -35,6 +35,9 @@ def busy_port():
         (["--archetype", "cpu", "--tasks", "0"], "tasks must be between 1"),
         (["--archetype", "cpu", "--port", "PORT"], "is already in use"),
         (["--archetype", "memory", "--param", "reserve_mib=250"], "cannot hold one request"),
+        (["--archetype", "cpu", "--minute-s", "2"], "need --emulate ecs"),
+        (["--archetype", "cpu", "--emulate", "ecs", "--minute-s", "7"], "the emulated minute must be one of"),
+        (["--archetype", "cpu", "--emulate", "ecs", "--endpoint-port", "PORT"], "is already in use"),
     ],
 )
 def test_bad_parameters_give_one_line_and_exit_2(args, message, busy_port):
@@ -69,6 +72,48 @@ def start_cluster_command(*args):
         process.communicate(timeout=30)
         raise
     return process, children, output
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.mark.processes
+def test_the_emulated_ecs_service_answers_as_aws_and_stops_clean():
+    from scalefinder.loadgen.emulator.world import client
+
+    port, endpoint_port = free_ports(2)
+    process, children, output = start_cluster_command("--archetype", "cpu", "--tasks", "2", "--emulate", "ecs",
+                                                      "--minute-s", "1", "--port", str(port),
+                                                      "--endpoint-port", str(endpoint_port))
+    try:
+        exports = dict(line.strip().removeprefix("export ").split("=", 1) for line in output
+                       if line.strip().startswith("export "))
+        assert exports["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{endpoint_port}"
+        assert any(f"load balancer: http://127.0.0.1:{port}/" in line for line in output)
+        deadline = time.monotonic() + 30
+        while "ready" not in process.stdout.readline() and time.monotonic() < deadline:
+            pass
+        ecs = client("ecs", endpoint_url=exports["AWS_ENDPOINT_URL"])
+        service = ecs.describe_services(cluster="staging", services=["web"])["services"][0]
+        assert service["desiredCount"] == 2
+        cloudwatch = client("cloudwatch", endpoint_url=exports["AWS_ENDPOINT_URL"])
+        names = {m["MetricName"] for m in cloudwatch.list_metrics(Namespace="ECS/ContainerInsights")["Metrics"]}
+        assert {"RunningTaskCount", "CpuUtilized", "CpuReserved", "MemoryUtilized", "TaskCpuUtilization"} <= names
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, rest
+    assert "stopped" in rest
+    assert gone(children, 5)
+    assert cgroups_of(process.pid) == []
 
 
 def cgroups_of(pid):
