@@ -62,6 +62,8 @@ def compressed(profile: dict[str, Any], url: str, minute_s: int) -> dict[str, An
     for key in ("hold_s", "min_hold_s", "warmup_s"):
         ramp[key] = ramp[key] * scale
     ramp["max_duration_s"] = max(ramp["max_duration_s"] * scale, 600)
+    # the emulated tasks start after half a minute, so the scaling waits follow the minute too
+    ramp["scale_timeout_s"] = max(ramp.get("scale_timeout_s", 300) * scale, 30)
     ecs = data["capacity"]["ecs"]
     ecs["poll_s"] = min(ecs.get("poll_s", 15.0), 15 * scale)
     cloudwatch = data["sources"]["cloudwatch"]
@@ -135,7 +137,11 @@ def run_case(archetype: str, mode: str, minute_s: int, work: Path) -> dict[str, 
                                   env=emulator.environment())
         samples = list(emulator.samples or [])
         emulator_errors = list(emulator.errors)
+        truth = emulator.ground_truth()
+    # A URL target has no ground truth in its manifest; the emulator's cluster knows it.
     manifest, findings = outcome.manifest(), outcome.findings()
+    if manifest:
+        manifest = {**manifest, "target": {**(manifest.get("target") or {}), "ground_truth": truth}}
     result = judge(archetype, manifest, findings)
     local_findings = None
     if manifest:

@@ -7,6 +7,13 @@ and the command's own output (test_demo.py). It starts in the background as soon
 are collected, and the tests that start no process run first, while the demo runs: they use one
 core, the demo's two small tasks and its generator the other.
 
+The whole suite runs on pytest-xdist (``-n auto``, with ``--dist loadgroup`` from pyproject.toml):
+every test that sends load is put in one group, so they run one after another in one worker as
+they would without xdist (each keeps the machine's other core for its own processes), while the
+other workers take the tests that send none. Under xdist the demo starts when the first test
+needs it, in the worker that runs the load group, instead of at collection (where every worker
+would start one).
+
 ``--fast`` is the development tier: only tests that start no process and send no load (the
 analysis, the models, the profile, the CLI in-process). Tests that start processes are marked
 ``processes`` (or ``load`` when they also send load); in the fast tier, starting one anyway
@@ -42,6 +49,16 @@ def _is_slow(item) -> bool:
     return any(item.get_closest_marker(name) for name in SLOW_MARKERS)
 
 
+def pytest_itemcollected(item) -> None:
+    # Before xdist's own collection hook reads the groups (--dist loadgroup).
+    if item.get_closest_marker("load"):
+        item.add_marker(pytest.mark.xdist_group("load"))
+
+
+def _distributed(config) -> bool:
+    return hasattr(config, "workerinput")  # this process is a pytest-xdist worker
+
+
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected theirs
 def pytest_collection_modifyitems(config, items) -> None:
     if config.getoption("--fast"):
@@ -49,6 +66,10 @@ def pytest_collection_modifyitems(config, items) -> None:
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = [item for item in items if not _is_slow(item)]
+    if _distributed(config):
+        # The load group is the longest line of work: hand it out first.
+        items.sort(key=lambda item: item.get_closest_marker("load") is None)
+        return
     # The fast tests first (a stable sort keeps the file order within each tier).
     items.sort(key=_is_slow)
     if not config.option.collectonly and any("demo_run" in getattr(item, "fixturenames", ()) for item in items):
@@ -111,5 +132,7 @@ class DemoRun:
 
 
 @pytest.fixture(scope="session")
-def demo_run() -> DemoRun:
+def demo_run(request) -> DemoRun:
+    if _BackgroundDemo.process is None:  # under xdist: started here, by the first test that needs it
+        _BackgroundDemo.start(request.config)
     return _BackgroundDemo.wait()

@@ -6,12 +6,11 @@ with dummy credentials, so the code under test builds its clients exactly as it 
 
 from __future__ import annotations
 
-import urllib.request
 import pytest
 
 # The world itself is the ECS emulator's (one definition for the product and the tests).
 from scalefinder.loadgen.emulator.world import (  # noqa: F401 (re-exported for the tests)
-    CLUSTER, REGION, SERVICE, World, client, register_targets, seed_world, service_state, start_server)
+    CLUSTER, REGION, SERVICE, World, client, register_targets, reset, seed_world, service_state, start_server)
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +23,7 @@ def moto_endpoint():
 @pytest.fixture
 def aws(moto_endpoint, monkeypatch, tmp_path):
     """A clean moto account, with the environment pointing every boto3 client at it."""
-    request = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
+    reset(moto_endpoint)
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)

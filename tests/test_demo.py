@@ -15,6 +15,7 @@ def test_demo_prints_the_headline_and_writes_the_report(demo_run):
     assert f"Open {report.resolve()}" in demo_run.stdout
     page = report.read_text(encoding="utf-8")
     assert "<html" in page and "Plotly" in page
+    assert report.stat().st_size <= 1.5e6, f"report.html is {report.stat().st_size / 1e6:.2f} MB"
     for written in ("summary.md", "summary.json"):
         assert (demo_run.path / written).is_file()
 

@@ -77,6 +77,22 @@ def render_page(template_name: str, **context: Any) -> str:
     return template_environment().get_template(template_name).render(**context)
 
 
+#: the version of vendor/plotly-basic.min.js
+VENDORED_PLOTLY_JS = "4.1.1"
+
+
+@lru_cache(maxsize=1)
+def plotly_library() -> str:
+    """plotly.js for the page: the vendored basic bundle (1.2 MB: the scatter traces the report
+    draws) while the plotly package writes figures for the same major version, else that package's
+    full bundle (4.8 MB), which always matches its figures."""
+    from plotly.offline import get_plotlyjs_version
+
+    if get_plotlyjs_version().split(".")[0] == VENDORED_PLOTLY_JS.split(".")[0]:
+        return read_asset("vendor/plotly-basic.min.js")
+    return get_plotlyjs()
+
+
 def read_asset(name: str) -> str:
     return resources.files("scalefinder.analysis.reporting").joinpath(name).read_text(encoding="utf-8")
 
@@ -96,8 +112,8 @@ def page_assets(chart_specs: list[dict[str, Any]], *, with_plotly: bool) -> dict
         # the package's own stylesheet and script: fixed text shipped with scalefinder, no run data
         "stylesheet": Markup(read_asset("report.css")),
         "page_script": Markup(read_asset("report.js")),
-        # plotly's library as the plotly package ships it: code, no run data
-        "plotly_js": Markup(get_plotlyjs()) if with_plotly else None,
+        # plotly's library (vendor/README.md): code, no run data
+        "plotly_js": Markup(plotly_library()) if with_plotly else None,
         # run data, but script_json writes every <, > and & as a \u escape, so no name in it can
         # close the script element or open markup; JSON.parse reads the escapes back as the characters
         "charts_json": Markup(script_json(chart_specs)),

@@ -98,6 +98,8 @@ class EcsEmulator:
         except OSError as exc:
             raise InfrastructureError(f"the AWS endpoint could not start on 127.0.0.1:{self.endpoint_port} "
                                       f"({exc}); choose another port") from None
+        # moto keeps one state per process, shared by every server in it: start from a clean one
+        world.reset(self.endpoint)
         self.world = world.seed_world(desired=self.spec.tasks, min_capacity=1,
                                       max_capacity=max(2 * self.spec.tasks, 3), cpu_units=self.spec.cpu_units,
                                       memory_mib=self.spec.memory_mib, region=self.region,

@@ -45,6 +45,14 @@ def start_server(port: int = 0) -> tuple[Any, str]:
     return server, f"http://127.0.0.1:{bound}"
 
 
+def reset(endpoint_url: str) -> None:
+    """Empty moto's state (every service, every region) for a new world."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{endpoint_url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
 def client(service: str, region: str = REGION, endpoint_url: str | None = None):
     import boto3
     from botocore.config import Config
