@@ -13,7 +13,7 @@ reads its metrics), analyzes it, and checks:
 - **target**: within 5 points of the local path's target for the same run;
 - **time**: the run's wall time beside what `scalefinder plan` predicted (expected, at most).
 
-The ramp is the ECS design of profiles/ecs-emulated.toml: geometric (×1.5) from a third of the two
+The ramp is the ECS design of profiles/ecs-emulated.toml: geometric (×1.35) from a quarter of the two
 tasks' capacity, bisection to 10%, holds of 8 minutes after a minute of warm-up, 4 replay steps.
 (The start rate comes from the ground truth, as a team's would from an estimate; the answer does
 not: the SLO breach finds the capacity.)
@@ -76,7 +76,7 @@ def compressed(profile: dict[str, Any], url: str, minute_s: int) -> dict[str, An
 
 def ecs_profile(archetype: str, url: str, minute_s: int) -> dict[str, Any]:
     """profiles/ecs-emulated.toml's design for the archetype of `profiles/<archetype>.toml`: its
-    workload, SLO and analysis, rates from a third of the two tasks' capacity, durations in minutes."""
+    workload, SLO and analysis, rates from a quarter of the two tasks' capacity, durations in minutes."""
     local = read_profile(archetype)
     target = local["target"]
     capacity = _capacity(archetype, dict(target.get("params", {})), target) * TASKS
@@ -87,7 +87,7 @@ def ecs_profile(archetype: str, url: str, minute_s: int) -> dict[str, Any]:
         profile[table] = local[table]
     # the archetype's own abort settings carry over (memory turns the error rule off)
     profile["ramp"].update({key: value for key, value in local["ramp"].items() if key.startswith("abort")})
-    profile["ramp"].update(start_rps=round(capacity / 3, 1), max_rps=round(capacity * 2.6, 1))
+    profile["ramp"].update(start_rps=round(capacity / 4, 1), max_rps=round(capacity * 2.6, 1))
     if archetype == "queue":
         profile["sources"]["cloudwatch"]["queue_name"] = "jobs"
     return compressed(profile, url, minute_s)

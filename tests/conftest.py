@@ -7,12 +7,14 @@ and the command's own output (test_demo.py). It starts in the background as soon
 are collected, and the tests that start no process run first, while the demo runs: they use one
 core, the demo's two small tasks and its generator the other.
 
-The whole suite runs on pytest-xdist (``-n auto``, with ``--dist loadgroup`` from pyproject.toml):
-every test that sends load is put in one group, so they run one after another in one worker as
-they would without xdist (each keeps the machine's other core for its own processes), while the
-other workers take the tests that send none. Under xdist the demo starts when the first test
-needs it, in the worker that runs the load group, instead of at collection (where every worker
-would start one).
+The whole suite runs on pytest-xdist (``-n auto``): every test marked ``load`` goes to one
+worker, where they run one after another as they would without xdist (each keeps the machine's
+other core for its own processes), while the other workers take the tests that send no load.
+The grouping is done here (``LoadTogether``) rather than with xdist's ``--dist loadgroup``, which
+pytest 9.2 no longer honours (xdist renames ``item._nodeid``, which pytest stopped reading):
+each worker writes the ids of its load tests to a file the controller's scheduler reads once all
+collections are in. Under xdist the demo starts when the first test needs it, in the load
+worker, instead of at collection (where every worker would start one).
 
 ``--fast`` is the development tier: only tests that start no process and send no load (the
 analysis, the models, the profile, the CLI in-process). Tests that start processes are marked
@@ -49,14 +51,39 @@ def _is_slow(item) -> bool:
     return any(item.get_closest_marker(name) for name in SLOW_MARKERS)
 
 
-def pytest_itemcollected(item) -> None:
-    # Before xdist's own collection hook reads the groups (--dist loadgroup).
-    if item.get_closest_marker("load"):
-        item.add_marker(pytest.mark.xdist_group("load"))
-
-
 def _distributed(config) -> bool:
     return hasattr(config, "workerinput")  # this process is a pytest-xdist worker
+
+
+LOAD_SCOPE = "load"
+_LOAD_IDS_DIR: list[str] = []  # the controller's folder for the workers' lists of load tests
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """Controller side: tell each worker where to write the ids of its load tests."""
+    if not _LOAD_IDS_DIR:
+        _LOAD_IDS_DIR.append(tempfile.mkdtemp(prefix="scalefinder-load-ids-"))
+        node.config.add_cleanup(lambda: shutil.rmtree(_LOAD_IDS_DIR[0], ignore_errors=True))
+    node.workerinput["load_ids_dir"] = _LOAD_IDS_DIR[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Controller side: xdist's scope scheduling, with every load test in one scope."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LoadTogether(LoadScopeScheduling):
+        _load_ids: set[str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._load_ids is None:  # first called once every worker has sent its collection
+                folder = Path(_LOAD_IDS_DIR[0]) if _LOAD_IDS_DIR else None
+                self._load_ids = {line for path in (folder.glob("*.txt") if folder else ())
+                                  for line in path.read_text().splitlines()}
+            return LOAD_SCOPE if nodeid in self._load_ids else nodeid
+
+    return LoadTogether(config, log)
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected theirs
@@ -67,8 +94,12 @@ def pytest_collection_modifyitems(config, items) -> None:
             config.hook.pytest_deselected(items=dropped)
             items[:] = [item for item in items if not _is_slow(item)]
     if _distributed(config):
-        # The load group is the longest line of work: hand it out first.
+        # The load tests are the longest line of work: first in the order, so handed out first.
         items.sort(key=lambda item: item.get_closest_marker("load") is None)
+        folder = config.workerinput.get("load_ids_dir")
+        if folder:
+            ids = [item.nodeid for item in items if item.get_closest_marker("load")]
+            (Path(folder) / f"{config.workerinput['workerid']}.txt").write_text("\n".join(ids))
         return
     # The fast tests first (a stable sort keeps the file order within each tier).
     items.sort(key=_is_slow)
