@@ -201,8 +201,8 @@ class EcsEmulator:
         cloudwatch = world.client("cloudwatch", self.region, self.endpoint)
         while not self._stop.wait(min(0.25, self.minute_s / 4)):
             with self._book_lock:
-                due = [m for m in self._book.ended_minutes(time.time() - self.publish_delay_s)]
-                minutes = [(m, self._book.take(m)) for m in due]
+                minutes = [(m, self._book.take(m))
+                           for m in self._book.ended_minutes(time.time() - self.publish_delay_s)]
             for minute, by_namespace in minutes:
                 try:
                     for namespace, data in by_namespace.items():
