@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from scalefinder.analysis import classify, deployment, knee as knees, properties as props, recommend, units
-from scalefinder.analysis.steady import build_windows, service_samples
+from scalefinder.analysis.samples import read_service_samples
+from scalefinder.analysis.steady import build_windows
 from scalefinder.core import catalog, slo as slos
 from scalefinder.core.errors import RunDirectoryError
 from scalefinder.core.models import AnalysisOptions, Findings, RunManifest, Verdict, jsonable
@@ -266,17 +267,14 @@ def _check_steps(steps, first, second, knee, initial, gaps) -> None:
 
 
 def _metric_data(run: RunDirectory, steps: pd.DataFrame, crash_steps: list[int]) -> dict[str, MetricData]:
-    metrics = run.metric_samples()
-    names = [m for m in metrics["metric"].unique() if catalog.info(str(m)).role == "utilization"]
-    metrics = metrics[metrics["metric"].isin(names)]
-    if metrics.empty or steps.empty:
+    if steps.empty:
         return {}
-    metrics = _per_task_backlog(metrics, steps)
-    metrics = service_samples(metrics)
     # Verdicts rest on the service-level series, the one an autoscaler acts on; per-task samples
     # are read only for each task's peak (a task that dies at its limit).
-    windows = build_windows(metrics[(metrics["task"] == "").to_numpy()], steps)
-    peaks = _peaks(metrics, steps[steps["step_id"].isin(crash_steps)])
+    samples = read_service_samples(run.metric_batches(), steps, crash_steps)
+    if samples.rows.empty:
+        return {}
+    windows = build_windows(samples.rows, steps)
     out = {}
     service_values = windows.values
     service_kept = windows.samples
@@ -286,42 +284,8 @@ def _metric_data(run: RunDirectory, steps: pd.DataFrame, crash_steps: list[int])
         joined = table.merge(steps[step_columns], on="step_id", how="inner").sort_values("step_id")
         kept = service_kept[service_kept["metric"] == name].merge(steps[["step_id", "per_task_rps"]], on="step_id")
         info = catalog.info(str(name))
-        out[str(name)] = MetricData(str(name), info, joined.reset_index(drop=True), kept, peaks.get(str(name), {}))
-    return out
-
-
-def _per_task_backlog(metrics: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
-    """A service-total queue is compared across task counts per task: depth / running tasks."""
-    total = metrics[(metrics["metric"] == catalog.QUEUE_BACKLOG) & (metrics["task"] == "")]
-    if total.empty or (metrics["metric"] == catalog.QUEUE_BACKLOG_PER_TASK).any():
-        return metrics
-    ordered = steps.sort_values("start_unix_s")
-    index = np.searchsorted(ordered["start_unix_s"].to_numpy(float), total["time_unix_s"].to_numpy(float), "right") - 1
-    tasks = ordered["tasks"].to_numpy(float)[np.clip(index, 0, len(ordered) - 1)]
-    derived = total.assign(metric=catalog.QUEUE_BACKLOG_PER_TASK, value=total["value"].to_numpy() / tasks)
-    return pd.concat([metrics, derived], ignore_index=True)
-
-
-def _peaks(metrics: pd.DataFrame, steps: pd.DataFrame) -> dict[str, dict[int, float]]:
-    """The highest per-task sample of each metric with a limit in each of ``steps`` (the steps in
-    which a task crashed), warm-up included: a task that dies at its limit may do so in the
-    first seconds of a hold."""
-    limited = [m for m in metrics["metric"].unique() if catalog.info(str(m)).limit is not None]
-    frame = metrics[metrics["metric"].isin(limited).to_numpy()]
-    if frame.empty or steps.empty:
-        return {}
-    ordered = steps.sort_values("start_unix_s")
-    starts = ordered["start_unix_s"].to_numpy(float)
-    ends = ordered["end_unix_s"].to_numpy(float)
-    times = frame["time_unix_s"].to_numpy(float)
-    index = np.searchsorted(starts, times, "right") - 1
-    safe = np.clip(index, 0, len(starts) - 1)
-    inside = (index >= 0) & (times < ends[safe])
-    tagged = frame.loc[inside, ["metric", "value"]].assign(step_id=ordered["step_id"].to_numpy()[safe[inside]])
-    peaks = tagged.groupby(["metric", "step_id"], observed=True)["value"].max()
-    out: dict[str, dict[int, float]] = {}
-    for (metric, step_id), value in peaks.items():
-        out.setdefault(str(metric), {})[int(step_id)] = float(value)
+        out[str(name)] = MetricData(str(name), info, joined.reset_index(drop=True), kept,
+                                    samples.peaks.get(str(name), {}))
     return out
 
 

@@ -77,25 +77,6 @@ def build_windows(metrics: pd.DataFrame, steps: pd.DataFrame) -> Windows:
     return Windows(table, samples)
 
 
-def service_samples(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Add service-level rows (task "") for metrics that only have per-task samples.
-
-    Sources that report only per-task values (a Prometheus scrape, say) still need a service
-    average: the mean over tasks of samples taken in the same second.
-    """
-    has_service = set(metrics.loc[metrics["task"] == "", "metric"].unique())
-    missing = metrics[~metrics["metric"].isin(has_service)]
-    if missing.empty:
-        return metrics
-    averaged = (
-        missing.assign(second=np.floor(missing["time_unix_s"]))
-        .groupby(["metric", "second"], as_index=False, sort=False, observed=True)["value"].mean()
-        .rename(columns={"second": "time_unix_s"})
-        .assign(task="")
-    )
-    return pd.concat([metrics, averaged], ignore_index=True)
-
-
 def _assign_steps(metrics: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     """Keep the samples inside a step's hold after its declared warm-up, tagged with the step."""
     ordered = steps.sort_values("start_unix_s")

@@ -2,9 +2,14 @@
 
 Writes synthetic run directories of about 1M, 10M and 30M metric samples (a CPU-bound run
 with many tasks, 1-second samples), then analyses each in a fresh child process and prints
-the wall time and the child's peak resident memory. Usage:
+the wall time and the child's peak resident memory. Each size is written in two layouts:
+``service``, where every metric has a service-level series beside the per-task ones (the local
+and CloudWatch sources), and ``tasks``, where metrics are per task only and the analysis must
+average them itself (a Prometheus scrape). Usage:
 
-    python benchmarks/analysis_speed.py [--sizes 1,10,30] [--keep DIR]
+    python benchmarks/analysis_speed.py [--sizes 1,10,30] [--layouts service,tasks] [--keep DIR]
+
+With ``--keep DIR`` the runs are written there and, when they are already there, reused.
 """
 
 from __future__ import annotations
@@ -28,11 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.synthetic import write_synthetic_run  # noqa: E402
 
 
-def write_large_run(path: Path, samples: int, seed: int = 0) -> int:
+LAYOUTS = ("service", "tasks")
+
+
+def write_large_run(path: Path, samples: int, seed: int = 0, layout: str = "service") -> int:
     """A synthetic CPU run whose metrics.csv is widened to about ``samples`` rows.
 
     The base run has two tasks; every per-task series is copied to more tasks, each with its
-    own noise, so the step structure (and the right answer) stays that of the base run.
+    own noise, so the step structure (and the right answer) stays that of the base run. In the
+    ``tasks`` layout the service-level rows are left out.
     """
     write_synthetic_run(path, "cpu", seed=seed, hold_s=60, warmup_s=6)
     base = pd.read_csv(path / "metrics.csv", dtype={"task": "string"}, keep_default_na=False)
@@ -45,7 +54,8 @@ def write_large_run(path: Path, samples: int, seed: int = 0) -> int:
         frame["task"] = frame["task"] + f"-{copy}"
         frame["value"] = np.round(frame["value"].to_numpy() * (1 + rng.normal(0, 0.01, len(frame))), 4)
         chunk_rows.append(frame)
-    wide = pd.concat(chunk_rows + [base[base["task"] == ""]], ignore_index=True).sort_values("time_unix_s",
+    service = [base[base["task"] == ""]] if layout == "service" else []
+    wide = pd.concat(chunk_rows + service, ignore_index=True).sort_values("time_unix_s",
                                                                                                 kind="stable")
     table = pa.Table.from_pandas(wide[["time_unix_s", "source", "metric", "task", "value", "unit"]],
                                  preserve_index=False)
@@ -69,23 +79,37 @@ def measure(run: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _rows(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 24), b"")) - 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,10,30", help="millions of samples, comma separated")
+    parser.add_argument("--layouts", default=",".join(LAYOUTS),
+                        help=f"comma separated, of {', '.join(LAYOUTS)} (see the module's help)")
     parser.add_argument("--keep", type=Path, default=None, help="write the runs here and keep them")
     args = parser.parse_args()
+    layouts = args.layouts.split(",")
+    if not set(layouts) <= set(LAYOUTS):
+        parser.error(f"--layouts: each of {', '.join(LAYOUTS)}")
     root = args.keep or Path(tempfile.mkdtemp(prefix="scalefinder-speed-"))
     try:
-        print(f"{'samples':>12} {'csv MiB':>8} {'write s':>8} {'analyze s':>10} {'peak MiB':>9}  answer")
+        print(f"{'layout':<8} {'samples':>12} {'csv MiB':>8} {'write s':>8} {'analyze s':>10} {'peak MiB':>9}  answer")
         for millions in (float(s) for s in args.sizes.split(",")):
-            run = root / f"run-{millions:g}M"
-            started = time.perf_counter()
-            rows = write_large_run(run, int(millions * 1_000_000))
-            written = time.perf_counter() - started
-            result = measure(run)
-            size = (run / "metrics.csv").stat().st_size / 2**20
-            print(f"{rows:>12,} {size:>8.0f} {written:>8.1f} {result['seconds']:>10.1f} {result['peak_rss_mib']:>9.0f}"
-                  f"  {result['verdict']} {result['metric']}", flush=True)
+            for layout in layouts:
+                run = root / f"run-{millions:g}M" if layout == "service" else root / f"run-{millions:g}M-{layout}"
+                started = time.perf_counter()
+                if args.keep and (run / "metrics.csv").exists():
+                    rows, written = _rows(run / "metrics.csv"), float("nan")
+                else:
+                    rows = write_large_run(run, int(millions * 1_000_000), layout=layout)
+                    written = time.perf_counter() - started
+                result = measure(run)
+                size = (run / "metrics.csv").stat().st_size / 2**20
+                print(f"{layout:<8} {rows:>12,} {size:>8.0f} {written:>8.1f} {result['seconds']:>10.1f} "
+                      f"{result['peak_rss_mib']:>9.0f}  {result['verdict']} {result['metric']}", flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -77,18 +77,18 @@ def cluster_command(archetype: str | None, command_template: str | None, tasks: 
     spec = ClusterSpec(archetype=archetype, command=command_template, params=_parse_params(params),
                        tasks=tasks, cpu_units=cpu_units, memory_mib=memory_mib, balancer=balancer,
                        health_path=health_path, metrics_path=metrics_path, port=port)
-    for option, number in (("--port", port), ("--endpoint-port", endpoint_port if emulate else None)):
-        if number is not None and port_in_use(number):
-            raise InputError(f"{option} {number}: the port is already in use on 127.0.0.1; choose another")
-    _terminate_as_interrupt()
     emulator = None
-    if emulate:
+    if emulate:  # built (and its options checked) before the ports: a wrong value is named first
         from scalefinder.loadgen.emulator import EcsEmulator
 
         emulator = EcsEmulator(spec, mode=mode, minute_s=minute_s, start_delay_s=start_delay_s,
                                endpoint_port=endpoint_port, on_event=_print_event)
     else:
         cluster = LocalCluster(spec, on_event=_print_event)
+    for option, number in (("--port", port), ("--endpoint-port", endpoint_port if emulate else None)):
+        if number is not None and port_in_use(number):
+            raise InputError(f"{option} {number}: the port is already in use on 127.0.0.1; choose another")
+    _terminate_as_interrupt()
     try:
         if emulator is not None:
             emulator.start()

@@ -51,6 +51,9 @@ FINISHED_STATUSES = {STATUS_COMPLETE, STATUS_ABORTED, STATUS_INTERRUPTED, STATUS
 METRIC_COLUMNS = ["time_unix_s", "source", "metric", "task", "value", "unit"]
 # Runs of one profile that may start in the same second and still each get a default directory.
 MAX_SAME_SECOND_RUNS = 1000
+# Bytes of metrics.csv read at a time by metric_batches: large enough that per-block work is
+# negligible, small enough that a block is a few tens of MB in memory.
+METRIC_BLOCK_BYTES = 16 << 20
 
 # The columns are the fields of the step row model, which documents each of them.
 STEP_COLUMNS = StepRow.columns()
@@ -389,16 +392,34 @@ class RunDirectory:
     def metrics(self):
         return self._table(METRICS, METRIC_COLUMNS)
 
-    def metric_samples(self):
-        """metrics.csv for analysis: ``time_unix_s`` and ``value`` as floats, ``metric`` and ``task``
-        as categories, ``source`` and ``unit`` dropped.
+    def metric_batches(self, block_bytes: int = METRIC_BLOCK_BYTES):
+        """metrics.csv for analysis, a block of rows at a time (about 250,000 rows a block at the
+        default size): DataFrames of ``time_unix_s`` and ``value`` as floats, ``metric`` and
+        ``task`` as categories (an empty task is the service level), ``source`` and ``unit``
+        dropped.
 
-        Read with Arrow's dictionary encoding, which keeps tens of millions of rows fast and small.
-        A row cut short by a hard kill is skipped.
+        Read by Arrow's streaming reader with dictionary encoding, so that a reader can reduce
+        each block as it comes and a run of tens of millions of samples never sits in memory
+        whole. A row cut short by a hard kill, and a row whose time or value is not a finite
+        number, is skipped.
         """
-        if "metric_samples" not in self._cache:
-            self._cache["metric_samples"] = _read_metric_samples(self.path / METRICS)
-        return self._cache["metric_samples"]
+        return _metric_batches(self.path / METRICS, block_bytes)
+
+    def metric_samples(self):
+        """All of metrics.csv as one DataFrame of the columns ``metric_batches`` yields (for
+        small runs and inspection; the analysis reduces the blocks instead)."""
+        import numpy as np
+        import pandas as pd
+        from pandas.api.types import union_categoricals
+
+        batches = list(self.metric_batches())
+        if not batches:
+            return _empty_metric_samples()
+        columns = {"time_unix_s": np.concatenate([b["time_unix_s"].to_numpy() for b in batches]),
+                   "value": np.concatenate([b["value"].to_numpy() for b in batches])}
+        for name in ("metric", "task"):
+            columns[name] = union_categoricals([b[name] for b in batches])
+        return pd.DataFrame(columns)[["time_unix_s", "metric", "task", "value"]]
 
     def events(self) -> list[dict[str, Any]]:
         if "events" not in self._cache:
@@ -470,16 +491,19 @@ def _read_csv(path: Path, columns: list[str], optional: tuple[str, ...] = ()):
     return frame
 
 
-def _read_metric_samples(path: Path):
-    import numpy as np
+def _empty_metric_samples():
     import pandas as pd
+
+    return pd.DataFrame({"time_unix_s": pd.Series(dtype="float64"), "metric": pd.Series(dtype="category"),
+                         "task": pd.Series(dtype="category"), "value": pd.Series(dtype="float64")})
+
+
+def _metric_batches(path: Path, block_bytes: int):
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    empty = pd.DataFrame({"time_unix_s": pd.Series(dtype="float64"), "metric": pd.Series(dtype="category"),
-                          "task": pd.Series(dtype="category"), "value": pd.Series(dtype="float64")})
     if not path.exists() or path.stat().st_size == 0:
-        return empty
+        return
     names = pa.dictionary(pa.int32(), pa.string())
     with open(path, encoding="utf-8", errors="replace") as handle:
         header = next(csv.reader([handle.readline()]), [])  # names may be quoted (Arrow's writer quotes them)
@@ -487,8 +511,9 @@ def _read_metric_samples(path: Path):
     if missing:  # checked first: Arrow reports a missing column as a KeyError of its own
         raise RunDirectoryError(f"{path} lacks the columns {', '.join(missing)}")
     try:
-        table = pacsv.read_csv(
+        reader = pacsv.open_csv(
             path,
+            read_options=pacsv.ReadOptions(block_size=block_bytes),
             parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
             convert_options=pacsv.ConvertOptions(
                 include_columns=["time_unix_s", "metric", "task", "value", "unit"],
@@ -497,22 +522,27 @@ def _read_metric_samples(path: Path):
                 strings_can_be_null=True,
             ),
         )
-    except (pa.ArrowException, OSError) as exc:
+        for batch in reader:
+            frame = _metric_frame(batch)
+            if len(frame):
+                yield frame
+    except (pa.ArrowException, OSError) as exc:  # a damaged block may be met anywhere in the file
         raise RunDirectoryError(f"{path} cannot be read as CSV ({exc})") from None
-    missing = [c for c in METRIC_COLUMNS if c not in ("source",) and c not in table.column_names]
-    if missing:
-        raise RunDirectoryError(f"{path} lacks the columns {', '.join(missing)}")
-    frame = pd.DataFrame({
-        "time_unix_s": table["time_unix_s"].to_numpy(zero_copy_only=False).astype(float),
-        "metric": table["metric"].to_pandas(),
-        "task": table["task"].to_pandas(),
-        "value": table["value"].to_numpy(zero_copy_only=False).astype(float),
-    })
-    if frame["task"].isna().any():
-        frame["task"] = frame["task"].cat.add_categories([""]).fillna("") if "" not in frame["task"].cat.categories \
-            else frame["task"].fillna("")
+
+
+def _metric_frame(batch):
+    """One Arrow block as the analysis' DataFrame, without the rows that cannot be trusted."""
+    import numpy as np
+    import pandas as pd
+
+    times = batch.column("time_unix_s").to_numpy(zero_copy_only=False).astype(float, copy=False)
+    values = batch.column("value").to_numpy(zero_copy_only=False).astype(float, copy=False)
+    metric = batch.column("metric")
     # A line cut inside its last field still has six columns but no unit: it is not trusted.
-    whole = table["unit"].is_valid().to_numpy(zero_copy_only=False)
-    keep = whole & np.isfinite(frame["time_unix_s"].to_numpy()) & np.isfinite(frame["value"].to_numpy()) \
-        & frame["metric"].notna().to_numpy()
-    return frame[keep].reset_index(drop=True)
+    keep = (batch.column("unit").is_valid().to_numpy(zero_copy_only=False) & np.isfinite(times)
+            & np.isfinite(values) & metric.is_valid().to_numpy(zero_copy_only=False))
+    task = batch.column("task").to_pandas()
+    if task.isna().any():  # an empty field is read as null: it is the service level
+        task = task.cat.add_categories([""]).fillna("") if "" not in task.cat.categories else task.fillna("")
+    frame = pd.DataFrame({"time_unix_s": times, "metric": metric.to_pandas(), "task": task, "value": values})
+    return frame if keep.all() else frame[keep].reset_index(drop=True)
