@@ -45,3 +45,19 @@ def test_policy_prints_the_demo_as_an_hpa_on_a_share_of_the_requests(demo_run):
     assert metric["resource"]["target"]["averageUtilization"] == math.floor(target * 125 / 100)
     assert "of the 125m limit" in result.output and "of the 100m request" in result.output
     assert document["metadata"] == {"name": "demo", "namespace": "demo"}
+
+
+@pytest.mark.browser
+def test_the_demo_report_answers_will_it_hold_in_chromium(demo_run):
+    from tests.browser import chromium, open_page
+
+    assert demo_run.returncode == 0, demo_run.stderr
+    with chromium() as browser:
+        page, problems = open_page(browser, demo_run.path / "report.html")
+        hold = page.locator("#hold")
+        rows = hold.locator("tbody tr")
+        assert rows.count() == 3  # the recommendation, step scaling, a lower target
+        assert "(recommended)" in rows.first.inner_text()
+        assert hold.locator(".chart .main-svg").count() >= 1
+        page.close()
+    assert problems == []

@@ -14,12 +14,10 @@ from click.testing import CliRunner
 from markupsafe import escape as html_escape
 
 from scalefinder.cli import cli
+from tests.browser import chromium, open_page
 from tests.synthetic import write_synthetic_run
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HOSTILE = "<script>alert(1)</script>"
 METRICS = ("cpu_utilization", "memory_utilization", "concurrency_per_task", "requests_per_task",
            "network_rx_bytes_per_s", "running_task_count")
@@ -92,25 +90,8 @@ def test_markup_is_escaped_in_files(cpu_run):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium); the browser check needs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as instance:
         yield instance
-        instance.close()
-
-
-def open_page(browser, path: Path):
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", lambda message: problems.append(f"console: {message.text}") if message.type == "error" else None)
-    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    page.goto(path.resolve().as_uri())
-    page.wait_for_function(
-        "Array.from(document.querySelectorAll('.chart')).every(c => c.querySelector('.main-svg'))", timeout=30_000)
-    return page, problems
 
 
 @pytest.mark.browser
@@ -119,7 +100,7 @@ def test_report_renders_in_chromium(browser, cpu_run):
     findings = json.loads((run / "findings.json").read_text())
     page, problems = open_page(browser, run / "report.html")
     charts = page.eval_on_selector_all(".chart", "els => els.map(e => e.querySelectorAll('.main-svg').length)")
-    assert len(charts) == 1 + len(findings["metrics"])
+    assert len(charts) == 1 + len(findings["metrics"]) + 1  # the ramp, each metric, will it hold?
     assert all(count > 0 for count in charts)
     assert page.inner_text("#headline-text") == findings["headline"]
     assert page.inner_text("#headline .badge") == "Recommended"
@@ -132,6 +113,11 @@ def test_report_renders_in_chromium(browser, cpu_run):
     assert visible.inner_text().strip() == findings["recommendation"]["policies"]["target_tracking"]["aws_cli"].strip()
     page.locator("#policy-target_tracking .copy").click()
     tabs.nth(0).click()
+
+    hold = page.locator("#hold")
+    assert hold.locator(".chart .main-svg").count() >= 1
+    assert hold.locator("tbody tr").count() == 3  # the recommendation, step scaling, a lower target
+    assert "(recommended)" in hold.locator("tbody tr").first.inner_text()
 
     # Markup from the profile and a metric name shows as text and runs nothing.
     assert HOSTILE in page.inner_text("#metrics")

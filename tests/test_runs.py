@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from scalefinder.cli import cli
+from tests.browser import chromium, open_page
 from tests.synthetic import DEFAULT_START_UNIX_S, write_synthetic_run
 
 METRICS = ("cpu_utilization", "memory_utilization", "requests_per_task", "running_task_count")
 DAY_S = 86_400
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def invoke(*args):
@@ -78,19 +75,10 @@ def test_missing_reports_folder_is_an_input_error(tmp_path):
 
 @pytest.mark.browser
 def test_index_renders_in_chromium(reports):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium); the browser check needs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
     assert invoke("runs", reports).exit_code == 0
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        problems: list[str] = []
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-        page.goto((reports / "index.html").resolve().as_uri())
+    with chromium() as browser:
+        page, problems = open_page(browser, reports / "index.html")
         page.wait_for_selector("#chart-trend .main-svg", timeout=30_000)
         assert page.locator("tbody tr").count() == 4
         assert page.locator("#chart-trend .scatterlayer .point").count() == 2
-        browser.close()
     assert problems == []

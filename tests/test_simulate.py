@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from scalefinder.analysis.command import analyze
 from scalefinder.analysis.simulation import demand as demands
-from scalefinder.analysis.simulation.command import make_policy
+from scalefinder.analysis.simulation.compare import compare, policy_for
 from scalefinder.analysis.simulation.model import load_model
 from scalefinder.analysis.simulation.policies import StepScaling, TargetTracking
 from scalefinder.analysis.simulation.simulator import default_bounds, parse_sweep, settled_tasks, simulate, sweep
@@ -70,7 +70,7 @@ def test_step_scaling_reads_the_rendered_alarms_and_steps():
 def test_requests_per_task_is_tracked_per_minute_as_the_load_balancer_counts():
     model_like = type("M", (), {"metric": "requests_per_task", "target": 10.0, "metric_points": (0.0, 20.0),
                                 "recommendation": {}})()
-    policy = make_policy(model_like, "target-tracking", 12.0)
+    policy = policy_for(model_like, "target-tracking", 12.0)
     assert policy.target == 720.0
 
 
@@ -79,7 +79,7 @@ def swept(path, curve: str, kind: str) -> list[dict]:
     model = load_model(path)
     bounds = default_bounds(model)
     demand = demands.built_in(curve, bounds.min_tasks * model.target_rate_per_task_rps)
-    return sweep(model, demand, parse_sweep(SWEEP), bounds, lambda t: make_policy(model, kind, t))["sweep"]
+    return sweep(model, demand, parse_sweep(SWEEP), bounds, lambda t: policy_for(model, kind, t))["sweep"]
 
 
 @pytest.mark.parametrize("curve", demands.BUILT_IN)
@@ -108,7 +108,7 @@ def test_step_scaling_overshoots_a_spike_on_late_datapoints(analyzed):
     model = load_model(analyzed[("cpu", 0)])
     bounds = default_bounds(model)
     spike = demands.built_in("spike", bounds.min_tasks * model.target_rate_per_task_rps)
-    result = simulate(model, spike, make_policy(model, "step", None), bounds,
+    result = simulate(model, spike, policy_for(model, "step", None), bounds,
                       settled_tasks(model, spike, bounds, model.target))
     needed = model.tasks_needed(max(spike.rate(m) for m in range(spike.minutes)))
     assert result.summary()["peak_tasks"] >= 1.5 * needed
@@ -119,7 +119,7 @@ def test_a_service_settled_at_the_target_holds_a_flat_demand(analyzed):
     bounds = default_bounds(model)
     flat = demands.Demand("flat", 60, lambda t: 4 * model.target_rate_per_task_rps, "flat")
     start = settled_tasks(model, flat, bounds, model.target)
-    result = simulate(model, flat, make_policy(model, "target-tracking", None), bounds, start)
+    result = simulate(model, flat, policy_for(model, "target-tracking", None), bounds, start)
     assert result.breach_minutes == 0
     assert {m.tasks for m in result.minutes} == {start}
 
@@ -128,7 +128,7 @@ def test_demand_past_every_task_breaches_from_the_first_minute(analyzed):
     model = load_model(analyzed[("cpu", 0)])
     bounds = default_bounds(model, max_tasks=3)
     heavy = demands.Demand("heavy", 10, lambda t: 10 * model.capacity_per_task_rps, "x10")
-    result = simulate(model, heavy, make_policy(model, "target-tracking", None), bounds, 3)
+    result = simulate(model, heavy, policy_for(model, "target-tracking", None), bounds, 3)
     assert result.breach_minutes == 10 and result.first_breach_minute == 0
     assert result.summary()["peak_tasks"] == 3
 
@@ -190,3 +190,13 @@ def test_a_bad_csv_is_named_with_its_line(analyzed, tmp_path):
     (tmp_path / "bad.csv").write_text("minute,requests\n0,100\n1,lots\n")
     result = invoke(str(analyzed[("cpu", 0)]), "--demand", str(tmp_path / "bad.csv"))
     assert result.exit_code == 2 and "bad.csv:3" in result.output, result.output
+
+
+def test_the_report_compares_the_recommendation_with_step_scaling_and_a_lower_target(analyzed):
+    model = load_model(analyzed[("cpu", 0)])
+    demand, bounds, scenarios = compare(model)
+    assert demand.name == "spike" and [s.key for s in scenarios] == ["recommended", "step", "lower"]
+    recommended, _, lower = scenarios
+    assert lower.target < recommended.target
+    assert lower.simulation.breach_minutes <= recommended.simulation.breach_minutes
+    assert lower.simulation.task_hours >= recommended.simulation.task_hours

@@ -218,3 +218,41 @@ def trend_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
         ))
     figure.update_yaxes(rangemode="tozero")
     return figure
+
+
+# -- will it hold? ----------------------------------------------------------------------------
+
+SCENARIO_COLOURS = {"recommended": TARGET_COLOUR, "step": "#9467bd", "lower": "#8c564b"}
+
+
+def hold_figure(scenarios: Sequence[Any], capacity_per_task_rps: float, slo_latency_ms: float | None) -> go.Figure:
+    """The simulated minutes of each policy on one demand curve: demand against the capacity
+    the serving tasks give, the tasks paid for, and the predicted p95 against the SLO."""
+    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.4, 0.3, 0.3])
+    _base_layout(figure, 560)
+    figure.update_layout(margin={"l": 70, "r": 20, "t": 50, "b": 40})
+    for row, title in enumerate(("req/s", "tasks", "p95 ms"), start=1):
+        figure.update_yaxes(title_text=title, row=row, col=1, rangemode="tozero")
+    if not scenarios:
+        return figure
+    minutes = [m.minute for m in scenarios[0].simulation.minutes]
+    figure.add_trace(go.Scatter(x=minutes, y=[m.demand_rps for m in scenarios[0].simulation.minutes], name="demand",
+                                mode="lines", line={"color": "#333", "width": 2}), row=1, col=1)
+    for scenario in scenarios:
+        colour = SCENARIO_COLOURS.get(scenario.key, "#555")
+        name = text(scenario.label)
+        trajectory = scenario.simulation.minutes
+        figure.add_trace(go.Scatter(x=minutes, y=[m.serving * capacity_per_task_rps for m in trajectory],
+                                    name=name, legendgroup=name, mode="lines",
+                                    line={"color": colour, "width": 1.5, "dash": "dot", "shape": "hv"}), row=1, col=1)
+        figure.add_trace(go.Scatter(x=minutes, y=[m.tasks for m in trajectory], name=name, legendgroup=name,
+                                    showlegend=False, mode="lines", line={"color": colour, "width": 1.5, "shape": "hv"}),
+                         row=2, col=1)
+        figure.add_trace(go.Scatter(x=minutes, y=[m.p95_ms for m in trajectory], name=name, legendgroup=name,
+                                    showlegend=False, mode="lines", line={"color": colour, "width": 1.5}),
+                         row=3, col=1)
+    if slo_latency_ms:
+        figure.add_hline(y=slo_latency_ms, row=3, col=1, line={"color": "#d62728", "dash": "dot", "width": 1.5},
+                         annotation_text=text(f"SLO {slo_latency_ms:g} ms"), annotation_position="top left")
+    figure.update_xaxes(title_text="minute", row=3, col=1)
+    return figure

@@ -45,7 +45,8 @@ KUBERNETES_RENDERINGS = (("hpa", "HPA"), ("keda", "KEDA ScaledObject"), ("promet
 GENERATOR_BUSY_PCT = 90.0
 # Metrics are listed from the one to use to the ones ruled out.
 VERDICT_ORDER = {"recommended": 0, "candidate": 1, "inconclusive": 2, "rejected": 3}
-TABLE_OF_CONTENTS = (("ramp", "Ramp"), ("metrics", "Metrics"), ("steps", "Steps"), ("facts", "Run facts"))
+TABLE_OF_CONTENTS = (("ramp", "Ramp"), ("metrics", "Metrics"), ("hold", "Will it hold?"), ("steps", "Steps"),
+                     ("facts", "Run facts"))
 
 
 # -- the template engine ----------------------------------------------------------------------
@@ -142,6 +143,7 @@ def render_report(run: RunDirectory, findings: Mapping[str, Any], figures: RunFi
     # The ramp is chart-1 and the metrics follow in the order they are listed.
     ramp_chart = _ramp_chart(page_charts, run)
     metrics = _metric_views(page_charts, findings)
+    hold = _will_it_hold(page_charts, run, findings)
     return render_page(
         "report.html.j2",
         title=f"scalefinder · {figures.profile_name or figures.run_id}",
@@ -151,6 +153,7 @@ def render_report(run: RunDirectory, findings: Mapping[str, Any], figures: RunFi
         ramp_chart=ramp_chart,
         metrics=metrics,
         rejected_metrics=_rejected(metrics),
+        hold=hold,
         steps=_step_views(findings),
         facts=_facts(run),
         warnings=run_warnings(run, findings),
@@ -311,6 +314,39 @@ def _api_requests(renderings: Mapping[str, Any]) -> Any:
         return renderings.get("api_request")
     policies = [p for p in (renderings.get("api_request"), scale_in) if p]
     return {"PutScalingPolicy": policies, "PutMetricAlarm": alarms or []}
+
+
+# -- will it hold? ----------------------------------------------------------------------------
+
+
+def _will_it_hold(page_charts: _Charts, run: RunDirectory, findings: Mapping[str, Any]) -> dict[str, Any]:
+    """The recommended policy, step scaling and a lower target simulated on a spike
+    (``analysis.simulation``); or why nothing is simulated."""
+    from scalefinder.analysis.simulation.compare import compare
+    from scalefinder.analysis.simulation.model import measured_start_delay, model_from_findings
+    from scalefinder.core.errors import InputError
+
+    if findings.get("verdict") != "recommended" or not findings.get("recommendation"):
+        return {"why_not": "There is no recommended policy to simulate."}
+    try:
+        model = model_from_findings(dict(findings), measured_start_delay(run),
+                                    availability_zones=run.manifest.analysis_options.availability_zones)
+        demand, bounds, scenarios = compare(model)
+    except InputError as exc:
+        return {"why_not": f"Not simulated: {exc}."}
+    rows = []
+    for scenario in scenarios:
+        summary = scenario.simulation.summary()
+        over = summary["overprovisioning"]
+        rows.append({"label": scenario.label, "breach_minutes": summary["breach_minutes"],
+                     "first_breach": "" if summary["first_breach_minute"] is None else summary["first_breach_minute"],
+                     "task_hours": f"{summary['task_hours']:.2f}", "peak_tasks": summary["peak_tasks"],
+                     "overprovisioning": "" if over is None else f"{over * 100:+.0f}%"})
+    figure = charts.hold_figure(scenarios, model.capacity_per_task_rps, model.slo_latency_ms)
+    return {"why_not": None, "chart_id": page_charts.add(figure), "rows": rows, "demand": demand.description,
+            "minutes": demand.minutes, "tasks": f"{bounds.min_tasks}-{bounds.max_tasks}",
+            "start_delay": f"{bounds.start_delay_s:.0f} s ({model.start_delay_source})",
+            "command": f"scalefinder simulate {run.path.name} --demand spike --start-delay-s 60"}
 
 
 # -- the ramp ---------------------------------------------------------------------------------

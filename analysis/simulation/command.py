@@ -7,30 +7,14 @@ from pathlib import Path
 
 import click
 
-from scalefinder.analysis import policy as renderings
 from scalefinder.analysis.simulation import demand as demands
 from scalefinder.analysis.simulation.model import ServiceModel, load_model
-from scalefinder.analysis.simulation.policies import Policy, StepScaling, TargetTracking
+from scalefinder.analysis.simulation.compare import policy_for
 from scalefinder.analysis.simulation.simulator import (Bounds, default_bounds, parse_sweep, settled_tasks, simulate,
                                                        sweep)
 from scalefinder.core.errors import InputError
 
 POLICIES = ("target-tracking", "step")
-
-
-def make_policy(model: ServiceModel, kind: str, target: float | None) -> Policy:
-    """``target`` in the findings' unit; None: the analyzer's own, as rendered."""
-    recommendation = model.recommendation
-    if kind == "step":
-        if target is None and recommendation.get("step_scaling"):
-            return StepScaling.from_recommendation(model.metric, recommendation["step_scaling"])
-        saturation = float(recommendation.get("saturation_value") or model.metric_points[-1])
-        return StepScaling.for_target(model.metric, model.target if target is None else target, saturation)
-    request = ((recommendation.get("policies") or {}).get("target_tracking") or {}).get("api_request")
-    aws_value = None if target is None else renderings.aws_target(model.metric, target)
-    if request:
-        return TargetTracking.from_request(request, aws_value)
-    return TargetTracking(renderings.aws_target(model.metric, model.target) if aws_value is None else aws_value)
 
 
 def resolve_demand(spec: str, model: ServiceModel, base_rps: float | None, bounds: Bounds) -> demands.Demand:
@@ -72,11 +56,11 @@ def simulate_command(run_dir: Path, demand_spec: str, base_rps: float | None, po
     model = load_model(run_dir)
     bounds = default_bounds(model, min_tasks, max_tasks, start_delay_s)
     demand = resolve_demand(demand_spec, model, base_rps, bounds)
-    policy = make_policy(model, policy_kind, target)
+    policy = policy_for(model, policy_kind, target)
     result = simulate(model, demand, policy, bounds,
                       settled_tasks(model, demand, bounds, model.target if target is None else target))
     swept = (sweep(model, demand, parse_sweep(sweep_spec), bounds,
-                   lambda value: make_policy(model, policy_kind, value)) if sweep_spec else None)
+                   lambda value: policy_for(model, policy_kind, value)) if sweep_spec else None)
     if as_json:
         out = {"model": model.describe(), "demand": {"name": demand.name, "minutes": demand.minutes,
                                                      "description": demand.description},

@@ -83,7 +83,7 @@ def load_model(run_path: str | Path) -> ServiceModel:
     if findings.get("verdict") != "recommended" or not recommendation:
         raise InputError(f"{run.path} has no recommended policy to simulate (verdict {findings.get('verdict')}: "
                          f"{findings.get('headline')})")
-    return model_from_findings(findings, _measured_start_delay(run),
+    return model_from_findings(findings, measured_start_delay(run),
                                availability_zones=run.manifest.analysis_options.availability_zones)
 
 
@@ -133,7 +133,7 @@ def _finite(*values: Any) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 
 
-def _measured_start_delay(run: RunDirectory) -> tuple[float, str] | None:
+def measured_start_delay(run: RunDirectory) -> tuple[float, str] | None:
     """The longest scale-up of the run: from the end of the step before it to the scale event
     (the tasks serving). None when the run never scaled up."""
     last_step_end = None
