@@ -9,6 +9,7 @@ from scalefinder.analysis.simulation.model import ServiceModel
 from scalefinder.analysis.simulation.policies import Policy, StepScaling, TargetTracking
 from scalefinder.analysis.simulation.simulator import Bounds, Simulation, default_bounds, settled_tasks, simulate
 from scalefinder.analysis import policy as renderings
+from scalefinder.core.errors import InputError
 
 REPORT_CURVE = "spike"  # the curve a target is most often chosen to survive
 LOWER_TARGET_SHARE = 0.8  # the cautious alternative: tracking 80% of the recommended target
@@ -24,6 +25,14 @@ class Scenario:
 
 def policy_for(model: ServiceModel, kind: str, target: float | None) -> Policy:
     """``target`` in the findings' unit; None: the analyzer's own, as rendered."""
+    try:
+        return _policy(model, kind, target)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"the findings' {kind} policy cannot be simulated: a field is missing or damaged "
+                         f"({exc!r})") from None
+
+
+def _policy(model: ServiceModel, kind: str, target: float | None) -> Policy:
     recommendation = model.recommendation
     if kind == "step":
         if target is None and recommendation.get("step_scaling"):

@@ -9,7 +9,6 @@ task that met the SLO) the SLO counts as broken, whatever the interpolated laten
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from scalefinder.analysis.findings import load_findings
 from scalefinder.core.errors import InputError
 from scalefinder.core.rundir import RunDirectory
 
@@ -72,13 +72,7 @@ class ServiceModel:
 def load_model(run_path: str | Path) -> ServiceModel:
     """The model of an analyzed run directory (``scalefinder analyze`` writes what it reads)."""
     run = RunDirectory.open(run_path)
-    path = run.path / "findings.json"
-    if not path.is_file():
-        raise InputError(f"{run.path} has no findings.json: run 'scalefinder analyze {run.path}' first")
-    try:
-        findings = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON ({exc})") from None
+    findings = load_findings(run.path)
     recommendation = findings.get("recommendation")
     if findings.get("verdict") != "recommended" or not recommendation:
         raise InputError(f"{run.path} has no recommended policy to simulate (verdict {findings.get('verdict')}: "
@@ -89,6 +83,15 @@ def load_model(run_path: str | Path) -> ServiceModel:
 
 def model_from_findings(findings: dict[str, Any], measured_delay: tuple[float, str] | None = None,
                         availability_zones: int = 1) -> ServiceModel:
+    """The model of ``findings``; an ``InputError`` when they lack or garble what it needs."""
+    try:
+        return _model(findings, measured_delay, availability_zones)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"the findings cannot be simulated: a field is missing or damaged ({exc!r})") from None
+
+
+def _model(findings: dict[str, Any], measured_delay: tuple[float, str] | None,
+           availability_zones: int) -> ServiceModel:
     recommendation = findings["recommendation"]
     capacity = findings.get("capacity") or {}
     tasks = int(capacity.get("tasks") or 0)
