@@ -96,3 +96,14 @@ def test_a_run_without_utilization_metrics_reduces_to_nothing(tmp_path):
     run = RunDirectory.open(path)
     _, _, reduced = reduce(run, SMALL_BLOCK)
     assert reduced.rows.empty and reduced.peaks == {}
+
+
+def test_a_row_that_is_not_utf8_is_one_error_without_a_traceback(tmp_path, capfd):
+    from scalefinder.core.errors import RunDirectoryError
+
+    path = write_synthetic_run(tmp_path / "run", "cpu", replay=False, beyond=False)
+    with open(path / "metrics.csv", "ab") as handle:
+        handle.write(b"1795000100.0,local,cpu\xe9,task-1\n")  # too few columns, and not UTF-8
+    with pytest.raises(RunDirectoryError, match="cannot be read as CSV"):
+        list(RunDirectory.open(path).metric_batches())
+    assert "Traceback" not in capfd.readouterr().err

@@ -23,7 +23,9 @@ import csv
 import io
 import json
 import os
+import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -500,7 +502,6 @@ def _empty_metric_samples():
 
 def _metric_batches(path: Path, block_bytes: int):
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
     if not path.exists() or path.stat().st_size == 0:
         return
@@ -510,6 +511,14 @@ def _metric_batches(path: Path, block_bytes: int):
     missing = [c for c in METRIC_COLUMNS if c != "source" and c not in header]
     if missing:  # checked first: Arrow reports a missing column as a KeyError of its own
         raise RunDirectoryError(f"{path} lacks the columns {', '.join(missing)}")
+    with _quiet_undecodable_rows():
+        yield from _arrow_blocks(path, block_bytes, names)
+
+
+def _arrow_blocks(path: Path, block_bytes: int, names):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     try:
         reader = pacsv.open_csv(
             path,
@@ -528,6 +537,25 @@ def _metric_batches(path: Path, block_bytes: int):
                 yield frame
     except (pa.ArrowException, OSError) as exc:  # a damaged block may be met anywhere in the file
         raise RunDirectoryError(f"{path} cannot be read as CSV ({exc})") from None
+
+
+@contextmanager
+def _quiet_undecodable_rows():
+    """Arrow decodes a malformed row's text before it calls the skip handler; a row that is not
+    UTF-8 fails in that decoding, inside Arrow, and Python prints the failure with a traceback
+    ("Exception ignored in ...") while the read goes on to fail with an Arrow error, which is
+    reported as one line. Only that printout is silenced, and only while the file is read."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, UnicodeDecodeError):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _metric_frame(batch):
