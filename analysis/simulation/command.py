@@ -33,7 +33,7 @@ def resolve_demand(spec: str, model: ServiceModel, base_rps: float | None, bound
               help=f"A built-in curve ({', '.join(demands.BUILT_IN)}) or a CSV of requests per minute "
                    "(docs/simulate.md).")
 @click.option("--base-rps", type=float, default=None,
-              help="Base rate of a built-in curve (default: the run's initial tasks at the target).")
+              help="Base rate of a built-in curve (default: the rate at which --min-tasks tasks sit at the target).")
 @click.option("--policy", "policy_kind", type=click.Choice(POLICIES), default="target-tracking", show_default=True)
 @click.option("--target", type=float, default=None, help="Target in the metric's unit (default: the analyzer's).")
 @click.option("--sweep", "sweep_spec", default=None, metavar="LOW:HIGH:STEP",
