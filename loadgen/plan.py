@@ -225,6 +225,7 @@ class WallTime:
     scale_wait_s: float
     settle_s: float
     expected_steps: int
+    confirmations: int = 0  # of the expected steps, repeats that confirm a breach
 
 
 def wall_time(profile: Profile, plan: Plan) -> WallTime:
@@ -242,19 +243,24 @@ def wall_time(profile: Profile, plan: Plan) -> WallTime:
     breaking_point = ramp.max_rps / 2.0  # per n tasks; twice the tasks carry twice as much
     planner = PhasePlanner(ramp, profile.capacity.tasks)
     count = 0
+    confirmations = 0  # a failed step with ``confirm`` is held a second time before it counts
 
     def halfway(step: RunStep) -> StepResult:
-        nonlocal count
+        nonlocal count, confirmations
         count += 1
         capacity = breaking_point * step.tasks / profile.capacity.tasks
+        met = step.offered_rps <= capacity
+        confirmations += int(step.confirm and not met)
         return StepResult(step_id=count - 1, phase=step.phase, tasks=step.tasks, offered_rps=step.offered_rps,
-                          slo_met=step.offered_rps <= capacity)
+                          slo_met=met)
 
     holds = sum(ramp.min_hold_s for action in planner.actions(halfway) if isinstance(action, RunStep))
+    holds += confirmations * ramp.min_hold_s
+    count += confirmations
     expected = min(holds + 2 * expected_scale, ramp.max_duration_s) + settle
     loaded = sum(step.hold_s for step in plan.steps + plan.repeats + plan.recoveries)
     worst = min(loaded + 2 * scale_wait, ramp.max_duration_s) + settle
-    return WallTime(expected, worst, scale_wait, settle, count)
+    return WallTime(expected, worst, scale_wait, settle, count, confirmations)
 
 
 def cost_lines(profile: Profile, plan: Plan) -> list[str]:
@@ -282,7 +288,8 @@ def cost_lines(profile: Profile, plan: Plan) -> list[str]:
     if times.settle_s:
         waits.append(f"{times.settle_s:g} s after the last step for the metrics to settle before they are read")
     lines.append("Waits: " + "; ".join(waits) + ".")
-    lines.append(f"Wall time: about {_minutes_text(times.expected_s)} expected ({times.expected_steps} steps, if the "
+    repeats = f", {times.confirmations} of them repeats that confirm a breach" if times.confirmations else ""
+    lines.append(f"Wall time: about {_minutes_text(times.expected_s)} expected ({times.expected_steps} steps{repeats}, if the "
                  f"SLO breaks halfway up the ramp, capacity doubles at {2 * profile.capacity.tasks} tasks and steps "
                  f"end at min_hold_s); at most {_minutes_text(times.worst_s)}.")
     return lines

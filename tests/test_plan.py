@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from scalefinder.loadgen.plan import beyond_rates, plan_profile, ramp_rates, refine_rate, replay_rates
@@ -121,3 +122,16 @@ def test_plan_shows_samples_waits_and_wall_time_of_an_ecs_run():
     assert times.settle_s == 180
     result = CliRunner().invoke(cli, ["plan", str(path)])
     assert result.exit_code == 0 and "Wall time: about" in result.output, result.output
+
+
+def test_the_expected_wall_time_counts_the_repeats_that_confirm_a_breach():
+    from scalefinder.loadgen.plan import wall_time
+
+    profile = load_profile(DEMO)
+    confirming = replace(profile, ramp=replace(profile.ramp, confirm_breach=True))
+    trusting = replace(profile, ramp=replace(profile.ramp, confirm_breach=False))
+    with_repeats, without = (wall_time(p, plan_profile(p)) for p in (confirming, trusting))
+    assert with_repeats.confirmations >= 1 and without.confirmations == 0
+    assert with_repeats.expected_steps == without.expected_steps + with_repeats.confirmations
+    assert with_repeats.expected_s == pytest.approx(
+        without.expected_s + with_repeats.confirmations * profile.ramp.min_hold_s)
