@@ -12,8 +12,11 @@ Reading the file whole kept every per-task row in memory several times over (30M
 * the highest per-task value of each metric with a limit in each step in which a task crashed
   (a task that dies at its limit may do so in the first seconds of a hold, so warm-up included).
 
-The result is the same table and the same peaks a whole-file read gave, row for row in the same
-order, so the findings do not change with how the file is read.
+The service rows and the peaks are exactly those a whole-file read gave, and do not depend on the
+block size. The per-second means are taken one metric at a time; pandas may add a group's values
+in another order than it does in a groupby over the whole table, so such a mean can differ in its
+last bit from the whole-table one (relative 1e-16; findings differ, if at all, in the last digits
+of a p-value).
 """
 
 from __future__ import annotations
@@ -113,9 +116,8 @@ class _Reduction:
         service = named(pd.concat(self.service, ignore_index=True)) if self.service else _empty()
         service = _per_task_backlog(service, steps, present={names[i] for i in self.with_service | self.per_task_ids})
         if self.per_task:
-            # One metric at a time, so that only one metric's rows are ever copied; each
-            # (metric, second) mean is taken over the same rows in the same order as a
-            # groupby over all of them, and the rows are later sorted by metric and time.
+            # One metric at a time, so that only one metric's rows are ever copied; their
+            # order here does not matter, since the windows sort rows by metric and time.
             averaged = [self._averaged(metric_id) for metric_id in sorted(self.per_task)]
             service = pd.concat([service, named(pd.concat(averaged, ignore_index=True))], ignore_index=True)
         return ServiceSamples(service, self._peaks(service, names))
