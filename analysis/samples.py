@@ -16,7 +16,7 @@ The service rows and the peaks are exactly those a whole-file read gave, and do 
 block size. The per-second means are taken one metric at a time; pandas may add a group's values
 in another order than it does in a groupby over the whole table, so such a mean can differ in its
 last bit from the whole-table one (relative 1e-16; findings differ, if at all, in the last digits
-of a p-value).
+of a step value or a p-value, up to 1e-11 relative).
 """
 
 from __future__ import annotations
