@@ -60,6 +60,15 @@ _LOAD_IDS_DIR: list[str] = []  # the controller's folder for the workers' lists 
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_configure(config) -> None:
+    # A shell that starts a command in the background without job control (`nohup ... &` in a
+    # script) starts it with SIGINT ignored, and every child inherits that: the tests that stop
+    # the product with Ctrl-C would then test nothing and fail. Python's own handler is put back
+    # so the suite behaves the same however it is started; a child's exec resets it to default.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_configure_node(node) -> None:
     """Controller side: tell each worker where to write the ids of its load tests."""
     if not _LOAD_IDS_DIR:
