@@ -21,13 +21,12 @@ from scalefinder.analysis.samples import read_service_samples
 from scalefinder.analysis.steady import build_windows
 from scalefinder.core import catalog, slo as slos
 from scalefinder.core.errors import RunDirectoryError
-from scalefinder.core.models import AnalysisOptions, Findings, RunManifest, Verdict, jsonable
+from scalefinder.core.models import RAMP_PHASES, AnalysisOptions, Findings, RunManifest, Verdict, jsonable
 from scalefinder.core.redact import redact_urls_in
 from scalefinder.core.rundir import RunDirectory
 
 log = logging.getLogger(__name__)
 
-RAMP_PHASES = ("ramp", "refine")
 RECOVERY_PHASE = "recovery"
 # Events that mean a task hit a hard limit: it died and restarted, or the kernel's OOM killer
 # killed a process inside it (a worker of a pre-forking server) while the task kept running.

@@ -133,25 +133,21 @@ class _Reduction:
                              "value": means.to_numpy()})
 
     def _peaks(self, service: pd.DataFrame, names: list[str]) -> dict[str, dict[int, float]]:
-        found: dict[str, dict[int, float]] = {}
-
-        def keep(metric: str, step_id: int, value: float) -> None:
-            steps = found.setdefault(metric, {})
-            steps[step_id] = max(value, steps.get(step_id, value))
-
-        for part in self.peaks:
-            for (metric_id, step_id), value in part.items():
-                keep(names[int(metric_id)], int(step_id), float(value))
+        """The blocks' per-task maxima and the service rows' own, in one table, maximised once."""
+        tagged = [part.reset_index().assign(metric=lambda f: np.asarray(names, dtype=object)[f["metric"]])
+                  for part in self.peaks]
         if not self.crash_steps.empty and len(service):
             with_limit = [m for m in service["metric"].unique() if catalog.info(str(m)).limit is not None]
             limited = service[service["metric"].isin(with_limit).to_numpy()]
-            if len(limited):
-                step_id = _crash_step_of(self.crash_steps, limited["time_unix_s"].to_numpy(float))
-                inside = step_id >= 0
-                tagged = pd.DataFrame({"metric": limited["metric"].astype(str).to_numpy()[inside],
-                                       "step_id": step_id[inside], "value": limited["value"].to_numpy()[inside]})
-                for (metric, step_id_), value in tagged.groupby(["metric", "step_id"])["value"].max().items():
-                    keep(str(metric), int(step_id_), float(value))
+            step_id = _crash_step_of(self.crash_steps, limited["time_unix_s"].to_numpy(float))
+            inside = step_id >= 0
+            tagged.append(pd.DataFrame({"metric": limited["metric"].astype(str).to_numpy()[inside],
+                                        "step_id": step_id[inside], "value": limited["value"].to_numpy()[inside]}))
+        found: dict[str, dict[int, float]] = {}
+        if tagged:
+            table = pd.concat(tagged, ignore_index=True)
+            for (metric, step_id), value in table.groupby(["metric", "step_id"])["value"].max().items():
+                found.setdefault(str(metric), {})[int(step_id)] = float(value)
         return found
 
 

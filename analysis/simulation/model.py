@@ -18,10 +18,9 @@ import numpy as np
 
 from scalefinder.analysis.findings import load_findings
 from scalefinder.core.errors import InputError
+from scalefinder.core.models import RAMP_PHASES
 from scalefinder.core.rundir import RunDirectory
 
-# Phases whose steps ran at the initial task count with the ramp's rates.
-CURVE_PHASES = ("ramp", "refine")
 DEFAULT_START_DELAY_S = 60.0  # when the run never scaled up: a Fargate task's usual start
 
 
@@ -103,9 +102,9 @@ def _model(findings: dict[str, Any], measured_delay: tuple[float, str] | None,
     if entry is None:
         raise InputError(f"the findings hold no step values of {metric}")
     load, values = _curve([(v["per_task_rps"], v["value"]) for v in entry.get("step_values") or []
-                           if v.get("tasks") == tasks and v.get("phase") in CURVE_PHASES
+                           if v.get("tasks") == tasks and v.get("phase") in RAMP_PHASES
                            and _finite(v.get("per_task_rps"), v.get("value"))])
-    steps = [s for s in findings.get("steps") or [] if s.get("tasks") == tasks and s.get("phase") in CURVE_PHASES
+    steps = [s for s in findings.get("steps") or [] if s.get("tasks") == tasks and s.get("phase") in RAMP_PHASES
              and s.get("valid") and _finite(s.get("achieved_rps"), s.get("p95_ms"))]
     latency_load, latency = _curve([(s["achieved_rps"] / tasks, s["p95_ms"]) for s in steps])
     if len(load) < 2 or len(latency_load) < 2:

@@ -190,6 +190,9 @@ class GateCriteria:
 #: analysis applies it (``analysis/steady.py``); ``scalefinder plan`` warns a profile whose holds
 #: give a source fewer.
 MIN_STEADY_SAMPLES = 6
+# The phases whose steps run at the initial task count at the ramp's own rates: the curve of
+# every metric and of latency against load comes from these.
+RAMP_PHASES = ("ramp", "refine")
 
 
 # -- Kubernetes renderings -----------------------------------------------------------------------
