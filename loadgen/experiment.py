@@ -254,14 +254,11 @@ class Experiment:
         if not target.is_local:
             yield None
             return
-        from scalefinder.loadgen.cluster import ClusterSpec, LocalCluster
+        from scalefinder.loadgen.cluster import LocalCluster
 
-        spec = ClusterSpec(archetype=target.archetype, command=target.command, params=dict(target.params),
-                           tasks=self.profile.capacity.tasks, cpu_units=target.cpu_units,
-                           memory_mib=target.memory_mib, balancer=target.balancer,
-                           health_path=target.health_path, metrics_path=target.metrics_path)
         self._progress_note("starting the local cluster")
-        with LocalCluster(spec, on_event=self._on_event) as cluster:
+        with LocalCluster(local_cluster_spec(self.profile, self.profile.capacity.tasks),
+                          on_event=self._on_event) as cluster:
             yield cluster
 
     def _create_writer(self, cluster: Any, snapshot: dict[str, Any], sources: dict[str, Any]) -> None:
@@ -846,6 +843,16 @@ def _health_request(url: str) -> urllib.request.Request:
     bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
     return urllib.request.Request(bare, headers={"Authorization": "Basic " + base64.b64encode(credentials).decode()})
+
+
+def local_cluster_spec(profile: Profile, tasks: int) -> Any:
+    """The local cluster a profile with a local target describes, at ``tasks`` tasks."""
+    from scalefinder.loadgen.cluster import ClusterSpec
+
+    target = profile.target
+    return ClusterSpec(archetype=target.archetype, command=target.command, params=dict(target.params), tasks=tasks,
+                       cpu_units=target.cpu_units, memory_mib=target.memory_mib, balancer=target.balancer,
+                       health_path=target.health_path, metrics_path=target.metrics_path)
 
 
 def _marked_for_repeat(row: StepRow) -> StepRow:

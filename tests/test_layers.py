@@ -3,7 +3,8 @@
 The halves live in top-level folders of the repository but install inside ``scalefinder`` (see
 ``[tool.setuptools]`` in pyproject.toml). The layers, each importing only from those below it:
 
-    scalefinder.cli, scalefinder.demo            the command line
+    scalefinder.cli, scalefinder.demo,           the command line
+    scalefinder.validate
     scalefinder.loadgen | scalefinder.analysis   the two halves, independent of each other
     scalefinder.core, scalefinder.profiles       the foundation
 

@@ -225,6 +225,28 @@ def trend_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
 SCENARIO_COLOURS = {"recommended": TARGET_COLOUR, "step": "#9467bd", "lower": "#8c564b"}
 
 
+def validation_figure(validation: Mapping[str, Any]) -> go.Figure:
+    """One closed-loop validation: the tasks the simulation predicted against those the loop ran,
+    and the minutes each found in breach (``scalefinder validate``)."""
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.7, 0.3])
+    _base_layout(figure, 380)
+    figure.update_layout(margin={"l": 70, "r": 20, "t": 40, "b": 40})
+    figure.update_yaxes(title_text="tasks", row=1, col=1, rangemode="tozero")
+    figure.update_yaxes(title_text="breach", row=2, col=1, range=[-0.2, 1.2], tickvals=[0, 1], ticktext=["ok", "breach"])
+    for key, label, colour, dash in (("predicted", "simulated", "#1f77b4", "dot"), ("actual", "closed loop", "#d62728",
+                                                                                   "solid")):
+        minutes = validation[key][:len(validation["actual"])]
+        x = [m["minute"] for m in minutes]
+        figure.add_trace(go.Scatter(x=x, y=[m["tasks"] for m in minutes], name=text(label), legendgroup=label,
+                                    mode="lines", line={"color": colour, "width": 1.5, "dash": dash, "shape": "hv"}),
+                         row=1, col=1)
+        figure.add_trace(go.Scatter(x=x, y=[None if m["breached"] is None else int(m["breached"]) for m in minutes],
+                                    name=text(label), legendgroup=label, showlegend=False, mode="lines",
+                                    line={"color": colour, "width": 1.5, "dash": dash, "shape": "hv"}), row=2, col=1)
+    figure.update_xaxes(title_text="minute", row=2, col=1)
+    return figure
+
+
 def hold_figure(scenarios: Sequence[Any], capacity_per_task_rps: float, slo_latency_ms: float | None) -> go.Figure:
     """The simulated minutes of each policy on one demand curve: demand against the capacity
     the serving tasks give, the tasks paid for, and the predicted p95 against the SLO."""

@@ -346,7 +346,27 @@ def _will_it_hold(page_charts: _Charts, run: RunDirectory, findings: Mapping[str
     return {"why_not": None, "chart_id": page_charts.add(figure), "rows": rows, "demand": demand.description,
             "minutes": demand.minutes, "tasks": f"{bounds.min_tasks}-{bounds.max_tasks}",
             "start_delay": f"{bounds.start_delay_s:.0f} s ({model.start_delay_source})",
-            "command": f"scalefinder simulate {run.path.name} --demand spike --start-delay-s 60"}
+            "command": f"scalefinder simulate {run.path.name} --demand spike --start-delay-s 60",
+            "validations": _validations(page_charts, run)}
+
+
+def _validations(page_charts: _Charts, run: RunDirectory) -> dict[str, Any]:
+    """The closed-loop checks of the simulation on the local cluster, where ``scalefinder validate``
+    wrote them."""
+    from scalefinder.analysis.simulation.validation import load_validations
+
+    found, problems = load_validations(run.path)
+    rows = []
+    for validation in found:
+        c = validation["comparison"]
+        clock = validation.get("clock") or {}
+        rows.append({"curve": validation.get("demand", {}).get("name", "?"), "minutes": c.get("minutes"),
+                     "minute_s": clock.get("minute_s"), "tasks_share": f"{c.get('tasks_within_1_share', 0):.0%}",
+                     "breach": f"{c.get('breach_minutes_predicted')} / {c.get('breach_minutes_actual')}",
+                     "task_hours": f"{c.get('task_hours_predicted')} / {c.get('task_hours_actual')}",
+                     "start_delay": clock.get("measured_start_delay_s"), "verdict": c["verdict"],
+                     "chart_id": page_charts.add(charts.validation_figure(validation))})
+    return {"rows": rows, "problems": problems}
 
 
 # -- the ramp ---------------------------------------------------------------------------------

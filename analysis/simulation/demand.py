@@ -36,6 +36,22 @@ class Demand:
     rate: Callable[[float], float]  # req/s at a moment (in minutes from the start)
     description: str
 
+    def minute_means(self, samples: int = 12) -> list[float]:
+        """The mean rate of each minute, from ``samples`` equal parts of it (the simulator's ticks)."""
+        return [sum(self.rate(minute + (k + 0.5) / samples) for k in range(samples)) / samples
+                for minute in range(self.minutes)]
+
+    def held_per_minute(self) -> "Demand":
+        """The same curve offered a minute at a time, each minute at its mean rate: what a load
+        generator that changes its rate once a minute sends."""
+        return per_minute(self.name, self.minute_means(), f"{self.description}, each minute at its mean")
+
+
+def per_minute(name: str, rates: list[float], description: str) -> Demand:
+    """A curve that holds each minute's rate (req/s) for the whole minute."""
+    held = list(rates)
+    return Demand(name, len(held), lambda t: held[min(max(int(t), 0), len(held) - 1)], description)
+
 
 def _ramp_between(start: float, end: float, low: float, high: float, moment: float) -> float:
     if moment <= start:
@@ -85,7 +101,7 @@ def load_csv(path: str | Path) -> Demand:
         raise InputError(f"{path} has no column named {', '.join(CSV_COLUMNS)} (requests per minute)")
     if len(rows) > MAX_CSV_MINUTES:
         raise InputError(f"{path} has {len(rows)} minutes; at most {MAX_CSV_MINUTES} (a week) are simulated")
-    per_minute = []
+    rates = []
     for number, row in enumerate(rows, 2):
         try:
             value = float(row[column])
@@ -93,6 +109,5 @@ def load_csv(path: str | Path) -> Demand:
             raise InputError(f"{path}:{number}: {column} is {row[column]!r}, not a number") from None
         if not math.isfinite(value) or value < 0:
             raise InputError(f"{path}:{number}: {column} must be a count of requests (>= 0), got {row[column]!r}")
-        per_minute.append(value / 60.0)
-    return Demand(path.name, len(per_minute), lambda t: per_minute[min(int(t), len(per_minute) - 1)],
-                  f"{len(per_minute)} minutes from {path.name}")
+        rates.append(value / 60.0)
+    return per_minute(path.name, rates, f"{len(rates)} minutes from {path.name}")

@@ -283,6 +283,10 @@ class LoadRecorder:
         # the newest second may still have requests in flight; leave it out
         return [float(np.mean(buckets[s])) for s in sorted(buckets) if s < last]
 
+    def outcomes(self, step_id: int) -> list[Outcome]:
+        """Every finished or dropped arrival of a step so far."""
+        return list(self._outcomes.get(step_id, []))
+
     def forget(self, step_id: int) -> None:
         self._outcomes.pop(step_id, None)
 
