@@ -184,9 +184,11 @@ class ClosedLoop:
                     self._drive(scaler)
                 except Stopped as exc:
                     engine.stop()
+                    # Requests cut off by the stop say nothing about the target: the minutes not
+                    # yet judged are kept, unjudged (breached null).
                     for record in self.result.minutes:
                         if record.minute not in self._judged:
-                            self._judge(record)
+                            self._write(record)
                     self.result.status = "interrupted"
                     raise Interrupted(f"the closed loop was stopped by {exc.signal_name} after "
                                       f"{len(self.result.minutes)} of {plan.minutes} minutes; they are in "
@@ -253,6 +255,9 @@ class ClosedLoop:
         met = step_met(record.p95_ms, record.failures, record.dropped, len(sent), slo)
         record.breached = None if met is None else not met
         self.recorder.forget(record.minute)
+        self._write(record)
+
+    def _write(self, record: LoopMinute) -> None:
         self._judged.add(record.minute)
         with open(self.out_dir / MINUTES_FILE, "a", encoding="utf-8") as out:
             out.write(json.dumps(record.to_dict()) + "\n")

@@ -186,3 +186,43 @@ def test_the_loop_scales_out_for_the_spike_and_back_in_after_it(demo_run, tmp_pa
         assert page.locator("#hold .chart .main-svg").count() >= 2  # the simulation's, the validation's
         page.close()
     assert problems == []
+
+
+@pytest.mark.load
+def test_ctrl_c_keeps_every_minute_the_loop_ran_and_stops_the_cluster(demo_run, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    assert demo_run.returncode == 0, demo_run.stderr
+    run = tmp_path / "run"
+    shutil.copytree(demo_run.path, run)
+    minutes = run / "validation-spike" / "minutes.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "scalefinder.cli", "validate", str(DEMO), "--run", str(run),
+                                "--demand", "spike", "--minute-s", "0.5"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (minutes.is_file() and len(minutes.read_text().splitlines()) >= 3):
+            time.sleep(0.2)
+        assert minutes.is_file(), "no minute was judged within 60 s"
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert children, "the cluster and the load generator run in processes of their own"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "stopped by SIGINT" in stderr, stderr
+    kept = [json.loads(line) for line in minutes.read_text().splitlines()]
+    # every minute that ran is kept, in order; those whose requests were cut off stay unjudged
+    assert [m["minute"] for m in kept] == list(range(len(kept))) and len(kept) >= 3
+    assert all(m["breached"] is not None for m in kept[:3])
+    assert not (run / "validation-spike.json").exists()
+    # nothing of the loop is left running: no task, balancer or load generator
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
