@@ -75,7 +75,7 @@ def main() -> None:
             record = {"archetype": archetype, "curve": curve, "minute_s": minute_s, "finished_utc": utc_now(),
                       "metric": findings["recommendation"]["metric"], "target": validation["policy"]["target"],
                       "run_wall_s": run_wall_s, "validate_wall_s": round(wall_s, 1), "load_average_before": load_before,
-                      "load_average_after": load_average(), "clock": validation["clock"],
+                      "load_average_after": load_average(), "demand": validation["demand"], "clock": validation["clock"],
                       "bounds": validation["bounds"], "comparison": comparison, "actions": validation["actions"]}
             append_jsonl(args.out, record)
             rows.append(record)
