@@ -192,6 +192,43 @@ def test_locustfile_user_classes_run_one_task_per_arrival(target_url, tmp_path):
         assert steps[0].achieved_rps == pytest.approx(40, rel=0.02)
 
 
+def test_a_task_that_never_returns_is_cut_off_as_a_timeout(target_url, tmp_path):
+    # the request timeout cannot stop a task that waits on something else; the engine's watchdog
+    # must end it 1 s (the slack) after the timeout, count it failed, and let the step drain
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text(
+        "import gevent\n"
+        "from locust import FastHttpUser, task\n"
+        "class Stuck(FastHttpUser):\n"
+        "    @task\n"
+        "    def wait_forever(self):\n"
+        "        gevent.sleep(3600)\n"
+    )
+    config = engine_config(target_url, timeout_s=0.5)
+    del config["requests"]
+    config.update(locustfile_path=str(locustfile), user_classes=[])
+    recorder = LoadRecorder(SLO, late_tolerance_ms=25.0)
+    recorder.begin_step(StepInfo(0, "ramp", 1, 10))
+    with EngineProcess(config) as engine:
+        started = time.monotonic()
+        engine.set_rate(0, 10)
+        for message in engine.messages(time.monotonic() + 1.0):
+            recorder.feed(message)
+        engine.pause()
+        for message in engine.messages(time.monotonic() + 10):
+            recorder.feed(message)
+            if 0 in recorder.drained:
+                break
+        drained_after_s = time.monotonic() - started
+    outcomes = recorder.outcomes(0)
+    assert 0 in recorder.drained and outcomes
+    assert {o.error for o in outcomes} == {"timeout"}
+    # each arrival is due to end 1.5 s after it began; the watchdog looks every 0.25 s
+    latencies = [o.latency_ms for o in outcomes]
+    assert 1500 <= min(latencies) and max(latencies) < 3000, latencies
+    assert drained_after_s < 5
+
+
 def test_distributed_workers_share_the_rate(target_url):
     config = engine_config(target_url, workers=2, expect_workers=0, master_bind_host="127.0.0.1",
                            master_port=free_port())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import itertools
 import logging
 import random
 import sys
@@ -44,14 +45,14 @@ def build_user_classes(config: dict[str, Any]) -> list[type[User]]:
 
 
 def _mix_user_class(requests: list[dict[str, Any]]) -> type[User]:
-    weights = [r["weight"] for r in requests]
+    pick = _weighted_picker(requests, [r["weight"] for r in requests])
 
     class MixUser(FastHttpUser):
         abstract = False
 
         @task
         def send(self) -> None:
-            spec = random.choices(requests, weights=weights)[0]
+            spec = pick()
             self.client.request(spec["method"], spec["path"], name=spec["name"],
                                 data=spec.get("body"), headers=spec.get("headers") or None)
 
@@ -85,11 +86,8 @@ class UserPool:
     def __init__(self, environment: Any, classes: list[type[User]]):
         self.environment = environment
         self.classes = classes
-        self.weights = [getattr(cls, "weight", 1) or 1 for cls in classes]
+        self.pick_class = _weighted_picker(classes, [getattr(cls, "weight", 1) or 1 for cls in classes])
         self._idle: dict[type[User], list[User]] = {cls: [] for cls in classes}
-
-    def pick_class(self) -> type[User]:
-        return random.choices(self.classes, weights=self.weights)[0]
 
     def acquire(self, cls: type[User]) -> User:
         idle = self._idle[cls]
@@ -115,11 +113,26 @@ def refuse_redirects(user: User) -> None:
         user.client.get_redirect_target = lambda response: None
 
 
-def one_task(user: User) -> Callable[[], Any]:
-    """One task of ``user`` chosen the way Locust weighs them, descending into a TaskSet once."""
-    chosen = random.choice(user.tasks)
+def run_one_task(user: User) -> None:
+    """Run one task of ``user`` chosen the way Locust weighs them, descending into a TaskSet once.
+
+    Locust lists a task of weight w w times in ``tasks``, so a uniform choice is a weighted one.
+    """
+    tasks = user.tasks
+    chosen = tasks[0] if len(tasks) == 1 else random.choice(tasks)
     if inspect.isclass(chosen) and issubclass(chosen, TaskSet):
         task_set = chosen(user)
         inner = random.choice(task_set.tasks)
-        return lambda: inner(task_set)
-    return lambda: chosen(user)
+        inner(task_set)
+    else:
+        chosen(user)
+
+
+def _weighted_picker(items: list[Any], weights: list[float]) -> Callable[[], Any]:
+    """A function returning one of ``items`` at random by weight; it runs once per arrival, so a
+    single item skips the draw and several are drawn against cumulative weights computed once."""
+    if len(items) == 1:
+        only = items[0]
+        return lambda: only
+    cumulative = list(itertools.accumulate(weights))
+    return lambda: random.choices(items, cum_weights=cumulative)[0]
