@@ -98,7 +98,8 @@ class AbortRules:
             "(in the ramp: refine below the failing rate), each protected the same way.",
             f"max_aborts = {self.max_aborts}{why}: the run recovers from {self.max_aborts} aborted "
             f"step{'s' if self.max_aborts != 1 else ''}; after that it offers no rate at or above the lowest one that "
-            "aborted, and one more abort, or a failed recovery, ends it with status aborted (exit code 3).",
+            "aborted, refines the capacity no further (a refinement step lies above a rate that held and could "
+            "abort), and one more abort, or a failed recovery, ends it with status aborted (exit code 3).",
             stall,
         ]
 

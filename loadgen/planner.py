@@ -265,14 +265,24 @@ class PhasePlanner:
 
     def _refine_phase(self, tasks: int) -> Phase:
         """Bisect between the last good and the first bad rate until within the tolerance; a step
-        that is not good (invalid, aborted or over the SLO) is a bad rate."""
+        that is not good (invalid, aborted or over the SLO) is a bad rate.
+
+        Every refinement rate lies above a rate that held, and at long holds a rate only a little
+        past the capacity overloads the target far enough to abort. Once the run has no abort
+        left to recover from, such a step would more likely end the whole run, before the replay
+        at 2n, than narrow the capacity, so the refinement stops there and the last rate that
+        held is the capacity (a warning gives the interval).
+        """
         good_rps, bad_rps = max(self.good_rates), self.first_bad_rps
         if bad_rps is not None and self.ramp.refine:
             tolerance = self.ramp.refine_tolerance_pct
             rate = refine_rate(good_rps, bad_rps, tolerance)
-            if rate is not None:
+            if rate is not None and not self._abort_budget_spent():
                 yield StartPhase(REFINE, tasks)
             while rate is not None:
+                if self._abort_budget_spent():
+                    yield Warn(self._refinement_stopped_text(good_rps, bad_rps))
+                    break
                 result = yield RunStep(REFINE, tasks, rate, confirm=self.ramp.confirm_breach)
                 if result.good:
                     good_rps = rate
@@ -281,6 +291,17 @@ class PhasePlanner:
                     bad_rps = rate
                 rate = refine_rate(good_rps, bad_rps, tolerance)
         self.capacity_rps = good_rps
+
+    def _abort_budget_spent(self) -> bool:
+        """The next abort would end the run (``abort = "run"`` ends it at the first in any case)."""
+        return self.ramp.abort == "step" and self.aborts >= self.ramp.max_aborts
+
+    def _refinement_stopped_text(self, good_rps: float, bad_rps: float) -> str:
+        return (f"the refinement stopped with the capacity between {good_rps:g} and {bad_rps:g} req/s: "
+                f"{self.aborts} step(s) were aborted (ramp.max_aborts = {self.ramp.max_aborts}), and a step above "
+                f"{good_rps:g} req/s that aborted too would end the run before the replay; the capacity is taken "
+                f"as {good_rps:g} req/s, up to {100.0 * (bad_rps - good_rps) / good_rps:.0f}% low (raise "
+                "ramp.max_aborts to refine it)")
 
     def _replay_phase(self, tasks: int) -> Phase:
         """Earlier good rates again at twice the tasks. An abort there is unexpected (n tasks

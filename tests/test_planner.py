@@ -273,13 +273,39 @@ def test_with_budget_left_the_run_goes_past_the_lowest_aborted_rate():
 
 
 def test_one_abort_more_than_max_aborts_ends_the_run():
+    # the ramp breaks the SLO at 50 without an abort; the refinement's first step aborts
     planner = PhasePlanner(ramp(max_aborts=1), tasks=1)
-    run = drive(planner, Target(45, {("ramp", 50): "abort", ("refine", 45): "abort"}))
-    assert run.verdicts[0] == Recover(resume_phase=None)
+    run = drive(planner, Target(45, {("refine", 45): "abort", ("replay", 20): "abort"}))
+    assert run.verdicts[0] == Recover(resume_phase="refine")
     ended = run.verdicts[1]
     assert isinstance(ended, EndRun) and not ended.whole_run
-    assert ended.reason == (f"step 5 at 45 req/s was aborted ({ABORT_REASON}); that is 2 aborted steps, more "
+    assert ended.reason == (f"step 7 at 20 req/s was aborted ({ABORT_REASON}); that is 2 aborted steps, more "
                             "than ramp.max_aborts (1)")
+
+
+def test_with_no_abort_left_the_refinement_stops_rather_than_risk_ending_the_run():
+    # the 60 s ECS run of the cpu archetype: the ramp's breach aborted, and so would every rate
+    # above the capacity; with max_aborts = 1 a refinement step would end the run before the replay
+    planner = PhasePlanner(ramp(max_aborts=1), tasks=1)
+    run = drive(planner, Target(45, {("ramp", 50): "abort", ("refine", 45): "abort"}))
+    assert run.verdicts == [Recover(resume_phase=None)]
+    assert run.steps("refine") == [] and "refine" not in run.phases
+    assert run.capacity_rps == 40 and run.steps("replay")[-1] == 40
+    assert run.warnings[0] == ("the refinement stopped with the capacity between 40 and 50 req/s: 1 step(s) were "
+                               "aborted (ramp.max_aborts = 1), and a step above 40 req/s that aborted too would end "
+                               "the run before the replay; the capacity is taken as 40 req/s, up to 25% low (raise "
+                               "ramp.max_aborts to refine it)")
+    assert run.end == Done("every phase is over")
+    # an abort during the refinement spends the budget just the same: the refinement stops there
+    planner = PhasePlanner(ramp(max_aborts=1), tasks=1)
+    run = drive(planner, Target(47, {("refine", 45): "abort"}))
+    assert run.steps("refine") == [45] and run.capacity_rps == 40
+    assert run.warnings[0].startswith("the refinement stopped with the capacity between 40 and 45 req/s")
+    # with a recovery left, or when an abort ends the run anyway, the refinement goes on as before
+    run = drive(PhasePlanner(ramp(max_aborts=2), tasks=1), Target(45, {("ramp", 50): "abort"}))
+    assert run.steps("refine") and run.capacity_rps >= 45 * 0.95
+    run = drive(PhasePlanner(ramp(abort="run"), tasks=1), Target(45))
+    assert run.steps("refine") and run.capacity_rps >= 45 * 0.95
 
 
 # -- driving the planner --------------------------------------------------------------------------------
