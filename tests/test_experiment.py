@@ -19,6 +19,7 @@ from scalefinder.loadgen.experiment import Experiment, RunOptions
 from scalefinder.loadgen.profile import load_profile
 from scalefinder.core.errors import Interrupted
 from scalefinder.core.rundir import RunDirectory
+from tests.processes import reaped
 
 pytestmark = pytest.mark.load
 
@@ -108,14 +109,11 @@ def assert_restored_and_clean(out: Path, tasks: int) -> RunDirectory:
 def test_sigint_during_replay_restores_tasks_and_leaves_a_readable_partial_run(tmp_path):
     out = tmp_path / "run"
     process = start_run(write_profile(tmp_path, 'archetype = "cpu"\n[target.params]\ncpu_ms = 1'), out)
-    try:
+    with reaped(process):
         wait_for_event(process, out, lambda e: e["kind"] == "phase_start" and e["phase"] == "replay")
         time.sleep(1.0)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     run = assert_restored_and_clean(out, tasks=1)
@@ -129,14 +127,11 @@ def test_sigint_during_replay_restores_tasks_and_leaves_a_readable_partial_run(t
 def test_sigterm_during_ramp_restores_and_exits_130(tmp_path):
     out = tmp_path / "run"
     process = start_run(write_profile(tmp_path, 'archetype = "cpu"\n[target.params]\ncpu_ms = 1'), out)
-    try:
+    with reaped(process):
         wait_for_event(process, out, lambda e: e["kind"] == "step_start")
         time.sleep(1.0)
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert process.returncode == 130, stderr
     run = assert_restored_and_clean(out, tasks=1)
     assert run.status == "interrupted" and "SIGTERM" in run.manifest.status_reason
@@ -146,11 +141,8 @@ def test_errors_above_the_abort_threshold_stop_the_load_within_two_seconds(tmp_p
     out = tmp_path / "run"
     command = f'command = "{sys.executable} {TARGET} {{port}} fail"'
     process = start_run(write_profile(tmp_path, command), out)
-    try:
+    with reaped(process):
         stdout, stderr = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert process.returncode == 3, stderr
     assert "aborted" in stderr and str(out) in stdout
     run = assert_restored_and_clean(out, tasks=1)

@@ -20,6 +20,7 @@ from scalefinder.loadgen.profile import load_profile
 from scalefinder.profiles import shipped_profile
 from scalefinder.validate import MetricReading, PolicyInTheLoop, _compare, _prepare
 from tests.synthetic import write_synthetic_run
+from tests.processes import reaped
 
 DEMO = shipped_profile("demo.toml")
 
@@ -204,7 +205,7 @@ def test_ctrl_c_keeps_every_minute_the_loop_ran_and_stops_the_cluster(demo_run, 
     process = subprocess.Popen([sys.executable, "-m", "scalefinder.cli", "validate", str(DEMO), "--run", str(run),
                                 "--demand", "spike", "--minute-s", "0.5"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(process):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (minutes.is_file() and len(minutes.read_text().splitlines()) >= 3):
             time.sleep(0.2)
@@ -213,9 +214,6 @@ def test_ctrl_c_keeps_every_minute_the_loop_ran_and_stops_the_cluster(demo_run, 
         assert children, "the cluster and the load generator run in processes of their own"
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "stopped by SIGINT" in stderr, stderr
     kept = [json.loads(line) for line in minutes.read_text().splitlines()]
