@@ -17,6 +17,7 @@ import base64
 import contextlib
 import importlib
 import logging
+import math
 import threading
 import time
 import urllib.error
@@ -35,6 +36,7 @@ from scalefinder.loadgen.engine.client import EngineProcess, check_master_port
 from scalefinder.loadgen.engine.protocol import ANY_FREE_PORT, choose_master_port, engine_config
 from scalefinder.loadgen.engine.recorder import ABORT_WINDOW_S, LoadRecorder, Safety, StepInfo
 from scalefinder.loadgen.manifest import create_run_writer, source_descriptions
+from scalefinder.loadgen.plan import aligned_hold_end, hold_period_s
 from scalefinder.loadgen.planner import (CapacityFound, Done, EndRun, PhasePlanner, RunStep, ScaleTo, StartPhase,
                                          StepAbort, StepResult, Warn)
 from scalefinder.loadgen.profile import Profile, with_secrets
@@ -166,6 +168,7 @@ class Experiment:
         self._tasks = profile.capacity.tasks
         self._step_id = 0
         self._started_monotonic = time.monotonic()
+        self._hold_period_s = hold_period_s(profile)  # holds end on its boundaries (None: anywhere)
         self._controller: Any = None
         # what to do next, from the results so far; it also keeps the abort budget
         self.planner = PhasePlanner(profile.ramp, profile.capacity.tasks)
@@ -515,7 +518,11 @@ class Experiment:
         end, never repeated, not a measurement)."""
         ramp = self.profile.ramp
         elapsed = time.monotonic() - self._started_monotonic
-        if elapsed + (probe_s or ramp.min_hold_s) > ramp.max_duration_s:
+        shortest_s = probe_s or ramp.min_hold_s
+        if probe_s is None and self._hold_period_s is not None:
+            now = time.time()
+            shortest_s = aligned_hold_end(now, ramp.min_hold_s, ramp.warmup_s, self._hold_period_s) - now
+        if elapsed + shortest_s > ramp.max_duration_s:
             raise _OutOfTime(f"max_duration_s ({ramp.max_duration_s:g} s) reached during the {phase} phase; "
                              "the remaining steps were skipped")
         step_id = self._step_id
@@ -714,22 +721,36 @@ class Experiment:
 
     def _hold(self, step_id: int, start: float, probe_s: float | None = None) -> str:
         """Hold the rate until the full hold, or earlier once steady (or clearly breaching). A
-        probe is held for ``probe_s``, whatever it shows."""
+        probe is held for ``probe_s``, whatever it shows.
+
+        With a source that aggregates whole periods (CloudWatch's minute), a hold ends only on a
+        period boundary (``hold_period_s``), so that no step loses a sample to the period it
+        would end in, and the next step starts on a boundary too."""
         ramp = self.profile.ramp
+        period = None if probe_s is not None else self._hold_period_s
+        if probe_s is not None:
+            shortest = full = start + probe_s
+        elif period is None:
+            shortest, full = start + ramp.min_hold_s, start + ramp.hold_s
+        else:
+            shortest, full = (aligned_hold_end(start, hold, ramp.warmup_s, period)
+                              for hold in (ramp.min_hold_s, ramp.hold_s))
+        next_check = shortest
         while True:
-            self._pump(time.monotonic() + CHECK_INTERVAL_S)
-            held = time.time() - start
-            if probe_s is not None:
-                if held >= probe_s:
-                    return "held"
-                continue
-            if held >= ramp.hold_s:
+            # wake at the end itself, not up to a check interval after it
+            wake_in = min(CHECK_INTERVAL_S, min(next_check, full) - time.time())
+            self._pump(time.monotonic() + max(0.0, wake_in))
+            now = time.time()
+            if now >= full:
                 return "held"
-            if held >= ramp.min_hold_s:
-                if self.recorder.breaching(step_id, start + ramp.warmup_s):
-                    return "slo_breach"
-                if self._steady(step_id, start + ramp.warmup_s):
-                    return "steady"
+            if probe_s is not None or now < next_check:
+                continue
+            if self.recorder.breaching(step_id, start + ramp.warmup_s):
+                return "slo_breach"
+            if self._steady(step_id, start + ramp.warmup_s):
+                return "steady"
+            # the next chance to end early: the next check, or with aligned holds the next boundary
+            next_check = now + CHECK_INTERVAL_S if period is None else (math.floor(now / period) + 1) * period
 
     def _pump(self, until_monotonic: float, check_abort: bool = True) -> None:
         for message in self.engine.messages(until_monotonic):

@@ -8,6 +8,7 @@ sends nothing) with results that always meet the SLO.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from scalefinder.loadgen.profile import MAX_RAMP_STEPS, Profile, Ramp
@@ -191,6 +192,11 @@ class SourceSamples:
 # Sources whose samples aggregate a period and are kept only when the whole period lies inside a
 # step (CloudWatch); the others sample at instants (the local source, Prometheus' evaluations).
 WHOLE_PERIOD_SOURCES = ("cloudwatch",)
+STANDARD_MINUTE_S = 60  # CloudWatch's period for AWS's own metrics
+# How far a hold aligned to period boundaries lets its warm-up fall short, so that a step starting
+# just after a boundary (the step before ended on it, then drained and was recorded) still counts
+# the next period as its first: 2 s, or a tenth of a short warm-up.
+STEP_CHANGE_S = 2.0
 
 
 def samples_in(window_s: float, period_s: float, *, whole_periods: bool) -> int:
@@ -203,16 +209,74 @@ def samples_in(window_s: float, period_s: float, *, whole_periods: bool) -> int:
     return max(0, fit - 1) if whole_periods else fit
 
 
+def _period_of(kind: str, config: dict) -> float | None:
+    """The period a source's samples come at, as its table in the profile sets it."""
+    period = config.get("period_s") or config.get("interval_s") or config.get("step_s")
+    if not isinstance(period, (int, float)) or isinstance(period, bool) or period <= 0:
+        return None
+    if kind in WHOLE_PERIOD_SOURCES:
+        # AWS's own metrics come a minute at a time whatever a shorter period_s asks for (it is
+        # only for high-resolution custom metrics), and the minute may be compressed for tests
+        minute = config.get("minute_s") or STANDARD_MINUTE_S
+        return float(period if period >= minute else minute)
+    return float(period)
+
+
+def hold_period_s(profile: Profile) -> float | None:
+    """The period whose boundaries every hold ends on: the longest of the whole-period sources'
+    (None: no source aggregates periods, holds end when their seconds are up).
+
+    A whole period is only kept when it lies inside a step, so a hold that ends anywhere else
+    loses the part of a period it ends in, and a step ended at ``min_hold_s`` at an unlucky
+    alignment has one sample fewer than the same hold ending on a boundary. At CloudWatch's
+    minute that is a whole minute a step: ending each hold on the boundary gives every step the
+    samples of its hold at any alignment, and the next step starts on a boundary too."""
+    periods = [_period_of(kind, config) for kind, config in profile.sources.items() if kind in WHOLE_PERIOD_SOURCES]
+    return max((p for p in periods if p is not None), default=None)
+
+
+def step_change_slack_s(warmup_s: float) -> float:
+    return min(STEP_CHANGE_S, warmup_s / 10.0)
+
+
+def aligned_hold_end(start_s: float, hold_s: float, warmup_s: float, period_s: float) -> float:
+    """When a hold that starts at ``start_s`` ends, on a period boundary, so that it holds the
+    whole periods after the warm-up that ``hold_s`` gives at best: ``(hold_s - warmup_s) // period_s``
+    of them, at least one.
+
+    The first of them starts once the warm-up is over, give or take the fraction of a second a
+    change of step takes (``step_change_slack_s``). So a step that
+    starts just after a boundary, as a step following another does, lasts ``hold_s`` to within
+    that fraction, and one that starts elsewhere in a period lasts up to a period longer."""
+    samples = max(1, int((hold_s - warmup_s) // period_s + 1e-9))
+    earliest = start_s + warmup_s - step_change_slack_s(warmup_s)
+    first = math.ceil(earliest / period_s - 1e-9) * period_s
+    return first + samples * period_s
+
+
+def step_seconds(hold_s: float, warmup_s: float, period_s: float | None) -> float:
+    """How long a step held for ``hold_s`` lasts when it follows another step: ``hold_s``, or
+    with holds ending on period boundaries, what ``aligned_hold_end`` makes of it for a step
+    starting just after a boundary (the end of the step before, then its drain)."""
+    if period_s is None:
+        return hold_s
+    start = 1000 * period_s + step_change_slack_s(warmup_s) / 2
+    return aligned_hold_end(start, hold_s, warmup_s, period_s) - start
+
+
 def source_samples(profile: Profile) -> list[SourceSamples]:
     ramp = profile.ramp
+    aligned = hold_period_s(profile) is not None
     result = []
     for kind, config in profile.sources.items():
-        period = config.get("period_s") or config.get("interval_s") or config.get("step_s")
-        if not isinstance(period, (int, float)) or isinstance(period, bool) or period <= 0:
+        period = _period_of(kind, config)
+        if period is None:
             continue
-        whole = kind in WHOLE_PERIOD_SOURCES
+        # holds end on the boundaries of the whole-period sources (hold_period_s), so their
+        # samples are as many as fit, like instants'
+        whole = kind in WHOLE_PERIOD_SOURCES and not aligned
         settle = config.get("settle_s") or 0.0
-        result.append(SourceSamples(kind, float(period),
+        result.append(SourceSamples(kind, period,
                                     samples_in(ramp.hold_s - ramp.warmup_s, period, whole_periods=whole),
                                     samples_in(ramp.min_hold_s - ramp.warmup_s, period, whole_periods=whole),
                                     float(settle) if isinstance(settle, (int, float)) else 0.0))
@@ -234,7 +298,7 @@ def wall_time(profile: Profile, plan: Plan) -> WallTime:
     the tasks, steps end at ``min_hold_s`` once steady, a scaling takes half its timeout) and the
     worst (``plan``: every step held in full up to ``max_rps``, every scaling and recovery using
     its whole timeout), both with the settle wait of the slowest retrospective source."""
-    from scalefinder.loadgen.planner import PhasePlanner, RunStep, StepResult
+    from scalefinder.loadgen.planner import PhasePlanner, RunStep, StartPhase, StepResult
 
     ramp = profile.ramp
     local = profile.capacity.controller == "local"
@@ -255,11 +319,17 @@ def wall_time(profile: Profile, plan: Plan) -> WallTime:
         return StepResult(step_id=count - 1, phase=step.phase, tasks=step.tasks, offered_rps=step.offered_rps,
                           slo_met=met)
 
-    holds = sum(ramp.min_hold_s for action in planner.actions(halfway) if isinstance(action, RunStep))
-    holds += confirmations * ramp.min_hold_s
+    period = hold_period_s(profile)
+    shortest, full = (step_seconds(hold, ramp.warmup_s, period) for hold in (ramp.min_hold_s, ramp.hold_s))
+    phases = 0  # a step that starts a phase may start anywhere in a period, and end up to one later
+    for action in planner.actions(halfway):
+        phases += isinstance(action, StartPhase)
     count += confirmations
-    expected = min(holds + 2 * expected_scale, ramp.max_duration_s) + settle
-    loaded = sum(step.hold_s for step in plan.steps + plan.repeats + plan.recoveries)
+    expected = min(count * shortest + phases * (period or 0.0) / 2 + 2 * expected_scale,
+                   ramp.max_duration_s) + settle
+    loaded = (len(plan.steps) + len(plan.repeats)) * full + sum(step.hold_s for step in plan.recoveries)
+    # the first step of each phase, and the step after each recovery, may start anywhere in a period
+    loaded += (len({step.phase for step in plan.steps}) + len(plan.recoveries)) * (period or 0.0)
     worst = min(loaded + 2 * scale_wait, ramp.max_duration_s) + settle
     return WallTime(expected, worst, scale_wait, settle, count, confirmations)
 
@@ -269,19 +339,26 @@ def cost_lines(profile: Profile, plan: Plan) -> list[str]:
     from scalefinder.core.models import MIN_STEADY_SAMPLES
 
     ramp = profile.ramp
+    period = hold_period_s(profile)
     lines = []
     for source in source_samples(profile):
         whole = source.kind in WHOLE_PERIOD_SOURCES
+        alignment = ("whole periods only; holds end on a period boundary, so at any alignment" if whole
+                     else "at the worst alignment")
         lines.append(f"Samples per step from {source.kind} (one every {source.period_s:g} s after the "
-                     f"{ramp.warmup_s:g} s warm-up, {'whole periods only, ' if whole else ''}at the worst alignment): "
+                     f"{ramp.warmup_s:g} s warm-up, {alignment}): "
                      f"{source.full_hold} in a full hold ({ramp.hold_s:g} s), {source.shortest_hold} in one ended "
                      f"at min_hold_s ({ramp.min_hold_s:g} s).")
         if source.shortest_hold < MIN_STEADY_SAMPLES:
-            needed = ramp.warmup_s + (MIN_STEADY_SAMPLES + (1 if whole else 0)) * source.period_s
+            needed = ramp.warmup_s + MIN_STEADY_SAMPLES * source.period_s
             lines.append(f"Warning: the analysis judges a step steady from {MIN_STEADY_SAMPLES} samples; steps "
                          f"ended at min_hold_s get {source.shortest_hold} from {source.kind}, so their values "
                          f"count as not steady. A min_hold_s of {needed:g} s gives {MIN_STEADY_SAMPLES} at any "
                          "alignment.")
+    if period is not None:
+        lines.append(f"Holds end on the {period:g} s boundaries of the metrics' periods: a step that follows another "
+                     f"lasts about {step_seconds(ramp.min_hold_s, ramp.warmup_s, period):g} s at min_hold_s, the first "
+                     f"of a phase or after a recovery up to {period:g} s longer.")
     times = wall_time(profile, plan)
     controller = profile.capacity.controller
     waits = [f"scaling to {2 * profile.capacity.tasks} tasks and back, up to {times.scale_wait_s:g} s each "

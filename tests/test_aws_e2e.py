@@ -14,6 +14,7 @@ that the same run gives when its metrics come straight from the local source.
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
@@ -26,6 +27,7 @@ from scalefinder.core.rundir import RunDirectory
 from scalefinder.loadgen.cluster import ClusterSpec
 from scalefinder.loadgen.emulator import EcsEmulator
 from scalefinder.loadgen.emulator.world import service_state
+from scalefinder.loadgen.plan import step_change_slack_s
 
 MINUTE_S = 1
 
@@ -73,6 +75,18 @@ def test_the_emulated_ecs_profile_runs_and_analyzes_like_the_local_path(tmp_path
     # one call for the whole run, after the preflight's own
     assert described["api_calls_by_operation"]["cloudwatch:GetMetricData"] == 1 + described["preflight"]["get_metric_data_calls"]
     assert described["service_datapoint"] == "per_task"  # the emulator writes one datapoint per task a minute
+    # Holds end on the minute's boundaries, so every measured step holds the 6 whole minutes after
+    # its warm-up that the analysis needs, however its start fell against the minutes.
+    steps = run.steps()
+    measured = steps[steps["phase"].isin(["ramp", "refine", "replay", "beyond"])
+                     & steps["end_reason"].isin(["held", "steady", "slo_breach"])]
+    assert len(measured) >= 5
+    slack = step_change_slack_s(MINUTE_S)
+    for start, end in zip(measured["start_unix_s"], measured["end_unix_s"]):
+        whole = [k for k in range(math.ceil(start + MINUTE_S - slack), math.floor(end) + 1) if k + 1 <= end]
+        assert len(whole) >= 6, (start, end)
+    late = sorted(end - math.floor(end) for end in measured["end_unix_s"])
+    assert late[len(late) // 2] < 0.25, late  # most end just after the boundary itself
     metrics = run.metrics()
     assert set(metrics["source"]) == {"cloudwatch"}
     assert {"cpu_utilization", "running_task_count", "requests_per_task"} <= set(metrics["metric"])

@@ -113,9 +113,10 @@ def test_plan_shows_samples_waits_and_wall_time_of_an_ecs_run():
     text = "\n".join(lines)
     ramp = profile.ramp
     assert f"Samples per step from cloudwatch (one every 60 s after the {ramp.warmup_s:g} s warm-up" in text
-    assert "whole periods only" in text
-    assert "2 in one ended at min_hold_s" in text and "the analysis judges a step steady from 6 samples" in text
-    assert f"A min_hold_s of {ramp.warmup_s + 7 * 60:g} s gives 6 at any alignment" in text
+    assert "whole periods only; holds end on a period boundary" in text
+    assert "3 in one ended at min_hold_s" in text and "the analysis judges a step steady from 6 samples" in text
+    assert f"A min_hold_s of {ramp.warmup_s + 6 * 60:g} s gives 6 at any alignment" in text
+    assert "Holds end on the 60 s boundaries" in text
     assert f"up to {ramp.scale_timeout_s:g} s each" in text and "180 s after the last step" in text
     times = wall_time(profile, plan)
     assert times.expected_s < times.worst_s
@@ -135,3 +136,38 @@ def test_the_expected_wall_time_counts_the_repeats_that_confirm_a_breach():
     assert with_repeats.expected_steps == without.expected_steps + with_repeats.confirmations
     assert with_repeats.expected_s == pytest.approx(
         without.expected_s + with_repeats.confirmations * profile.ramp.min_hold_s)
+
+
+@pytest.mark.parametrize("hold_s, warmup_s, period_s", [(420, 60, 60), (480, 60, 60), (300, 30, 60), (7, 1, 1),
+                                                        (14, 2, 2), (600, 60, 120)])
+def test_an_aligned_hold_ends_on_a_boundary_with_its_whole_periods_after_the_warmup(hold_s, warmup_s, period_s):
+    from scalefinder.loadgen.plan import aligned_hold_end, step_change_slack_s, step_seconds
+
+    samples = int((hold_s - warmup_s) // period_s)
+    slack = step_change_slack_s(warmup_s)
+    base = 1_764_000_000 // period_s * period_s  # a boundary in unix time, as CloudWatch's minutes are
+    for tenth in range(0, 10 * int(period_s)):
+        start = base + tenth / 10.0
+        end = aligned_hold_end(start, hold_s, warmup_s, period_s)
+        assert end % period_s == pytest.approx(0.0, abs=1e-6) or end % period_s == pytest.approx(period_s)
+        # the whole periods inside the step that begin once the warm-up is over (within the slack)
+        whole = [k * period_s for k in range(int(start // period_s), int(end // period_s) + 1)
+                 if k * period_s >= start + warmup_s - slack - 1e-9 and (k + 1) * period_s <= end + 1e-9]
+        assert len(whole) == samples, (start, end)
+        assert end - start <= hold_s + period_s
+        if tenth / 10.0 <= slack:  # starting just after a boundary, as a step that follows another does
+            assert end - start <= hold_s
+    assert step_seconds(hold_s, warmup_s, period_s) <= hold_s
+    assert step_seconds(hold_s, warmup_s, None) == hold_s
+
+
+def test_holds_are_aligned_only_with_a_source_that_aggregates_whole_periods():
+    from scalefinder.loadgen.plan import hold_period_s
+
+    assert hold_period_s(load_profile(DEMO)) is None  # local samples are instants
+    ecs = load_profile(DEMO.parent / "ecs-emulated.toml")
+    assert hold_period_s(ecs) == 60
+    high_resolution = replace(ecs, sources={"cloudwatch": {**ecs.sources["cloudwatch"], "period_s": 10}})
+    assert hold_period_s(high_resolution) == 60  # AWS's own metrics still come a minute at a time
+    compressed = replace(ecs, sources={"cloudwatch": {**ecs.sources["cloudwatch"], "period_s": 2, "minute_s": 2}})
+    assert hold_period_s(compressed) == 2
