@@ -51,12 +51,18 @@ class TaskView:
 
 @dataclass(frozen=True)
 class Usage:
-    """Cumulative counters of one task incarnation's process tree at one moment."""
+    """Cumulative counters of one task incarnation's process tree at one moment.
+
+    ``cpu_read_unix_s`` is when the CPU counter was read: a rate over two readings must divide by
+    the time between those reads, not between the samplings that asked for them (reading a
+    process tree can take a good part of a second on a busy machine, and a limit of half a core
+    would then seem to be passed)."""
 
     cpu_s: float
     rss_bytes: int
     read_bytes: int
     write_bytes: int
+    cpu_read_unix_s: float
 
 
 class TaskProcess:
@@ -160,7 +166,7 @@ class Supervisor:
                 continue
         if view.cgroup is not None:
             cpu_s = view.cgroup.cpu_seconds()
-        return Usage(cpu_s, rss, read, write)
+        return Usage(cpu_s, rss, read, write, time.time())
 
     def look(self, task: TaskProcess) -> tuple[list[Event], bool]:
         """One look at a running task: what happened inside it since the last look, and whether

@@ -44,9 +44,10 @@ MIB = 1024 * 1024
 class Reading:
     """Cumulative counters of one task incarnation at one moment."""
 
-    time_s: float
+    time_s: float  # when the task was sampled (the balancer's counters were read just before)
     incarnation: int
     cpu_s: float
+    cpu_read_unix_s: float  # when cpu_s was read
     rss_bytes: int
     read_bytes: int
     write_bytes: int
@@ -176,8 +177,8 @@ class LocalMetricSource(MetricSource):
                 usage = self.cluster.usage(view)
             except OSError:
                 continue  # the task is going away between the listing and the read
-            reading = Reading(now, view.incarnation, usage.cpu_s, usage.rss_bytes, usage.read_bytes,
-                              usage.write_bytes, report.get(view.task_id, {}))
+            reading = Reading(now, view.incarnation, usage.cpu_s, usage.cpu_read_unix_s, usage.rss_bytes,
+                              usage.read_bytes, usage.write_bytes, report.get(view.task_id, {}))
             readings[view.task_id] = reading
             values = self._task_values(reading, self._previous.get(view.task_id))
             for gauge in scrapes[view.task_id].result():
@@ -200,7 +201,9 @@ class LocalMetricSource(MetricSource):
             return values  # no interval yet (new or restarted task): rates need two reads
         elapsed = now.time_s - before.time_s
         cores = self.cluster.spec.cpu_units / 1024.0
-        values[catalog.CPU_UTILIZATION] = 100.0 * max(now.cpu_s - before.cpu_s, 0.0) / elapsed / cores
+        cpu_elapsed = now.cpu_read_unix_s - before.cpu_read_unix_s
+        if cpu_elapsed > 0:
+            values[catalog.CPU_UTILIZATION] = 100.0 * max(now.cpu_s - before.cpu_s, 0.0) / cpu_elapsed / cores
         values["storage_read_bytes_per_s"] = max(now.read_bytes - before.read_bytes, 0) / elapsed
         values["storage_write_bytes_per_s"] = max(now.write_bytes - before.write_bytes, 0) / elapsed
         lb_now, lb_before = now.balancer, before.balancer
