@@ -194,8 +194,9 @@ class SourceSamples:
 WHOLE_PERIOD_SOURCES = ("cloudwatch",)
 STANDARD_MINUTE_S = 60  # CloudWatch's period for AWS's own metrics
 # How far a hold aligned to period boundaries lets its warm-up fall short, so that a step starting
-# just after a boundary (the step before ended on it, then drained and was recorded) still counts
-# the next period as its first: 2 s, or a tenth of a short warm-up.
+# just after a boundary (the step before ended on it, then drained and was recorded: about a
+# quarter of a second, the engine's flush interval) still counts the next period as its first:
+# 2 s, or half of a short warm-up (a compressed minute's).
 STEP_CHANGE_S = 2.0
 
 
@@ -236,7 +237,7 @@ def hold_period_s(profile: Profile) -> float | None:
 
 
 def step_change_slack_s(warmup_s: float) -> float:
-    return min(STEP_CHANGE_S, warmup_s / 10.0)
+    return min(STEP_CHANGE_S, warmup_s / 2.0)
 
 
 def aligned_hold_end(start_s: float, hold_s: float, warmup_s: float, period_s: float) -> float:
