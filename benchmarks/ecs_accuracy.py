@@ -14,7 +14,8 @@ reads its metrics), analyzes it, and checks:
 - **time**: the run's wall time beside what `scalefinder plan` predicted (expected, at most).
 
 The ramp is the ECS design of profiles/ecs-emulated.toml: geometric (×1.35) from a quarter of the two
-tasks' capacity, bisection to 10%, holds of 8 minutes after a minute of warm-up, 4 replay steps.
+tasks' capacity, bisection to 10%, holds of 6 minutes after a minute of warm-up ending on minute
+boundaries, no repeat to confirm a breach, 4 replay steps.
 (The start rate comes from the ground truth, as a team's would from an estimate; the answer does
 not: the SLO breach finds the capacity.)
 Every duration is in CloudWatch minutes, so ``--minute-s 2`` runs the same experiment thirty times

@@ -8,13 +8,14 @@ are collected, and the tests that start no process run first, while the demo run
 core, the demo's two small tasks and its generator the other.
 
 The whole suite runs on pytest-xdist (``-n auto``): every test marked ``load`` goes to one
-worker, where they run one after another as they would without xdist (each keeps the machine's
-other core for its own processes), while the other workers take the tests that send no load.
+worker, where they run one after another as they would without xdist, while the other workers
+take the tests that send no load.
 The grouping is done here (``LoadTogether``) rather than with xdist's ``--dist loadgroup``, which
 pytest 9.2 no longer honours (xdist renames ``item._nodeid``, which pytest stopped reading):
 each worker writes the ids of its load tests to a file the controller's scheduler reads once all
-collections are in. Under xdist the demo starts when the first test needs it, in the load
-worker, instead of at collection (where every worker would start one).
+collections are in. Under xdist the demo starts with the load worker's first load test, instead
+of at collection (where every worker would start one), and the demo's readers are its last load
+tests, so the others run while the demo does (each load test must pass on a busy machine).
 
 ``--fast`` is the development tier: only tests that start no process and send no load (the
 analysis, the models, the profile, the CLI in-process). Tests that start processes are marked
@@ -103,8 +104,10 @@ def pytest_collection_modifyitems(config, items) -> None:
             config.hook.pytest_deselected(items=dropped)
             items[:] = [item for item in items if not _is_slow(item)]
     if _distributed(config):
-        # The load tests are the longest line of work: first in the order, so handed out first.
-        items.sort(key=lambda item: item.get_closest_marker("load") is None)
+        # The load tests are the longest line of work: first in the order, so handed out first;
+        # among them, the demo's readers last, so the demo runs while the others do.
+        items.sort(key=lambda item: (item.get_closest_marker("load") is None, _reads_the_demo(item)))
+        config.stash[_DEMO_WANTED] = any(_reads_the_demo(item) for item in items)
         folder = config.workerinput.get("load_ids_dir")
         if folder:
             ids = [item.nodeid for item in items if item.get_closest_marker("load")]
@@ -112,7 +115,25 @@ def pytest_collection_modifyitems(config, items) -> None:
         return
     # The fast tests first (a stable sort keeps the file order within each tier).
     items.sort(key=_is_slow)
-    if not config.option.collectonly and any("demo_run" in getattr(item, "fixturenames", ()) for item in items):
+    if not config.option.collectonly and any(_reads_the_demo(item) for item in items):
+        _BackgroundDemo.start(config)
+
+
+def _reads_the_demo(item) -> bool:
+    return "demo_run" in getattr(item, "fixturenames", ())
+
+
+_DEMO_WANTED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def _the_demo_starts_with_the_first_load_test(request) -> None:
+    """Under xdist the load worker starts the demo at its first load test and runs the other load
+    tests while the demo runs (its readers come last), rather than wait for it idle: the demo is
+    the suite's longest piece of work, and the machine's other core is busy with the rest."""
+    config = request.config
+    if (_distributed(config) and _BackgroundDemo.process is None and config.stash.get(_DEMO_WANTED, False)
+            and request.node.get_closest_marker("load")):
         _BackgroundDemo.start(config)
 
 
