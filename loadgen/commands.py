@@ -11,7 +11,7 @@ import click
 
 from scalefinder.loadgen.aws.options import aws_options
 from scalefinder.loadgen.engine.protocol import DEFAULT_MASTER_PORT
-from scalefinder.loadgen.plan import abort_rules, cost_lines, plan_profile
+from scalefinder.loadgen.plan import abort_rules, cost_lines, plan_profile, wall_time
 from scalefinder.loadgen.profile import is_loopback, load_profile, with_secrets
 from scalefinder.core.errors import InputError, InfrastructureError
 from scalefinder.core.redact import redact_url
@@ -58,7 +58,8 @@ def plan_command(profile: Path) -> None:
         click.echo(line)
     recoveries = (f", including {len(planned.recoveries)} recover{'ies' if len(planned.recoveries) != 1 else 'y'} "
                   f"of up to {ramp.recovery_timeout_s:g} s" if planned.recoveries else "")
-    click.echo(f"Load and scaling: at most {_minutes(planned.duration_s)} "
+    worst = wall_time(loaded, planned)
+    click.echo(f"Load and scaling: at most {_minutes(worst.worst_s - worst.settle_s)} "
                f"(max_duration_s {ramp.max_duration_s:g} s{recoveries})")
     for line in cost_lines(loaded, planned):
         click.echo(line)

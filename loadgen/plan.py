@@ -50,11 +50,6 @@ class Plan:
     recoveries: tuple[PlannedStep, ...] = ()
 
     @property
-    def duration_s(self) -> float:
-        total = sum(step.hold_s for step in self.steps + self.repeats + self.recoveries) + 2 * SCALE_ESTIMATE_S
-        return min(total, self.max_duration_s)
-
-    @property
     def peak_rps(self) -> float:
         return max(step.offered_rps for step in self.steps)
 
