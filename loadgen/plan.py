@@ -195,14 +195,14 @@ STANDARD_MINUTE_S = 60  # CloudWatch's period for AWS's own metrics
 STEP_CHANGE_S = 2.0
 
 
-def samples_in(window_s: float, period_s: float, *, whole_periods: bool) -> int:
-    """The fewest samples a window of ``window_s`` holds, however it is aligned. Instants every
-    ``period_s``: as many as fit. Whole periods: one fewer, since a window that does not start
-    on a period boundary loses its first, partial period."""
+def samples_in(window_s: float, period_s: float) -> int:
+    """The fewest samples a window of ``window_s`` holds, however it is aligned: as many periods
+    as fit. For instants every ``period_s`` that is true of any window; for whole periods it is
+    true because holds end on the periods' boundaries (``aligned_hold_end``), while a window
+    ending anywhere would lose the period it ends in at an unlucky alignment."""
     if period_s <= 0 or window_s < period_s:
         return 0
-    fit = int(window_s // period_s + 1e-9)
-    return max(0, fit - 1) if whole_periods else fit
+    return int(window_s // period_s + 1e-9)
 
 
 def _period_of(kind: str, config: dict) -> float | None:
@@ -241,9 +241,9 @@ def aligned_hold_end(start_s: float, hold_s: float, warmup_s: float, period_s: f
     of them, at least one.
 
     The first of them starts once the warm-up is over, give or take the fraction of a second a
-    change of step takes (``step_change_slack_s``). So a step that
-    starts just after a boundary, as a step following another does, lasts ``hold_s`` to within
-    that fraction, and one that starts elsewhere in a period lasts up to a period longer."""
+    change of step takes (``step_change_slack_s``). So a step that starts just after a boundary,
+    as a step following another does, lasts ``hold_s`` to within that fraction, and one that
+    starts elsewhere in a period lasts up to a period longer."""
     samples = max(1, int((hold_s - warmup_s) // period_s + 1e-9))
     earliest = start_s + warmup_s - step_change_slack_s(warmup_s)
     first = math.ceil(earliest / period_s - 1e-9) * period_s
@@ -262,19 +262,14 @@ def step_seconds(hold_s: float, warmup_s: float, period_s: float | None) -> floa
 
 def source_samples(profile: Profile) -> list[SourceSamples]:
     ramp = profile.ramp
-    aligned = hold_period_s(profile) is not None
     result = []
     for kind, config in profile.sources.items():
         period = _period_of(kind, config)
         if period is None:
             continue
-        # holds end on the boundaries of the whole-period sources (hold_period_s), so their
-        # samples are as many as fit, like instants'
-        whole = kind in WHOLE_PERIOD_SOURCES and not aligned
         settle = config.get("settle_s") or 0.0
-        result.append(SourceSamples(kind, period,
-                                    samples_in(ramp.hold_s - ramp.warmup_s, period, whole_periods=whole),
-                                    samples_in(ramp.min_hold_s - ramp.warmup_s, period, whole_periods=whole),
+        result.append(SourceSamples(kind, period, samples_in(ramp.hold_s - ramp.warmup_s, period),
+                                    samples_in(ramp.min_hold_s - ramp.warmup_s, period),
                                     float(settle) if isinstance(settle, (int, float)) else 0.0))
     return result
 

@@ -88,17 +88,14 @@ def test_the_plan_of_every_example_profile_is_the_longest_run_the_phases_allow()
         assert len(planned.recoveries) == (ramp.max_aborts if ramp.abort == "step" else 0)
 
 
-def test_samples_per_step_count_the_worst_alignment():
+def test_samples_per_step_are_the_periods_that_fit():
     from scalefinder.loadgen.plan import samples_in
 
-    # every offset of a 180 s window against minute boundaries: whole minutes inside it
-    counts = {sum(1 for start in range(0, 600, 60) if offset <= start and start + 60 <= offset + 180)
-              for offset in range(0, 60)}
-    assert min(counts) == samples_in(180, 60, whole_periods=True) == 2
-    assert max(counts) == 3
-    # instants every second in a 4 s window: at least 4 of them
-    assert samples_in(4, 1, whole_periods=False) == 4
-    assert samples_in(30, 60, whole_periods=True) == 0
+    # instants every second in a 4 s window: at least 4 of them; whole minutes in an aligned
+    # window (test_an_aligned_hold_ends_on_a_boundary_...): as many as fit
+    assert samples_in(4, 1) == 4
+    assert samples_in(180, 60) == 3
+    assert samples_in(30, 60) == 0
 
 
 def test_plan_shows_samples_waits_and_wall_time_of_an_ecs_run():
