@@ -518,11 +518,8 @@ class Experiment:
         end, never repeated, not a measurement)."""
         ramp = self.profile.ramp
         elapsed = time.monotonic() - self._started_monotonic
-        shortest_s = probe_s or ramp.min_hold_s
-        if probe_s is None and self._hold_period_s is not None:
-            now = time.time()
-            shortest_s = aligned_hold_end(now, ramp.min_hold_s, ramp.warmup_s, self._hold_period_s) - now
-        if elapsed + shortest_s > ramp.max_duration_s:
+        now = time.time()
+        if elapsed + self._hold_ends(now, probe_s)[0] - now > ramp.max_duration_s:
             raise _OutOfTime(f"max_duration_s ({ramp.max_duration_s:g} s) reached during the {phase} phase; "
                              "the remaining steps were skipped")
         step_id = self._step_id
@@ -728,13 +725,7 @@ class Experiment:
         would end in, and the next step starts on a boundary too."""
         ramp = self.profile.ramp
         period = None if probe_s is not None else self._hold_period_s
-        if probe_s is not None:
-            shortest = full = start + probe_s
-        elif period is None:
-            shortest, full = start + ramp.min_hold_s, start + ramp.hold_s
-        else:
-            shortest, full = (aligned_hold_end(start, hold, ramp.warmup_s, period)
-                              for hold in (ramp.min_hold_s, ramp.hold_s))
+        shortest, full = self._hold_ends(start, probe_s)
         next_check = shortest
         while True:
             # wake at the end itself, not up to a check interval after it
@@ -751,6 +742,17 @@ class Experiment:
                 return "steady"
             # the next chance to end early: the next check, or with aligned holds the next boundary
             next_check = now + CHECK_INTERVAL_S if period is None else (math.floor(now / period) + 1) * period
+
+    def _hold_ends(self, start: float, probe_s: float | None = None) -> tuple[float, float]:
+        """When a hold starting at ``start`` may end at the earliest (``min_hold_s``) and when it
+        ends at the latest (``hold_s``); a probe ends after ``probe_s`` either way."""
+        ramp = self.profile.ramp
+        if probe_s is not None:
+            return start + probe_s, start + probe_s
+        if self._hold_period_s is None:
+            return start + ramp.min_hold_s, start + ramp.hold_s
+        return (aligned_hold_end(start, ramp.min_hold_s, ramp.warmup_s, self._hold_period_s),
+                aligned_hold_end(start, ramp.hold_s, ramp.warmup_s, self._hold_period_s))
 
     def _pump(self, until_monotonic: float, check_abort: bool = True) -> None:
         for message in self.engine.messages(until_monotonic):

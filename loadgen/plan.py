@@ -187,7 +187,6 @@ class SourceSamples:
 # Sources whose samples aggregate a period and are kept only when the whole period lies inside a
 # step (CloudWatch); the others sample at instants (the local source, Prometheus' evaluations).
 WHOLE_PERIOD_SOURCES = ("cloudwatch",)
-STANDARD_MINUTE_S = 60  # CloudWatch's period for AWS's own metrics
 # How far a hold aligned to period boundaries lets its warm-up fall short, so that a step starting
 # just after a boundary (the step before ended on it, then drained and was recorded: about a
 # quarter of a second, the engine's flush interval) still counts the next period as its first:
@@ -211,10 +210,11 @@ def _period_of(kind: str, config: dict) -> float | None:
     if not isinstance(period, (int, float)) or isinstance(period, bool) or period <= 0:
         return None
     if kind in WHOLE_PERIOD_SOURCES:
-        # AWS's own metrics come a minute at a time whatever a shorter period_s asks for (it is
-        # only for high-resolution custom metrics), and the minute may be compressed for tests
-        minute = config.get("minute_s") or STANDARD_MINUTE_S
-        return float(period if period >= minute else minute)
+        # AWS's own metrics come at the source's standard period whatever a shorter period_s asks
+        # for (it is only for high-resolution custom metrics); the minute may be compressed for tests
+        from scalefinder.loadgen.sources.cloudwatch import STANDARD_PERIOD_S, standard_period
+
+        return float(standard_period(int(period), int(config.get("minute_s") or STANDARD_PERIOD_S)))
     return float(period)
 
 
