@@ -16,8 +16,12 @@ analyze`` does, and judged:
 Settings: regimes ``1s`` (1-second samples, 20-s holds) and ``60s`` (1-minute CloudWatch-like
 averages, 5-minute holds), relative noise of 5% or 15% per reported sample, ramps of 5, 6, 8 or
 12 steps (``ramp_fractions``), and seeds; the seed also moves the run's start within its minute,
-so the 60-s buckets straddle the steps by a different share in each. One JSON line per run is
-written as soon as it is known. Usage:
+so the 60-s buckets straddle the steps by a different share in each. The ECS designs
+(``ecs-7m-r4``, ``ecs-7m-r3``, ``ecs-5m-r4``, ``ecs-5m-r3``: 1-minute data, holds of 7 or 5
+minutes ending on minute boundaries as the experiment ends them with a CloudWatch source, 4 or 3
+replay steps, no beyond phase) are regimes too, for weighing a shorter ECS run against the
+answers it would lose; they are not in the default grid. One JSON line per run is written as soon
+as it is known. Usage:
 
     python -m benchmarks.robustness [--classes cpu90,tie] [--regimes 1s,60s] [--cv 0.05,0.15]
                                     [--steps 5,6,8,12] [--seeds 20] [--jobs 2]
@@ -43,9 +47,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from benchmarks.experiments import REPO, machine, utc_now
-from tests.synthetic import DEFAULT_START_UNIX_S, REGIMES, ramp_fractions
+from tests.synthetic import DEFAULT_START_UNIX_S, ECS_REGIMES, REGIMES, ramp_fractions
 
 DEFAULT_OUT = REPO / "docs" / "benchmarks" / "robustness.jsonl"
+# The two regimes of the standing sweep, and the ECS designs compared for time to answer.
+ALL_REGIMES = {**REGIMES, **ECS_REGIMES}
 QUICK_OUT = Path(tempfile.gettempdir()) / "robustness-quick.jsonl"
 DEFAULT_CV = (0.05, 0.15)
 DEFAULT_STEPS = (5, 6, 8, 12)
@@ -167,7 +173,7 @@ def start_unix_s(seed: int) -> float:
 def generator_kwargs(scenario: Scenario) -> dict[str, Any]:
     """What ``write_synthetic_run`` is called with for a scenario (besides the path and kind)."""
     cls = BY_NAME[scenario.cls]
-    regime = dict(REGIMES[scenario.regime])
+    regime = dict(ALL_REGIMES[scenario.regime])
     regime["hold_s"] = regime["hold_s"] * cls.hold_factor
     return {**regime, "steps": ramp_fractions(scenario.steps), "noise_cv": scenario.cv, "seed": scenario.seed,
             "start_unix_s": start_unix_s(scenario.seed), **cls.params}
@@ -441,8 +447,9 @@ def parser() -> argparse.ArgumentParser:
                                             "right, inconclusive or wrong, per class and setting.")
     p.add_argument("--classes", type=_list(str, list(BY_NAME)), default=tuple(BY_NAME),
                    help="comma-separated classes (default: all): " + ", ".join(BY_NAME))
-    p.add_argument("--regimes", type=_list(str, list(REGIMES)), default=tuple(REGIMES),
-                   help="comma-separated sampling regimes (default: 1s,60s)")
+    p.add_argument("--regimes", type=_list(str, list(ALL_REGIMES)), default=tuple(REGIMES),
+                   help="comma-separated sampling regimes (default: 1s,60s; the ECS designs: "
+                        + ", ".join(ECS_REGIMES) + ")")
     p.add_argument("--cv", type=_list(_cv), default=None, help="noise coefficients of variation (default: 0.05,0.15)")
     p.add_argument("--steps", type=_list(_ramp_steps), default=None, help="ramp step counts (default: 5,6,8,12)")
     p.add_argument("--seeds", type=_positive_int, default=None, help=f"seeds per setting (default: {DEFAULT_SEEDS})")

@@ -56,6 +56,7 @@ data, so two calls with the same arguments give the same tables.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from scalefinder.core.rundir import RunWriter, iso_utc
+from scalefinder.loadgen.plan import aligned_hold_end
 
 KINDS = ("cpu", "memory", "retaining", "jvm", "workers", "waiting", "shared", "queue",
          "thrashing", "highwater", "partial", "tie")
@@ -96,6 +98,15 @@ SCALE_GAP_S = 6  # seconds between phases while tasks start or stop
 REGIMES = {
     "1s": {"sample_s": 1, "hold_s": 20, "warmup_s": 4},
     "60s": {"sample_s": 60, "hold_s": 300, "warmup_s": 60, "scale_gap_s": 60},
+}
+# The ECS designs the robustness benchmark compares for time to answer at one-minute data: holds
+# that end on minute boundaries as the experiment makes them with a CloudWatch source (so a step
+# keeps (hold - warm-up) / 60 whole minutes), no "beyond" phase, and 4 or 3 replay steps at
+# twice the tasks. "ecs-7m-r4" is profiles/ecs-emulated.toml as of 3 Dec (6 samples a step).
+ECS_REGIMES = {
+    f"ecs-{hold // 60}m-r{replay}": {"sample_s": 60, "hold_s": hold, "warmup_s": 60, "scale_gap_s": 60,
+                                      "align_s": 60, "replay_steps": replay, "beyond": False}
+    for hold in (420, 300) for replay in (4, 3)
 }
 SLO = {"percentile": 95, "latency_ms": 250.0, "error_budget_pct": 1.0}
 
@@ -212,6 +223,8 @@ def write_synthetic_run(
     queue_bound: float = MAX_BACKLOG_JOBS,
     leak_pct: float | None = None,
     scale_gap_s: int = SCALE_GAP_S,
+    align_s: int | None = None,
+    replay_steps: int = 4,
 ) -> Path:
     """Write a synthetic run directory at ``path`` and return its path.
 
@@ -233,7 +246,10 @@ def write_synthetic_run(
     when overloaded. ``leak_pct`` makes the ``retaining`` kind's leak add that many points of
     memory over the whole run whatever its holds and steps (default: 0.012 points per request
     served, which long holds would drive past 100%). ``scale_gap_s`` is the time between
-    phases.
+    phases. ``align_s`` ends every hold on a boundary of that period, as the experiment does with
+    a whole-period source (``loadgen.plan.aligned_hold_end``), so a step after another starts on
+    a boundary and one after a phase change anywhere. ``replay_steps`` is how many of the highest
+    rates that held are replayed at twice the tasks.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown synthetic kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -248,7 +264,8 @@ def write_synthetic_run(
     model = _Model(kind, tasks, capacity_per_task_rps, backlog, cpu_plateau=cpu_plateau, queue_bound=queue_bound)
     rng = np.random.default_rng(seed)
     names = [m for m in (metrics or UNITS) if m in UNITS]
-    plans = _plan(model, list(steps), hold_s, refine, replay, beyond, start_unix_s, scale_gap_s)
+    plans = _plan(model, list(steps), hold_s, refine, replay, beyond, start_unix_s, scale_gap_s,
+                  warmup_s=warmup_s, align_s=align_s, replay_steps=replay_steps)
     if leak_pct is not None:
         model.retained_pct_per_request = leak_pct / max(_served_by_first_task(model, plans), 1e-9)
     cut_unix_s = _cut_time(plans) if partial else None
@@ -390,7 +407,8 @@ class _Model:
 
 
 def _plan(model: _Model, ramp: list[float], hold_s: int, refine: bool, replay: bool, beyond: bool,
-          start_unix_s: float, scale_gap_s: int = SCALE_GAP_S) -> list[StepPlan]:
+          start_unix_s: float, scale_gap_s: int = SCALE_GAP_S, *, warmup_s: int = 4,
+          align_s: int | None = None, replay_steps: int = 4) -> list[StepPlan]:
     n, capacity = model.tasks, model.service_capacity_rps(model.tasks)
     plans: list[StepPlan] = []
     clock = start_unix_s
@@ -399,8 +417,12 @@ def _plan(model: _Model, ramp: list[float], hold_s: int, refine: bool, replay: b
         nonlocal clock
         if plans and plans[-1].phase != phase:
             clock += scale_gap_s
-        plans.append(StepPlan(len(plans), phase, tasks, round(rate, 3), clock, hold_s))
-        clock += hold_s
+        length = hold_s
+        if align_s is not None:
+            # whole seconds: the generator writes one row a second
+            length = math.ceil(aligned_hold_end(clock, hold_s, warmup_s, align_s) - clock - 1e-9)
+        plans.append(StepPlan(len(plans), phase, tasks, round(rate, 3), clock, length))
+        clock += length
 
     good: list[float] = []
     bad = None
@@ -420,7 +442,7 @@ def _plan(model: _Model, ramp: list[float], hold_s: int, refine: bool, replay: b
             else:
                 low = middle
     if replay:
-        for rate in good[-4:]:
+        for rate in good[-replay_steps:]:
             add("replay", 2 * n, rate)
     if beyond:
         rate = capacity * 1.2

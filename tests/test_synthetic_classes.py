@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.synthetic import (KINDS, REGIMES, _Model, ramp_fractions, write_synthetic_run)
+from tests.synthetic import (ECS_REGIMES, KINDS, REGIMES, _Model, ramp_fractions, write_synthetic_run)
 
 CLEAN = 1e-4  # a noise_cv small enough to read the model's levels off the samples
 CAPACITY = 25.0
@@ -244,6 +244,30 @@ def test_sample_s_60_keeps_whole_minutes_inside_each_step_stamped_at_their_middl
     minute = seconds.assign(bucket=(seconds["time_unix_s"] // 60) * 60 + 30).groupby("bucket")["value"].mean()
     task = metrics[(metrics["metric"] == "cpu_utilization") & (metrics["task"] == "task-1")].set_index("time_unix_s")
     assert np.allclose(task["value"], minute.loc[task.index], atol=2e-3)
+
+
+@pytest.mark.parametrize("design", sorted(ECS_REGIMES))
+def test_ecs_designs_end_holds_on_minutes_and_replay_their_count_of_rates(tmp_path, design):
+    # As the experiment does with a CloudWatch source: every step keeps exactly
+    # (hold - warm-up) / 60 whole minutes after its warm-up, a step after another of its phase starts
+    # on a boundary, and the first of a phase anywhere in its minute.
+    regime = ECS_REGIMES[design]
+    run = write_synthetic_run(tmp_path / "run", "cpu", **regime, steps=ramp_fractions(6), noise_cv=0.0, seed=3,
+                              start_unix_s=1_795_000_023.0)
+    metrics, steps = _read(run)
+    series = metrics[(metrics["metric"] == "cpu_utilization") & (metrics["task"] == "")]
+    whole = (regime["hold_s"] - regime["warmup_s"]) // 60
+    for step in steps.itertuples():
+        after_warmup = series[(series["time_unix_s"] - 30 >= step.start_unix_s + step.warmup_s - 2)
+                              & (series["time_unix_s"] + 30 <= step.end_unix_s)]
+        assert len(after_warmup) == whole, step
+        assert step.end_unix_s % 60 == 0, step
+    first_of_phase = steps["phase"].ne(steps["phase"].shift())
+    assert (steps.loc[~first_of_phase, "start_unix_s"] % 60 == 0).all()
+    assert steps.loc[~first_of_phase, "end_unix_s"].sub(steps.loc[~first_of_phase, "start_unix_s"]).eq(
+        regime["hold_s"]).all()
+    assert steps["phase"].eq("replay").sum() == regime["replay_steps"]
+    assert "beyond" not in set(steps["phase"])
 
 
 def test_noise_cv_is_the_coefficient_of_variation_of_the_service_samples(tmp_path):
