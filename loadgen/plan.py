@@ -321,6 +321,9 @@ def wall_time(profile: Profile, plan: Plan) -> WallTime:
     loaded = (len(plan.steps) + len(plan.repeats)) * full + sum(step.hold_s for step in plan.recoveries)
     # the first step of each phase, and the step after each recovery, may start anywhere in a period
     loaded += (len({step.phase for step in plan.steps}) + len(plan.recoveries)) * (period or 0.0)
+    # The plan that holds every rate up to max_rps can have fewer steps than one that breaks
+    # halfway and then refines and goes beyond at twice the tasks; the worst case covers both.
+    loaded = max(loaded, count * full + phases * (period or 0.0))
     worst = min(loaded + 2 * scale_wait, ramp.max_duration_s) + settle
     return WallTime(expected, worst, scale_wait, settle, count, confirmations)
 

@@ -122,6 +122,18 @@ def test_plan_shows_samples_waits_and_wall_time_of_an_ecs_run():
     assert result.exit_code == 0 and "Wall time: about" in result.output, result.output
 
 
+@pytest.mark.parametrize("name", sorted(path.stem for path in DEMO.parent.glob("*.toml")))
+def test_the_worst_wall_time_is_never_below_the_expected_one(name):
+    # The worst case's plan (every rate held up to max_rps) can have fewer steps than the expected
+    # one (a breach halfway, the refinement, then the beyond phase at twice the tasks); with the
+    # ECS profiles' beyond phase it had, and `plan` said "about 2 h 28 min, at most 2 h 27 min".
+    from scalefinder.loadgen.plan import wall_time
+
+    profile = load_profile(DEMO.parent / f"{name}.toml")
+    times = wall_time(profile, plan_profile(profile))
+    assert times.expected_s <= times.worst_s
+
+
 def test_the_expected_wall_time_counts_the_repeats_that_confirm_a_breach():
     from scalefinder.loadgen.plan import wall_time
 
