@@ -20,8 +20,8 @@ so the 60-s buckets straddle the steps by a different share in each. The ECS des
 (``ecs-7m-r4``, ``ecs-7m-r3``, ``ecs-5m-r4``, ``ecs-5m-r3``: 1-minute data, holds of 7 or 5
 minutes ending on minute boundaries as the experiment ends them with a CloudWatch source, 4 or 3
 replay steps, no beyond phase; ``ecs-7m-r4-beyond`` with one) are regimes too, for weighing an
-ECS run's length against the answers it would lose; they are not in the default grid. One JSON line per run is written as soon
-as it is known. Usage:
+ECS run's length against the answers it would lose; they are not in the default grid. One JSON
+line per run is written as soon as it is known. Usage:
 
     python -m benchmarks.robustness [--classes cpu90,tie] [--regimes 1s,60s] [--cv 0.05,0.15]
                                     [--steps 5,6,8,12] [--seeds 20] [--jobs 2]
